@@ -1,0 +1,180 @@
+//! Writing reports to disk: safe file names and atomic writes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The default report folder, relative to the working directory.
+pub const DEFAULT_DUMP_DIR: &str = "./dump/performance";
+
+/// A report could not be written. The earlier file at that path, if any, is intact.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The folder could not be created. Fix: check the path and its permissions.
+    #[error("could not create report folder {}: {source}; check the path and its permissions", path.display())]
+    CreateFolder {
+        /// The folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file could not be written. Fix: check free space and the folder's permissions.
+    #[error("could not write report {}: {source}; check free space and the folder's permissions", path.display())]
+    Write {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+impl DumpError {
+    /// The path that could not be written.
+    pub fn path(&self) -> &Path {
+        match self {
+            DumpError::CreateFolder { path, .. } | DumpError::Write { path, .. } => path,
+        }
+    }
+}
+
+const MAX_STEM: usize = 100;
+
+/// A file stem for `name` made of `[A-Za-z0-9._-]` only, never empty, never `.` or `..`
+/// or hidden, and at most about 110 characters. Names that are already safe are kept;
+/// any other gets its unsafe characters replaced by `_` and a hash of the original
+/// appended, so two different names never share a file.
+///
+/// ```
+/// use backtest_perf::dump::safe_file_stem;
+///
+/// assert_eq!(safe_file_stem("my-strategy"), "my-strategy");
+/// assert_eq!(safe_file_stem(""), "global");
+/// let s = safe_file_stem("../../x");
+/// assert!(s.starts_with("______x-"), "{s}");
+/// assert!(!s.contains('/') && !s.contains(".."));
+/// assert_ne!(safe_file_stem("a/b"), safe_file_stem("a_b"));
+/// ```
+pub fn safe_file_stem(name: &str) -> String {
+    if name.is_empty() {
+        return super::key::GLOBAL.to_string();
+    }
+    let mut stem: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while stem.contains("..") {
+        stem = stem.replace("..", "__");
+    }
+    if stem.starts_with('.') {
+        stem.replace_range(0..1, "_");
+    }
+    if stem == name && stem.len() <= MAX_STEM {
+        return stem;
+    }
+    stem.truncate(MAX_STEM);
+    format!("{stem}-{:016x}", fnv1a(name.as_bytes()))
+}
+
+/// FNV-1a, 64 bits: a stable hash for file names (std's hasher may change between releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Writes `text` to `dir/file_name` atomically: a temporary file in `dir`, synced, then
+/// renamed over the target. Creates `dir`. Returns the path written.
+///
+/// `file_name` must be a plain file name (see [`safe_file_stem`]); the result always lies
+/// inside `dir`.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = backtest_perf::dump::write_atomic(dir.path(), "r.md", "hello").unwrap();
+/// assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello");
+/// ```
+pub fn write_atomic(dir: &Path, file_name: &str, text: &str) -> Result<PathBuf, DumpError> {
+    std::fs::create_dir_all(dir).map_err(|source| DumpError::CreateFolder {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(file_name);
+    let write_err = |source| DumpError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(".report-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(write_err)?;
+    file.write_all(text.as_bytes()).map_err(write_err)?;
+    file.as_file().sync_all().map_err(write_err)?;
+    file.persist(&path).map_err(|e| write_err(e.error))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_safe(stem: &str) -> bool {
+        !stem.is_empty()
+            && !stem.starts_with('.')
+            && !stem.contains("..")
+            && stem
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    }
+
+    #[test]
+    fn unsafe_names_map_to_distinct_safe_stems() {
+        let names = [
+            "../../x",
+            "",
+            "a/b",
+            "a\\b",
+            "стратегия",
+            "策略",
+            ".",
+            "..",
+            ".hidden",
+            "a b",
+            "x".repeat(300).as_str(),
+            "/etc/passwd",
+            "a\0b",
+        ]
+        .map(String::from);
+        let stems: Vec<String> = names.iter().map(|n| safe_file_stem(n)).collect();
+        for (name, stem) in names.iter().zip(&stems) {
+            assert!(is_safe(stem), "{name:?} -> {stem:?}");
+            assert!(stem.len() <= MAX_STEM + 17, "{stem}");
+        }
+        let mut unique = stems.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), stems.len(), "{stems:?}");
+        assert_eq!(safe_file_stem("a/b"), format!("a_b-{:016x}", fnv1a(b"a/b")));
+        assert_eq!(safe_file_stem("v1.2_sma-cross"), "v1.2_sma-cross");
+    }
+
+    #[test]
+    fn write_replaces_the_file_and_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a").join("b");
+        write_atomic(&nested, "r.md", "first").unwrap();
+        let path = write_atomic(&nested, "r.md", "second").unwrap();
+        assert_eq!(path, nested.join("r.md"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
+        let files: Vec<_> = std::fs::read_dir(&nested)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(files, ["r.md"]);
+    }
+}

@@ -1,0 +1,502 @@
+//! The bus: [`PerformanceEmitter`] hands every [`PerformanceContract`] to its subscribers.
+//!
+//! # Delivery
+//!
+//! [`emit`](PerformanceEmitter::emit) validates the event, fills an empty
+//! `previousTimestamp` from the previous event of the same (symbol, strategy, metricType),
+//! and then hands the event to every current subscriber exactly once, in subscription
+//! order, before it returns. A subscriber added or removed while an emit runs takes effect
+//! from the next event. Every subscriber sees every event emitted after it subscribed, in
+//! emit order for each producing thread: no event is silently lost.
+//!
+//! There are two kinds of subscriber:
+//!
+//! * a [`Sink`] runs on the emitting thread and must be quick (the storage service is one);
+//! * a listener from [`listen`](PerformanceEmitter::listen) gets its own queue and worker
+//!   thread, so a slow callback never slows `emit`. See [`crate::listener`].
+//!
+//! # Cost
+//!
+//! With no subscribers, `emit` validates the event and returns: it allocates nothing and
+//! takes no lock. With tracking switched off ([`set_enabled(false)`](PerformanceEmitter::set_enabled)),
+//! it costs one relaxed atomic load and the event is dropped unseen.
+//!
+//! # Rejection
+//!
+//! An invalid event is never delivered. It is counted, every sink hears of it through
+//! [`Sink::on_rejected`] (so the storage can report it per key), and `emit` hands it back
+//! inside [`Rejected`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, Sink};
+//!
+//! struct Count(AtomicUsize);
+//! impl Sink for Count {
+//!     fn on_event(&self, _: &PerformanceContract) {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! }
+//!
+//! let bus = PerformanceEmitter::new();
+//! let count = Arc::new(Count(AtomicUsize::new(0)));
+//! let _id = bus.add_sink(count.clone());
+//! bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 10.0)).unwrap();
+//! assert!(bus.emit(PerformanceContract::new(MetricType::Tick, -1.0, 11.0)).is_err());
+//! assert_eq!(count.0.load(Ordering::Relaxed), 1);
+//! assert_eq!(bus.rejected(), 1);
+//! ```
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use super::event::{InvalidEvent, MetricType, PerformanceContract};
+use super::key::StorageKey;
+use super::listener::ListenerShared;
+
+/// A subscriber that runs on the emitting thread. Keep it quick: every `emit` waits for it.
+///
+/// Both hooks default to doing nothing.
+///
+/// ```
+/// use backtest_perf::{PerformanceContract, Sink};
+///
+/// struct Print;
+/// impl Sink for Print {
+///     fn on_event(&self, e: &PerformanceContract) {
+///         println!("{} took {} ms", e.metric_type, e.duration);
+///     }
+/// }
+/// ```
+pub trait Sink: Send + Sync + 'static {
+    /// Called with every valid event.
+    fn on_event(&self, _event: &PerformanceContract) {}
+    /// Called with every event the bus rejected, and why.
+    fn on_rejected(&self, _event: &PerformanceContract, _reason: &InvalidEvent) {}
+}
+
+/// An event the bus rejected, handed back with the reason.
+///
+/// ```
+/// # use backtest_perf::{InvalidEvent, MetricType, PerformanceContract, PerformanceEmitter};
+/// let bus = PerformanceEmitter::new();
+/// let err = bus.emit(PerformanceContract::new(MetricType::Tick, f64::NAN, 1.0)).unwrap_err();
+/// assert!(matches!(err.reason, InvalidEvent::NonFiniteDuration(_)));
+/// assert_eq!(
+///     err.to_string(),
+///     "rejected tick event for global:global: duration is NaN; it must be a finite number of milliseconds"
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[error("rejected {} event for {}: {reason}", event.metric_type, StorageKey::of(event))]
+pub struct Rejected {
+    /// The event, unchanged.
+    pub event: PerformanceContract,
+    /// Why it was rejected.
+    pub reason: InvalidEvent,
+}
+
+/// Identifies one subscriber of one emitter, for [`PerformanceEmitter::remove`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriberId(u64);
+
+#[derive(Clone)]
+pub(crate) enum Subscriber {
+    Sink(Arc<dyn Sink>),
+    Listener(Arc<ListenerShared>),
+}
+
+const SERIES_SHARDS: usize = 16;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SeriesKey {
+    key: StorageKey,
+    metric: MetricType,
+}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+        self.metric.hash(state);
+    }
+}
+
+type SeriesMap = HashMap<SeriesKey, f64, foldhash::fast::FixedState>;
+
+pub(crate) struct EmitterInner {
+    enabled: AtomicBool,
+    subscriber_count: AtomicUsize,
+    subscribers: ArcSwap<Vec<(SubscriberId, Subscriber)>>,
+    /// Serializes subscribe and unsubscribe; emit never takes it.
+    edit: Mutex<()>,
+    next_id: AtomicU64,
+    rejected: AtomicU64,
+    listener_failures: AtomicU64,
+    series: [Mutex<SeriesMap>; SERIES_SHARDS],
+    hasher: foldhash::fast::FixedState,
+}
+
+/// The performance bus. Cheap to clone: clones share one bus.
+///
+/// See the [module documentation](self) for the delivery contract.
+#[derive(Clone)]
+pub struct PerformanceEmitter {
+    pub(crate) inner: Arc<EmitterInner>,
+}
+
+impl Default for PerformanceEmitter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for PerformanceEmitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerformanceEmitter")
+            .field("enabled", &self.is_enabled())
+            .field("subscribers", &self.subscriber_count())
+            .field("rejected", &self.rejected())
+            .finish()
+    }
+}
+
+impl PerformanceEmitter {
+    /// A new, independent bus with no subscribers, tracking on.
+    ///
+    /// ```
+    /// # use backtest_perf::PerformanceEmitter;
+    /// let bus = PerformanceEmitter::new();
+    /// assert_eq!(bus.subscriber_count(), 0);
+    /// assert!(bus.is_enabled());
+    /// ```
+    pub fn new() -> Self {
+        PerformanceEmitter {
+            inner: Arc::new(EmitterInner {
+                enabled: AtomicBool::new(true),
+                subscriber_count: AtomicUsize::new(0),
+                subscribers: ArcSwap::from_pointee(Vec::new()),
+                edit: Mutex::new(()),
+                next_id: AtomicU64::new(1),
+                rejected: AtomicU64::new(0),
+                listener_failures: AtomicU64::new(0),
+                series: std::array::from_fn(|_| Mutex::new(SeriesMap::default())),
+                hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+            }),
+        }
+    }
+
+    /// Whether tracking is on. Hooks check this before they time anything.
+    ///
+    /// ```
+    /// # use backtest_perf::PerformanceEmitter;
+    /// let bus = PerformanceEmitter::new();
+    /// bus.set_enabled(false);
+    /// assert!(!bus.is_enabled());
+    /// ```
+    #[inline]
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Switches tracking on or off. While off, `emit` drops events unseen.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.inner.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Hands `event` to every subscriber; see the [module documentation](self).
+    ///
+    /// Returns the event inside [`Rejected`] when it breaks the contract.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// assert!(bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 5.0)).is_ok());
+    /// ```
+    #[inline]
+    pub fn emit(&self, event: PerformanceContract) -> Result<(), Rejected> {
+        let inner = &*self.inner;
+        if !inner.enabled.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if inner.subscriber_count.load(Ordering::Acquire) == 0 {
+            return event
+                .validate()
+                .map_err(|reason| self.reject(event, reason, &[]));
+        }
+        self.deliver(event)
+    }
+
+    #[inline(never)]
+    fn deliver(&self, mut event: PerformanceContract) -> Result<(), Rejected> {
+        let subscribers = self.inner.subscribers.load();
+        if let Err(reason) = event.validate() {
+            return Err(self.reject(event, reason, &subscribers));
+        }
+        self.chain(&mut event);
+        for (_, subscriber) in subscribers.iter() {
+            match subscriber {
+                Subscriber::Sink(sink) => sink.on_event(&event),
+                Subscriber::Listener(listener) => listener.offer(&event),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the event as the last of its series and fills its previous timestamp.
+    fn chain(&self, event: &mut PerformanceContract) {
+        let series = SeriesKey {
+            key: StorageKey::of(event),
+            metric: event.metric_type,
+        };
+        let hash = self.inner.hasher.hash_one(series);
+        let shard = &self.inner.series[(hash >> 60) as usize % SERIES_SHARDS];
+        let last = shard.lock().insert(series, event.timestamp);
+        if event.previous_timestamp.is_none() {
+            // A previous timestamp later than this one (clock stepped back, or producers on
+            // several threads racing) would give a negative wait: leave it empty instead.
+            event.previous_timestamp = last.filter(|&previous| previous <= event.timestamp);
+        }
+    }
+
+    fn reject(
+        &self,
+        event: PerformanceContract,
+        reason: InvalidEvent,
+        subscribers: &[(SubscriberId, Subscriber)],
+    ) -> Rejected {
+        self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+        for (_, subscriber) in subscribers {
+            if let Subscriber::Sink(sink) = subscriber {
+                sink.on_rejected(&event, &reason);
+            }
+        }
+        Rejected { event, reason }
+    }
+
+    /// Adds a sink that runs on the emitting thread; returns its id for [`remove`](Self::remove).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use backtest_perf::{PerformanceContract, PerformanceEmitter, Sink};
+    /// struct Nothing;
+    /// impl Sink for Nothing {}
+    /// let bus = PerformanceEmitter::new();
+    /// let id = bus.add_sink(Arc::new(Nothing));
+    /// assert_eq!(bus.subscriber_count(), 1);
+    /// assert!(bus.remove(id));
+    /// assert_eq!(bus.subscriber_count(), 0);
+    /// ```
+    pub fn add_sink(&self, sink: Arc<dyn Sink>) -> SubscriberId {
+        self.add(Subscriber::Sink(sink))
+    }
+
+    pub(crate) fn add(&self, subscriber: Subscriber) -> SubscriberId {
+        let _edit = self.inner.edit.lock();
+        let id = SubscriberId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut next = Vec::clone(&self.inner.subscribers.load());
+        next.push((id, subscriber));
+        self.inner
+            .subscriber_count
+            .store(next.len(), Ordering::Release);
+        self.inner.subscribers.store(Arc::new(next));
+        id
+    }
+
+    /// Removes a subscriber; returns whether it was there.
+    pub fn remove(&self, id: SubscriberId) -> bool {
+        let _edit = self.inner.edit.lock();
+        let current = self.inner.subscribers.load();
+        if !current.iter().any(|(i, _)| *i == id) {
+            return false;
+        }
+        let next: Vec<_> = current.iter().filter(|(i, _)| *i != id).cloned().collect();
+        self.inner
+            .subscriber_count
+            .store(next.len(), Ordering::Release);
+        self.inner.subscribers.store(Arc::new(next));
+        true
+    }
+
+    /// Number of current subscribers, sinks and listeners.
+    pub fn subscriber_count(&self) -> usize {
+        self.inner.subscriber_count.load(Ordering::Acquire)
+    }
+
+    /// Number of events rejected as invalid since the bus was made.
+    pub fn rejected(&self) -> u64 {
+        self.inner.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Number of listener calls that panicked or returned an error, over all listeners.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let sub = bus.listen(|_: &PerformanceContract| Err::<(), _>("disk full"));
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+    /// bus.flush();
+    /// assert_eq!(bus.listener_failures(), 1);
+    /// # drop(sub);
+    /// ```
+    pub fn listener_failures(&self) -> u64 {
+        self.inner.listener_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_listener_failure(&self) {
+        self.inner.listener_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Blocks until every listener has handled every event queued before this call.
+    ///
+    /// Do not call it from inside a listener of the same bus: that listener would wait
+    /// for itself.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// # use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let s = seen.clone();
+    /// let _sub = bus.listen(move |_: &PerformanceContract| { s.fetch_add(1, Ordering::SeqCst); });
+    /// for i in 0..100 {
+    ///     bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, i as f64)).unwrap();
+    /// }
+    /// bus.flush();
+    /// assert_eq!(seen.load(Ordering::SeqCst), 100);
+    /// ```
+    pub fn flush(&self) {
+        futures::executor::block_on(self.flush_async());
+    }
+
+    /// Waits, without blocking a thread, until every listener has handled every event
+    /// queued before this call.
+    pub async fn flush_async(&self) {
+        let listeners: Vec<Arc<ListenerShared>> = self
+            .inner
+            .subscribers
+            .load()
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Subscriber::Listener(l) => Some(l.clone()),
+                Subscriber::Sink(_) => None,
+            })
+            .collect();
+        for listener in listeners {
+            listener.flush_async().await;
+        }
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<EmitterInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<EmitterInner>) -> Self {
+        PerformanceEmitter { inner }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<PerformanceContract>>, AtomicUsize);
+    impl Sink for Collect {
+        fn on_event(&self, event: &PerformanceContract) {
+            self.0.lock().push(*event);
+        }
+        fn on_rejected(&self, _: &PerformanceContract, _: &InvalidEvent) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn tick(timestamp: f64) -> PerformanceContract {
+        PerformanceContract::new(MetricType::Tick, 1.0, timestamp)
+            .with_symbol("BTCUSDT")
+            .with_strategy("s")
+    }
+
+    #[test]
+    fn fills_previous_timestamp_per_series() {
+        let bus = PerformanceEmitter::new();
+        let sink = Arc::new(Collect::default());
+        bus.add_sink(sink.clone());
+        bus.emit(tick(10.0)).unwrap();
+        bus.emit(tick(15.0)).unwrap();
+        bus.emit(
+            PerformanceContract::new(MetricType::GetCandles, 1.0, 16.0)
+                .with_symbol("BTCUSDT")
+                .with_strategy("s"),
+        )
+        .unwrap();
+        bus.emit(tick(20.0).with_symbol("ETHUSDT")).unwrap();
+        bus.emit(tick(21.0).with_previous_timestamp(1.0)).unwrap();
+        bus.emit(tick(25.0)).unwrap();
+        let got: Vec<_> = sink.0.lock().iter().map(|e| e.previous_timestamp).collect();
+        assert_eq!(got, [None, Some(10.0), None, None, Some(1.0), Some(21.0)]);
+    }
+
+    #[test]
+    fn an_earlier_timestamp_gets_no_previous() {
+        let bus = PerformanceEmitter::new();
+        let sink = Arc::new(Collect::default());
+        bus.add_sink(sink.clone());
+        bus.emit(tick(10.0)).unwrap();
+        bus.emit(tick(5.0)).unwrap();
+        bus.emit(tick(7.0)).unwrap();
+        let got: Vec<_> = sink.0.lock().iter().map(|e| e.previous_timestamp).collect();
+        assert_eq!(got, [None, None, Some(5.0)]);
+    }
+
+    #[test]
+    fn rejected_events_reach_sinks_as_rejections_only() {
+        let bus = PerformanceEmitter::new();
+        let sink = Arc::new(Collect::default());
+        bus.add_sink(sink.clone());
+        let err = bus
+            .emit(PerformanceContract::new(MetricType::Tick, -1.0, 1.0))
+            .unwrap_err();
+        assert_eq!(err.reason, InvalidEvent::NegativeDuration(-1.0));
+        assert_eq!(sink.0.lock().len(), 0);
+        assert_eq!(sink.1.load(Ordering::Relaxed), 1);
+        assert_eq!(bus.rejected(), 1);
+    }
+
+    #[test]
+    fn disabled_bus_drops_events_unseen() {
+        let bus = PerformanceEmitter::new();
+        let sink = Arc::new(Collect::default());
+        bus.add_sink(sink.clone());
+        bus.set_enabled(false);
+        bus.emit(tick(1.0)).unwrap();
+        bus.set_enabled(true);
+        bus.emit(tick(2.0)).unwrap();
+        assert_eq!(sink.0.lock().len(), 1);
+    }
+
+    #[test]
+    fn sinks_run_in_subscription_order_and_removal_stops_delivery() {
+        struct Tag(&'static str, Arc<Mutex<Vec<&'static str>>>);
+        impl Sink for Tag {
+            fn on_event(&self, _: &PerformanceContract) {
+                self.1.lock().push(self.0);
+            }
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let bus = PerformanceEmitter::new();
+        let a = bus.add_sink(Arc::new(Tag("a", log.clone())));
+        bus.add_sink(Arc::new(Tag("b", log.clone())));
+        bus.emit(tick(1.0)).unwrap();
+        assert!(bus.remove(a));
+        assert!(!bus.remove(a));
+        bus.emit(tick(2.0)).unwrap();
+        assert_eq!(*log.lock(), ["a", "b", "b"]);
+    }
+}

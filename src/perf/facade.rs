@@ -1,0 +1,261 @@
+//! The facade: [`PerformanceService`] instances and the global [`Performance`] API.
+//!
+//! The global API reads like the reference: [`performance_emitter`],
+//! [`listen_performance`], [`Performance::get_data`], [`Performance::get_report`],
+//! [`Performance::dump`] and [`Performance::clear`]. They share one process-wide bus
+//! whose storage subscribes on first use of either. Tests and engines that must not share
+//! state build their own [`PerformanceEmitter`] and [`PerformanceService`].
+//!
+//! ```
+//! use backtest_perf::{listen_performance, performance_emitter, MetricType, Performance, PerformanceContract};
+//!
+//! let sub = listen_performance(|e: &PerformanceContract| println!("{} {}ms", e.metric_type, e.duration));
+//! performance_emitter()
+//!     .emit(PerformanceContract::new(MetricType::custom("load"), 12.5, 1.0).with_symbol("DOCUSD").with_strategy("doc"))
+//!     .unwrap();
+//! sub.flush();
+//! let stats = Performance::get_data("DOCUSD", "doc");
+//! assert_eq!(stats.total_events, 1);
+//! assert!(Performance::get_report("DOCUSD", "doc").contains("| load | 1 | 12.50 |"));
+//! Performance::clear("DOCUSD", "doc");
+//! assert_eq!(Performance::get_data("DOCUSD", "doc").total_events, 0);
+//! ```
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use super::dump::{DEFAULT_DUMP_DIR, DumpError, safe_file_stem, write_atomic};
+use super::emitter::PerformanceEmitter;
+use super::event::PerformanceContract;
+use super::key::StorageKey;
+use super::listener::{ListenerOutcome, Subscription};
+use super::report::{Column, default_columns, render};
+use super::stats::{PerformanceStatistics, StatsPreset};
+use super::storage::{StorageConfig, StorageService};
+
+/// Statistics, reports and dumps over one [`StorageService`].
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+///
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+/// assert_eq!(service.get_data("A", "s").total_duration, 2.0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct PerformanceService {
+    storage: Arc<StorageService>,
+    preset: StatsPreset,
+}
+
+impl PerformanceService {
+    /// A service over `storage`, computing statistics with `preset`.
+    pub fn new(storage: Arc<StorageService>, preset: StatsPreset) -> Self {
+        PerformanceService { storage, preset }
+    }
+
+    /// A service with default limits and preset, its storage subscribed to `bus`.
+    pub fn attached(bus: &PerformanceEmitter) -> Self {
+        Self::attached_with(bus, StorageConfig::default(), StatsPreset::default())
+    }
+
+    /// A service with the given limits and preset, its storage subscribed to `bus`.
+    pub fn attached_with(
+        bus: &PerformanceEmitter,
+        config: StorageConfig,
+        preset: StatsPreset,
+    ) -> Self {
+        let storage = StorageService::new(config);
+        storage.attach(bus);
+        Self::new(storage, preset)
+    }
+
+    /// The storage behind the service.
+    pub fn storage(&self) -> &Arc<StorageService> {
+        &self.storage
+    }
+
+    /// The statistics preset.
+    pub fn preset(&self) -> StatsPreset {
+        self.preset
+    }
+
+    /// Statistics of one `symbol:strategy` (empty text means `global`).
+    pub fn get_data(&self, symbol: &str, strategy: &str) -> PerformanceStatistics {
+        self.get_data_for(StorageKey::new(symbol, strategy))
+    }
+
+    /// Statistics of one key.
+    pub fn get_data_for(&self, key: StorageKey) -> PerformanceStatistics {
+        let (events, rejected, dropped) = self.storage.snapshot(key).unwrap_or_default();
+        PerformanceStatistics::compute(key, events, rejected, dropped, self.preset)
+    }
+
+    /// The markdown report of one `symbol:strategy`, default columns.
+    pub fn get_report(&self, symbol: &str, strategy: &str) -> String {
+        self.get_report_with(symbol, strategy, &default_columns())
+    }
+
+    /// The markdown report with your own columns; hidden ones are left out.
+    pub fn get_report_with(&self, symbol: &str, strategy: &str, columns: &[Column]) -> String {
+        render(&self.get_data(symbol, strategy), columns)
+    }
+
+    /// Writes the report to `./dump/performance/<strategy>.md`; returns the path.
+    pub fn dump(&self, symbol: &str, strategy: &str) -> Result<PathBuf, DumpError> {
+        self.dump_to(symbol, strategy, DEFAULT_DUMP_DIR)
+    }
+
+    /// Writes the report to `<dir>/<strategy>.md` (the name made safe, see
+    /// [`safe_file_stem`]) atomically, creating `dir`; returns the path.
+    pub fn dump_to(
+        &self,
+        symbol: &str,
+        strategy: &str,
+        dir: impl AsRef<Path>,
+    ) -> Result<PathBuf, DumpError> {
+        let report = self.get_report(symbol, strategy);
+        let key = StorageKey::new(symbol, strategy);
+        let file_name = format!("{}.md", safe_file_stem(&key.strategy));
+        write_atomic(dir.as_ref(), &file_name, &report)
+    }
+
+    /// Forgets one `symbol:strategy`; other keys stay, the storage stays subscribed.
+    pub fn clear(&self, symbol: &str, strategy: &str) {
+        self.storage.clear(StorageKey::new(symbol, strategy));
+    }
+
+    /// Forgets every key; the storage stays subscribed.
+    pub fn clear_all(&self) {
+        self.storage.clear_all();
+    }
+}
+
+struct Defaults {
+    emitter: PerformanceEmitter,
+    service: PerformanceService,
+}
+
+fn defaults() -> &'static Defaults {
+    static DEFAULTS: OnceLock<Defaults> = OnceLock::new();
+    DEFAULTS.get_or_init(|| {
+        let emitter = PerformanceEmitter::new();
+        let service = PerformanceService::attached(&emitter);
+        Defaults { emitter, service }
+    })
+}
+
+/// The process-wide bus. Its storage is subscribed from the start, so the
+/// [`Performance`] facade sees every event emitted here.
+///
+/// ```
+/// # use backtest_perf::performance_emitter;
+/// assert!(performance_emitter().subscriber_count() >= 1);
+/// ```
+pub fn performance_emitter() -> &'static PerformanceEmitter {
+    &defaults().emitter
+}
+
+/// The service behind the [`Performance`] facade.
+pub fn performance_service() -> &'static PerformanceService {
+    &defaults().service
+}
+
+/// Listens to the process-wide bus; see [`PerformanceEmitter::listen`].
+///
+/// ```
+/// # use backtest_perf::{listen_performance, PerformanceContract};
+/// let sub = listen_performance(|e: &PerformanceContract| println!("{}", e.metric_type));
+/// sub.unsubscribe();
+/// ```
+pub fn listen_performance<F, R>(callback: F) -> Subscription
+where
+    F: FnMut(&PerformanceContract) -> R + Send + 'static,
+    R: ListenerOutcome,
+{
+    performance_emitter().listen(callback)
+}
+
+/// Listens to the process-wide bus with an async callback; see [`PerformanceEmitter::listen_async`].
+pub fn listen_performance_async<F, Fut>(callback: F) -> Subscription
+where
+    F: FnMut(PerformanceContract) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: ListenerOutcome,
+{
+    performance_emitter().listen_async(callback)
+}
+
+/// Listens to the events that pass `filter`; see [`PerformanceEmitter::listen_filtered`].
+pub fn listen_performance_filtered<P, F, R>(filter: P, callback: F) -> Subscription
+where
+    P: Fn(&PerformanceContract) -> bool + Send + Sync + 'static,
+    F: FnMut(&PerformanceContract) -> R + Send + 'static,
+    R: ListenerOutcome,
+{
+    performance_emitter().listen_filtered(filter, callback)
+}
+
+/// Listens for the first event that passes `filter`; see [`PerformanceEmitter::listen_once`].
+pub fn listen_performance_once<P, F, R>(filter: P, callback: F) -> Subscription
+where
+    P: Fn(&PerformanceContract) -> bool + Send + Sync + 'static,
+    F: FnOnce(&PerformanceContract) -> R + Send + 'static,
+    R: ListenerOutcome,
+{
+    performance_emitter().listen_once(filter, callback)
+}
+
+/// The global facade over the process-wide bus and storage.
+///
+/// ```no_run
+/// use backtest_perf::Performance;
+/// let path = Performance::dump("BTCUSDT", "my-strategy")?;
+/// println!("report in {}", path.display());
+/// # Ok::<(), backtest_perf::DumpError>(())
+/// ```
+#[derive(Debug)]
+pub struct Performance;
+
+impl Performance {
+    /// Statistics of one `symbol:strategy`; see [`PerformanceService::get_data`].
+    pub fn get_data(symbol: &str, strategy: &str) -> PerformanceStatistics {
+        performance_service().get_data(symbol, strategy)
+    }
+
+    /// The markdown report; see [`PerformanceService::get_report`].
+    pub fn get_report(symbol: &str, strategy: &str) -> String {
+        performance_service().get_report(symbol, strategy)
+    }
+
+    /// The markdown report with your own columns; see [`PerformanceService::get_report_with`].
+    pub fn get_report_with(symbol: &str, strategy: &str, columns: &[Column]) -> String {
+        performance_service().get_report_with(symbol, strategy, columns)
+    }
+
+    /// Writes the report to `./dump/performance/<strategy>.md`; see [`PerformanceService::dump`].
+    pub fn dump(symbol: &str, strategy: &str) -> Result<PathBuf, DumpError> {
+        performance_service().dump(symbol, strategy)
+    }
+
+    /// Writes the report into `dir`; see [`PerformanceService::dump_to`].
+    pub fn dump_to(
+        symbol: &str,
+        strategy: &str,
+        dir: impl AsRef<Path>,
+    ) -> Result<PathBuf, DumpError> {
+        performance_service().dump_to(symbol, strategy, dir)
+    }
+
+    /// Forgets one `symbol:strategy`; other keys stay.
+    pub fn clear(symbol: &str, strategy: &str) {
+        performance_service().clear(symbol, strategy)
+    }
+
+    /// Forgets every key.
+    pub fn clear_all() {
+        performance_service().clear_all()
+    }
+}

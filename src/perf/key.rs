@@ -1,0 +1,76 @@
+//! [`StorageKey`]: which `symbol:strategy` bucket an event belongs to.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use super::event::PerformanceContract;
+use super::name::Name;
+
+/// The name a missing (absent, null or empty) symbol or strategy is stored and reported as.
+pub const GLOBAL: &str = "global";
+
+/// A `symbol:strategy` pair; a missing part is [`GLOBAL`]. Prints as `symbol:strategy`.
+///
+/// ```
+/// use backtest_perf::StorageKey;
+///
+/// assert_eq!(StorageKey::new("BTCUSDT", "sma").to_string(), "BTCUSDT:sma");
+/// assert_eq!(StorageKey::new("", "sma").to_string(), "global:sma");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord)]
+pub struct StorageKey {
+    /// The symbol, or `global`.
+    pub symbol: Name,
+    /// The strategy name, or `global`.
+    pub strategy: Name,
+}
+
+impl StorageKey {
+    /// The key for a symbol and strategy given as text; empty text means [`GLOBAL`].
+    ///
+    /// ```
+    /// # use backtest_perf::StorageKey;
+    /// assert_eq!(StorageKey::new("ETHUSDT", "").strategy, "global");
+    /// ```
+    pub fn new(symbol: &str, strategy: &str) -> Self {
+        StorageKey {
+            symbol: normalize(Some(Name::new(symbol))),
+            strategy: normalize(Some(Name::new(strategy))),
+        }
+    }
+
+    /// The key an event is stored under.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract, StorageKey};
+    /// let e = PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("BTCUSDT");
+    /// assert_eq!(StorageKey::of(&e).to_string(), "BTCUSDT:global");
+    /// ```
+    pub fn of(event: &PerformanceContract) -> Self {
+        StorageKey {
+            symbol: normalize(event.symbol),
+            strategy: normalize(event.strategy_name),
+        }
+    }
+}
+
+fn normalize(name: Option<Name>) -> Name {
+    match name {
+        Some(name) if !name.is_empty() => name,
+        _ => Name::new(GLOBAL),
+    }
+}
+
+impl Hash for StorageKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(
+            self.symbol.precomputed_hash() ^ self.strategy.precomputed_hash().rotate_left(29),
+        );
+    }
+}
+
+impl fmt::Display for StorageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.symbol, self.strategy)
+    }
+}

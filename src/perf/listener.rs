@@ -1,0 +1,518 @@
+//! Listeners: user callbacks that receive bus events on a queue of their own.
+//!
+//! # Contract
+//!
+//! * **Off the emitting thread.** Each listener has an unbounded queue and one worker
+//!   thread. `emit` only copies the event into the queue, so a slow listener never slows
+//!   the engine. The queue depth is observable ([`Subscription::queue_depth`]).
+//! * **Strictly sequential, in order.** The worker calls the callback for one event at a
+//!   time, in emit order (per producing thread); for an async callback the next call
+//!   starts only after the previous future completed. Async callbacks run on a
+//!   single-threaded tokio runtime owned by the worker, so tokio timers and I/O work there.
+//! * **Failures are contained.** A callback that panics or returns `Err` is counted
+//!   ([`Subscription::failed`], [`PerformanceEmitter::listener_failures`]) and logged with
+//!   `tracing`; delivery goes on with the next event and other listeners never notice.
+//! * **Draining.** [`Subscription::flush`] (or [`PerformanceEmitter::flush`]) waits until
+//!   every event queued before the call was handled; `flush_async` does the same in async code.
+//! * **Unsubscribing.** Dropping the [`Subscription`] (or calling
+//!   [`unsubscribe`](Subscription::unsubscribe)) stops delivery at once: the call in
+//!   progress finishes, events still queued are discarded, the worker thread ends. Call
+//!   [`detach`](Subscription::detach) to keep listening for the life of the process, and
+//!   flush before the process exits.
+//!
+//! A waiting worker wakes at least every millisecond while events flow and is woken at
+//! once by a large backlog or a flush, so producers never pay for a wake-up on the hot path.
+//!
+//! ```
+//! use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+//!
+//! let bus = PerformanceEmitter::new();
+//! let sub = bus.listen_async(|event: PerformanceContract| async move {
+//!     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+//!     println!("{} {}", event.metric_type, event.duration);
+//! });
+//! bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+//! sub.flush();
+//! assert_eq!(sub.handled(), 1);
+//! ```
+
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use parking_lot::{Condvar, Mutex};
+
+use super::emitter::{EmitterInner, PerformanceEmitter, Subscriber, SubscriberId};
+use super::event::PerformanceContract;
+
+/// What a listener callback may return: `()` or `Result<(), E>` with a displayable error.
+///
+/// ```
+/// use backtest_perf::ListenerOutcome;
+/// assert_eq!(().into_outcome(), Ok(()));
+/// assert_eq!(Err::<(), _>("boom").into_outcome(), Err("boom".to_string()));
+/// ```
+pub trait ListenerOutcome {
+    /// `Ok` for success, or the error text.
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl ListenerOutcome for () {
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> ListenerOutcome for Result<(), E> {
+    fn into_outcome(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+type Filter = Box<dyn Fn(&PerformanceContract) -> bool + Send + Sync>;
+
+pub(crate) enum Callback {
+    Sync(Box<dyn FnMut(&PerformanceContract) -> Result<(), String> + Send>),
+    Async(Box<dyn FnMut(PerformanceContract) -> BoxFuture<'static, Result<(), String>> + Send>),
+}
+
+impl Callback {
+    pub(crate) fn sync<F, R>(mut f: F) -> Self
+    where
+        F: FnMut(&PerformanceContract) -> R + Send + 'static,
+        R: ListenerOutcome,
+    {
+        Callback::Sync(Box::new(move |e| f(e).into_outcome()))
+    }
+
+    pub(crate) fn future<F, Fut>(mut f: F) -> Self
+    where
+        F: FnMut(PerformanceContract) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: ListenerOutcome,
+    {
+        Callback::Async(Box::new(move |e| {
+            f(e).map(ListenerOutcome::into_outcome).boxed()
+        }))
+    }
+}
+
+/// After this many events wait in the queue, a napping worker is woken at once.
+const WAKE_BACKLOG: usize = 4096;
+/// How long a worker naps between looks at its queue while events flow.
+const NAP: Duration = Duration::from_millis(1);
+/// Naps with nothing to do before the worker sleeps until a producer wakes it.
+const NAPS_BEFORE_SLEEP: u32 = 100;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Worker {
+    Busy,
+    Napping,
+    Asleep,
+}
+
+struct Queue {
+    events: Vec<PerformanceContract>,
+    enqueued: u64,
+    worker: Worker,
+}
+
+pub(crate) struct ListenerShared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    closed: AtomicBool,
+    filter: Option<Filter>,
+    once: bool,
+    fired: AtomicBool,
+    handled: AtomicU64,
+    failed: AtomicU64,
+    flush_waiters: AtomicUsize,
+    drained: tokio::sync::Notify,
+    emitter: Weak<EmitterInner>,
+    id: Mutex<Option<SubscriberId>>,
+}
+
+impl ListenerShared {
+    /// Called on the emitting thread: queue the event, waking the worker only if needed.
+    #[inline]
+    pub(crate) fn offer(&self, event: &PerformanceContract) {
+        if let Some(filter) = &self.filter {
+            if !filter(event) {
+                return;
+            }
+        }
+        if self.once && self.fired.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut queue = self.queue.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        queue.events.push(*event);
+        queue.enqueued += 1;
+        let wake = match queue.worker {
+            Worker::Busy => false,
+            Worker::Napping => queue.events.len() >= WAKE_BACKLOG,
+            Worker::Asleep => true,
+        };
+        if wake {
+            queue.worker = Worker::Busy;
+            drop(queue);
+            self.wake.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        let mut queue = self.queue.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        queue.events = Vec::new();
+        drop(queue);
+        self.wake.notify_one();
+        self.drained.notify_waiters();
+    }
+
+    fn is_drained(&self, target: u64) -> bool {
+        self.handled.load(Ordering::SeqCst) >= target || self.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) async fn flush_async(&self) {
+        let target = {
+            let mut queue = self.queue.lock();
+            if queue.worker != Worker::Busy {
+                queue.worker = Worker::Busy;
+                self.wake.notify_one();
+            }
+            queue.enqueued
+        };
+        self.flush_waiters.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let mut notified = pin!(self.drained.notified());
+            notified.as_mut().enable();
+            if self.is_drained(target) {
+                break;
+            }
+            notified.await;
+        }
+        self.flush_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn depth(&self) -> usize {
+        self.queue.lock().events.len()
+    }
+
+    /// Takes the next batch into `batch`; `false` once the listener is closed.
+    fn next_batch(&self, batch: &mut Vec<PerformanceContract>) -> bool {
+        let mut queue = self.queue.lock();
+        let mut naps = 0;
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            if !queue.events.is_empty() {
+                std::mem::swap(&mut queue.events, batch);
+                queue.worker = Worker::Busy;
+                return true;
+            }
+            if naps < NAPS_BEFORE_SLEEP {
+                queue.worker = Worker::Napping;
+                if self.wake.wait_for(&mut queue, NAP).timed_out() {
+                    naps += 1;
+                }
+            } else {
+                queue.worker = Worker::Asleep;
+                self.wake.wait(&mut queue);
+            }
+        }
+    }
+
+    fn count_failure(&self, why: &str) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(emitter) = self.emitter.upgrade() {
+            PerformanceEmitter::from_inner(emitter).count_listener_failure();
+        }
+        tracing::warn!(target: "backtest_perf::listener", "performance listener failed: {why}");
+    }
+
+    fn remove_from_bus(&self) {
+        let id = *self.id.lock();
+        if let (Some(id), Some(emitter)) = (id, self.emitter.upgrade()) {
+            PerformanceEmitter::from_inner(emitter).remove(id);
+        }
+    }
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => format!("panicked: {s}"),
+        Err(payload) => match payload.downcast::<&str>() {
+            Ok(s) => format!("panicked: {s}"),
+            Err(_) => "panicked".to_string(),
+        },
+    }
+}
+
+fn run_worker(shared: Arc<ListenerShared>, mut callback: Callback) {
+    let mut runtime = None;
+    let mut batch = Vec::new();
+    while shared.next_batch(&mut batch) {
+        for event in batch.drain(..) {
+            if shared.closed.load(Ordering::Relaxed) {
+                break;
+            }
+            let outcome = match &mut callback {
+                Callback::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(&event)))
+                    .unwrap_or_else(|p| Err(panic_text(p))),
+                Callback::Async(f) => match catch_unwind(AssertUnwindSafe(|| f(event))) {
+                    Err(p) => Err(panic_text(p)),
+                    Ok(future) => {
+                        let rt = runtime.get_or_insert_with(|| {
+                            tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                        });
+                        match rt {
+                            Ok(rt) => rt
+                                .block_on(AssertUnwindSafe(future).catch_unwind())
+                                .unwrap_or_else(|p| Err(panic_text(p))),
+                            Err(e) => Err(format!("could not start a tokio runtime: {e}")),
+                        }
+                    }
+                },
+            };
+            if let Err(why) = outcome {
+                shared.count_failure(&why);
+            }
+            shared.handled.fetch_add(1, Ordering::SeqCst);
+            if shared.flush_waiters.load(Ordering::SeqCst) > 0 {
+                shared.drained.notify_waiters();
+            }
+            if shared.once {
+                shared.remove_from_bus();
+                shared.close();
+            }
+        }
+        batch.clear();
+    }
+    shared.drained.notify_waiters();
+}
+
+pub(crate) fn subscribe(
+    emitter: &PerformanceEmitter,
+    filter: Option<Filter>,
+    once: bool,
+    callback: Callback,
+) -> Subscription {
+    let shared = Arc::new(ListenerShared {
+        queue: Mutex::new(Queue {
+            events: Vec::new(),
+            enqueued: 0,
+            worker: Worker::Busy,
+        }),
+        wake: Condvar::new(),
+        closed: AtomicBool::new(false),
+        filter,
+        once,
+        fired: AtomicBool::new(false),
+        handled: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        flush_waiters: AtomicUsize::new(0),
+        drained: tokio::sync::Notify::new(),
+        emitter: emitter.downgrade(),
+        id: Mutex::new(None),
+    });
+    let worker = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("perf-listener".into())
+        .spawn(move || run_worker(worker, callback));
+    if let Err(e) = spawned {
+        // Without a worker nothing could ever be delivered: say so, and stay closed.
+        tracing::error!(target: "backtest_perf::listener", "could not start a listener thread: {e}");
+        shared.closed.store(true, Ordering::SeqCst);
+    }
+    let id = emitter.add(Subscriber::Listener(shared.clone()));
+    *shared.id.lock() = Some(id);
+    Subscription {
+        shared,
+        emitter: emitter.clone(),
+        id,
+        detached: false,
+    }
+}
+
+/// A listener's handle. Dropping it unsubscribes; see the [module documentation](self).
+#[must_use = "dropping a Subscription unsubscribes at once; keep it, or call .detach()"]
+pub struct Subscription {
+    shared: Arc<ListenerShared>,
+    emitter: PerformanceEmitter,
+    id: SubscriberId,
+    detached: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("handled", &self.handled())
+            .field("failed", &self.failed())
+            .field("queue_depth", &self.queue_depth())
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// Stops delivery now; queued events are discarded. Same as dropping the handle.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let sub = bus.listen(|_: &PerformanceContract| {});
+    /// assert_eq!(bus.subscriber_count(), 1);
+    /// sub.unsubscribe();
+    /// assert_eq!(bus.subscriber_count(), 0);
+    /// ```
+    pub fn unsubscribe(self) {
+        drop(self)
+    }
+
+    /// Keeps the listener for the life of the process (or until the bus is dropped).
+    ///
+    /// ```
+    /// # use backtest_perf::{PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// bus.listen(|_: &PerformanceContract| {}).detach();
+    /// assert_eq!(bus.subscriber_count(), 1);
+    /// ```
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
+    /// Blocks until this listener handled every event queued before the call.
+    pub fn flush(&self) {
+        futures::executor::block_on(self.shared.flush_async());
+    }
+
+    /// Waits until this listener handled every event queued before the call.
+    pub async fn flush_async(&self) {
+        self.shared.flush_async().await
+    }
+
+    /// Events handled so far, failed calls included.
+    pub fn handled(&self) -> u64 {
+        self.shared.handled.load(Ordering::SeqCst)
+    }
+
+    /// Calls that panicked or returned an error.
+    pub fn failed(&self) -> u64 {
+        self.shared.failed.load(Ordering::Relaxed)
+    }
+
+    /// Events queued and not yet taken by the worker.
+    pub fn queue_depth(&self) -> usize {
+        self.shared.depth()
+    }
+
+    /// Whether the listener still receives events (a once-listener closes after its event).
+    pub fn is_active(&self) -> bool {
+        !self.shared.closed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.emitter.remove(self.id);
+            self.shared.close();
+        }
+    }
+}
+
+impl PerformanceEmitter {
+    /// Subscribes a plain callback; it returns `()` or `Result<(), E>`.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let sub = bus.listen(|e: &PerformanceContract| println!("{}", e.duration));
+    /// # drop(sub);
+    /// ```
+    pub fn listen<F, R>(&self, callback: F) -> Subscription
+    where
+        F: FnMut(&PerformanceContract) -> R + Send + 'static,
+        R: ListenerOutcome,
+    {
+        subscribe(self, None, false, Callback::sync(callback))
+    }
+
+    /// Subscribes an async callback; each future completes before the next call starts.
+    pub fn listen_async<F, Fut>(&self, callback: F) -> Subscription
+    where
+        F: FnMut(PerformanceContract) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: ListenerOutcome,
+    {
+        subscribe(self, None, false, Callback::future(callback))
+    }
+
+    /// Subscribes a callback that only sees events passing `filter`. The filter runs on
+    /// the emitting thread, so keep it cheap.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let slow = bus.listen_filtered(|e| e.duration > 50.0, |e: &PerformanceContract| {
+    ///     eprintln!("slow {}: {} ms", e.metric_type, e.duration);
+    /// });
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 80.0, 2.0)).unwrap();
+    /// slow.flush();
+    /// assert_eq!(slow.handled(), 1);
+    /// ```
+    pub fn listen_filtered<P, F, R>(&self, filter: P, callback: F) -> Subscription
+    where
+        P: Fn(&PerformanceContract) -> bool + Send + Sync + 'static,
+        F: FnMut(&PerformanceContract) -> R + Send + 'static,
+        R: ListenerOutcome,
+    {
+        subscribe(
+            self,
+            Some(Box::new(filter)),
+            false,
+            Callback::sync(callback),
+        )
+    }
+
+    /// Delivers the first event that passes `filter`, then unsubscribes.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let first = bus.listen_once(|e| e.metric_type == MetricType::Backtest, |e: &PerformanceContract| {
+    ///     println!("first replay took {} ms", e.duration);
+    /// });
+    /// for _ in 0..3 {
+    ///     bus.emit(PerformanceContract::new(MetricType::Backtest, 1.0, 1.0)).unwrap();
+    /// }
+    /// first.flush();
+    /// assert_eq!(first.handled(), 1);
+    /// assert!(!first.is_active());
+    /// ```
+    pub fn listen_once<P, F, R>(&self, filter: P, callback: F) -> Subscription
+    where
+        P: Fn(&PerformanceContract) -> bool + Send + Sync + 'static,
+        F: FnOnce(&PerformanceContract) -> R + Send + 'static,
+        R: ListenerOutcome,
+    {
+        let mut callback = Some(callback);
+        let call = move |e: &PerformanceContract| match callback.take() {
+            Some(f) => f(e).into_outcome(),
+            None => Ok(()),
+        };
+        subscribe(self, Some(Box::new(filter)), true, Callback::sync(call))
+    }
+}

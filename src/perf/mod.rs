@@ -1,0 +1,14 @@
+//! The performance plugin: the bus, listeners, storage, statistics, reports and dumps.
+//!
+//! It depends on nothing else in the crate; the engine uses it through its public API.
+
+pub mod dump;
+pub mod emitter;
+pub mod event;
+pub mod facade;
+pub mod key;
+pub mod listener;
+pub mod name;
+pub mod report;
+pub mod stats;
+pub mod storage;

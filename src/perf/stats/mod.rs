@@ -1,0 +1,379 @@
+//! Statistics over stored events: [`PerformanceStatistics`] and per-type [`MetricStats`].
+//!
+//! One file per statistic: [`percentile`], [`std_dev`], compensated [`Sum`]. The two
+//! [`StatsPreset`]s pick the percentile method and the standard deviation together.
+
+mod percentile;
+mod std_dev;
+mod sum;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+pub use percentile::{PercentileMethod, percentile};
+pub use std_dev::{StdDevKind, std_dev};
+pub use sum::Sum;
+
+use super::event::{MetricType, PerformanceContract};
+use super::key::StorageKey;
+use super::name::Name;
+
+/// How percentiles and the standard deviation are computed.
+///
+/// ```
+/// use backtest_perf::stats::{MetricStats, StatsPreset};
+///
+/// let d = [1.0, 2.0, 3.0, 4.0];
+/// let seed = MetricStats::from_durations("tick".into(), &d, StatsPreset::Seed);
+/// assert_eq!((seed.median, seed.p95, seed.p99), (2.0, 4.0, 4.0));
+/// let bk = MetricStats::from_durations("tick".into(), &d, StatsPreset::BacktestKit);
+/// assert_eq!(bk.median, 2.5);
+/// assert_eq!(format!("{:.2} {:.2} {:.4}", bk.p95, bk.p99, bk.std_dev), "3.85 3.97 1.2910");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StatsPreset {
+    /// Nearest-rank percentiles and population standard deviation, as the reference
+    /// documents them. The default.
+    #[default]
+    Seed,
+    /// Linearly interpolated percentiles and sample standard deviation, as backtest-kit
+    /// computes them since its 10.2 release.
+    BacktestKit,
+}
+
+impl StatsPreset {
+    /// The percentile method of this preset.
+    pub fn percentile_method(self) -> PercentileMethod {
+        match self {
+            StatsPreset::Seed => PercentileMethod::NearestRank,
+            StatsPreset::BacktestKit => PercentileMethod::Linear,
+        }
+    }
+
+    /// The standard deviation of this preset.
+    pub fn std_dev_kind(self) -> StdDevKind {
+        match self {
+            StatsPreset::Seed => StdDevKind::Population,
+            StatsPreset::BacktestKit => StdDevKind::Sample,
+        }
+    }
+}
+
+/// Statistics of one metric type in one `symbol:strategy` bucket; durations in ms.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStats {
+    /// The metric type.
+    pub metric_type: MetricType,
+    /// Number of events.
+    pub count: usize,
+    /// Sum of durations.
+    pub total_duration: f64,
+    /// Mean duration.
+    pub avg_duration: f64,
+    /// Shortest duration.
+    pub min_duration: f64,
+    /// Longest duration.
+    pub max_duration: f64,
+    /// Standard deviation of durations.
+    pub std_dev: f64,
+    /// 50th percentile.
+    pub median: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Mean of `timestamp - previousTimestamp` over events that have a previous timestamp.
+    pub avg_wait_time: f64,
+    /// Shortest wait.
+    pub min_wait_time: f64,
+    /// Longest wait.
+    pub max_wait_time: f64,
+}
+
+impl MetricStats {
+    /// Statistics of bare durations (any order) with no wait times.
+    ///
+    /// ```
+    /// # use backtest_perf::stats::{MetricStats, StatsPreset};
+    /// let s = MetricStats::from_durations("tick".into(), &[3.0, 1.0], StatsPreset::Seed);
+    /// assert_eq!((s.count, s.min_duration, s.max_duration, s.avg_duration), (2, 1.0, 3.0, 2.0));
+    /// ```
+    pub fn from_durations(metric_type: MetricType, durations: &[f64], preset: StatsPreset) -> Self {
+        let mut sorted = durations.to_vec();
+        Self::from_sorted(metric_type, &mut sorted, &[], preset)
+    }
+
+    /// Statistics from durations (sorted here, in place) and wait times.
+    fn from_sorted(
+        metric_type: MetricType,
+        durations: &mut [f64],
+        waits: &[f64],
+        preset: StatsPreset,
+    ) -> Self {
+        durations.sort_unstable_by(f64::total_cmp);
+        let count = durations.len();
+        let total = durations.iter().copied().collect::<Sum>().value();
+        let avg = if count == 0 {
+            0.0
+        } else {
+            total / count as f64
+        };
+        let method = preset.percentile_method();
+        let (avg_wait, min_wait, max_wait) = if waits.is_empty() {
+            (0.0, 0.0, 0.0)
+        } else {
+            let sum = waits.iter().copied().collect::<Sum>().value();
+            let min = waits.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = waits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (sum / waits.len() as f64, min, max)
+        };
+        MetricStats {
+            metric_type,
+            count,
+            total_duration: total,
+            avg_duration: avg,
+            min_duration: durations.first().copied().unwrap_or(0.0),
+            max_duration: durations.last().copied().unwrap_or(0.0),
+            std_dev: std_dev(durations, avg, preset.std_dev_kind()),
+            median: percentile(durations, 50.0, method),
+            p95: percentile(durations, 95.0, method),
+            p99: percentile(durations, 99.0, method),
+            avg_wait_time: avg_wait,
+            min_wait_time: min_wait,
+            max_wait_time: max_wait,
+        }
+    }
+}
+
+/// Everything known about one `symbol:strategy` bucket, as `get_data` returns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PerformanceStatistics {
+    /// The symbol, or `global`.
+    pub symbol: Name,
+    /// The strategy name, or `global`.
+    pub strategy_name: Name,
+    /// Number of stored events.
+    pub total_events: usize,
+    /// Sum of all stored durations, ms.
+    pub total_duration: f64,
+    /// Statistics per metric type.
+    pub metric_stats: BTreeMap<MetricType, MetricStats>,
+    /// The stored events, newest first.
+    pub events: Vec<PerformanceContract>,
+    /// Events for this key the bus rejected as invalid (never stored).
+    pub rejected: u64,
+    /// Events dropped because the storage was full (the oldest go first).
+    pub dropped: u64,
+}
+
+impl PerformanceStatistics {
+    /// Computes the statistics of `events` (newest first) stored under `key`.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageKey};
+    /// use backtest_perf::stats::{PerformanceStatistics, StatsPreset};
+    ///
+    /// let events = vec![
+    ///     PerformanceContract::new(MetricType::Tick, 3.0, 20.0).with_previous_timestamp(10.0),
+    ///     PerformanceContract::new(MetricType::Tick, 1.0, 10.0),
+    /// ];
+    /// let key = StorageKey::new("BTCUSDT", "sma");
+    /// let stats = PerformanceStatistics::compute(key, events, 0, 0, StatsPreset::Seed);
+    /// let tick = &stats.metric_stats[&MetricType::Tick];
+    /// assert_eq!((stats.total_duration, tick.avg_duration, tick.avg_wait_time), (4.0, 2.0, 10.0));
+    /// ```
+    pub fn compute(
+        key: StorageKey,
+        events: Vec<PerformanceContract>,
+        rejected: u64,
+        dropped: u64,
+        preset: StatsPreset,
+    ) -> Self {
+        struct Bucket {
+            durations: Vec<f64>,
+            waits: Vec<f64>,
+        }
+        let mut index: HashMap<MetricType, usize, foldhash::fast::RandomState> = HashMap::default();
+        let mut buckets: Vec<(MetricType, Bucket)> = Vec::new();
+        let mut total = Sum::default();
+        for event in &events {
+            total.add(event.duration);
+            let slot = *index.entry(event.metric_type).or_insert_with(|| {
+                buckets.push((
+                    event.metric_type,
+                    Bucket {
+                        durations: Vec::new(),
+                        waits: Vec::new(),
+                    },
+                ));
+                buckets.len() - 1
+            });
+            let bucket = &mut buckets[slot].1;
+            bucket.durations.push(event.duration);
+            if let Some(previous) = event.previous_timestamp {
+                bucket.waits.push(event.timestamp - previous);
+            }
+        }
+        let metric_stats = buckets
+            .into_iter()
+            .map(|(metric, mut bucket)| {
+                let stats =
+                    MetricStats::from_sorted(metric, &mut bucket.durations, &bucket.waits, preset);
+                (metric, stats)
+            })
+            .collect();
+        PerformanceStatistics {
+            symbol: key.symbol,
+            strategy_name: key.strategy,
+            total_events: events.len(),
+            total_duration: total.value(),
+            metric_stats,
+            events,
+            rejected,
+            dropped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(duration: f64, timestamp: f64, previous: Option<f64>) -> PerformanceContract {
+        PerformanceContract {
+            previous_timestamp: previous,
+            ..PerformanceContract::new(MetricType::Tick, duration, timestamp)
+        }
+    }
+
+    fn stats_of(events: Vec<PerformanceContract>, preset: StatsPreset) -> PerformanceStatistics {
+        PerformanceStatistics::compute(StorageKey::new("S", "X"), events, 0, 0, preset)
+    }
+
+    #[test]
+    fn one_to_four_under_both_presets() {
+        let events: Vec<_> = [4.0, 2.0, 1.0, 3.0]
+            .iter()
+            .map(|&d| tick(d, 0.0, None))
+            .collect();
+        let seed = stats_of(events.clone(), StatsPreset::Seed).metric_stats[&MetricType::Tick];
+        assert_eq!(seed.count, 4);
+        assert_eq!(seed.total_duration, 10.0);
+        assert_eq!(seed.avg_duration, 2.5);
+        assert_eq!((seed.min_duration, seed.max_duration), (1.0, 4.0));
+        assert_eq!((seed.median, seed.p95, seed.p99), (2.0, 4.0, 4.0));
+        assert_eq!(seed.std_dev, 1.25f64.sqrt());
+        let bk = stats_of(events, StatsPreset::BacktestKit).metric_stats[&MetricType::Tick];
+        assert_eq!(bk.median, 2.5);
+        assert!((bk.p95 - 3.85).abs() < 1e-12, "{}", bk.p95);
+        assert!((bk.p99 - 3.97).abs() < 1e-12, "{}", bk.p99);
+        assert_eq!(bk.std_dev, (5.0f64 / 3.0).sqrt());
+    }
+
+    #[test]
+    fn empty_bucket_has_zero_totals_and_no_metrics() {
+        for preset in [StatsPreset::Seed, StatsPreset::BacktestKit] {
+            let s = stats_of(vec![], preset);
+            assert_eq!((s.total_events, s.total_duration), (0, 0.0));
+            assert!(s.metric_stats.is_empty());
+        }
+    }
+
+    #[test]
+    fn one_event() {
+        for preset in [StatsPreset::Seed, StatsPreset::BacktestKit] {
+            let m = stats_of(vec![tick(7.5, 1.0, None)], preset).metric_stats[&MetricType::Tick];
+            assert_eq!(
+                (m.count, m.avg_duration, m.median, m.p95, m.p99, m.std_dev),
+                (1, 7.5, 7.5, 7.5, 7.5, 0.0)
+            );
+            assert_eq!(
+                (m.avg_wait_time, m.min_wait_time, m.max_wait_time),
+                (0.0, 0.0, 0.0)
+            );
+        }
+    }
+
+    #[test]
+    fn all_zero_durations_give_zeros_not_nan() {
+        for preset in [StatsPreset::Seed, StatsPreset::BacktestKit] {
+            let s = stats_of(vec![tick(0.0, 1.0, None); 5], preset);
+            let m = s.metric_stats[&MetricType::Tick];
+            for value in [
+                m.total_duration,
+                m.avg_duration,
+                m.std_dev,
+                m.median,
+                m.p95,
+                m.p99,
+            ] {
+                assert_eq!(value, 0.0);
+            }
+            assert_eq!(s.total_duration, 0.0);
+        }
+    }
+
+    #[test]
+    fn ties_and_a_large_outlier() {
+        let mut events: Vec<_> = (0..99).map(|_| tick(1.0, 0.0, None)).collect();
+        events.push(tick(1_000_000.0, 0.0, None));
+        let m = stats_of(events.clone(), StatsPreset::Seed).metric_stats[&MetricType::Tick];
+        assert_eq!(
+            (m.median, m.p95, m.p99, m.max_duration),
+            (1.0, 1.0, 1.0, 1_000_000.0)
+        );
+        assert_eq!(m.total_duration, 1_000_099.0);
+        assert_eq!(m.avg_duration, 10_000.99);
+        // population: sqrt((99 * (1 - 10000.99)^2 + (1e6 - 10000.99)^2) / 100)
+        let expected = ((99.0 * 9999.99f64.powi(2) + 989_999.01f64.powi(2)) / 100.0).sqrt();
+        assert!(
+            (m.std_dev - expected).abs() < 1e-6,
+            "{} vs {expected}",
+            m.std_dev
+        );
+        let bk = stats_of(events, StatsPreset::BacktestKit).metric_stats[&MetricType::Tick];
+        // r = 0.99 * 99 = 98.01: between the last tie (1.0) and the outlier.
+        assert!(
+            (bk.p99 - (1.0 * (1.0 - 0.01) + 1_000_000.0 * 0.01)).abs() < 1e-6,
+            "{}",
+            bk.p99
+        );
+        assert_eq!(bk.median, 1.0);
+    }
+
+    #[test]
+    fn wait_times_per_metric_type() {
+        let events = vec![
+            tick(1.0, 130.0, Some(100.0)),
+            tick(1.0, 100.0, Some(90.0)),
+            tick(1.0, 90.0, None),
+            PerformanceContract::new(MetricType::GetCandles, 2.0, 125.0)
+                .with_previous_timestamp(120.0),
+            PerformanceContract::new(MetricType::GetCandles, 4.0, 120.0),
+        ];
+        let s = stats_of(events, StatsPreset::Seed);
+        let t = s.metric_stats[&MetricType::Tick];
+        assert_eq!(
+            (t.avg_wait_time, t.min_wait_time, t.max_wait_time),
+            (20.0, 10.0, 30.0)
+        );
+        let c = s.metric_stats[&MetricType::GetCandles];
+        assert_eq!(
+            (c.avg_wait_time, c.min_wait_time, c.max_wait_time),
+            (5.0, 5.0, 5.0)
+        );
+        assert_eq!((c.count, c.avg_duration), (2, 3.0));
+        assert_eq!((s.total_events, s.total_duration), (5, 9.0));
+    }
+
+    #[test]
+    fn totals_use_compensated_sums() {
+        let events: Vec<_> = (0..10).map(|_| tick(0.1, 0.0, None)).collect();
+        let s = stats_of(events, StatsPreset::Seed);
+        assert_eq!(s.total_duration, 1.0);
+        assert_eq!(s.metric_stats[&MetricType::Tick].avg_duration, 0.1);
+    }
+}

@@ -1,0 +1,339 @@
+//! Storage: the newest events of each `symbol:strategy`, memoized per key.
+//!
+//! [`StorageService`] is a [`Sink`] on the bus. Each key gets a ring buffer holding at
+//! most [`StorageConfig::max_events`] events (O(1) insert and drop; the oldest go first,
+//! and are counted). The number of keys is bounded by an LRU cache ([`lru`]) of
+//! [`StorageConfig::max_keys`]; evicted keys are counted.
+//!
+//! Keys are spread over shards, each with its own lock, so threads emitting into
+//! different keys rarely contend. With `max_keys` below [`SHARDED_FROM_KEYS`] there is a
+//! single shard and eviction is exactly least-recently-used; above it, each of the
+//! [`SHARDS`] shards evicts its own least recently used key once it holds
+//! `max_keys / SHARDS` keys.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, StorageConfig, StorageKey, StorageService};
+//!
+//! let bus = PerformanceEmitter::new();
+//! let storage = StorageService::new(StorageConfig { max_events: 2, ..StorageConfig::default() });
+//! storage.attach(&bus);
+//! for t in 1..=3 {
+//!     bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, t as f64).with_symbol("BTCUSDT")).unwrap();
+//! }
+//! let key = StorageKey::new("BTCUSDT", "");
+//! let (events, rejected, dropped) = storage.snapshot(key).unwrap();
+//! assert_eq!(events.iter().map(|e| e.timestamp).collect::<Vec<_>>(), [3.0, 2.0]);
+//! assert_eq!((rejected, dropped), (0, 1));
+//! ```
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::emitter::{PerformanceEmitter, Sink, SubscriberId};
+use super::event::{InvalidEvent, PerformanceContract};
+use super::key::StorageKey;
+
+/// Number of shards once `max_keys` reaches [`SHARDED_FROM_KEYS`].
+pub const SHARDS: usize = 16;
+/// From this many keys on, the key cache is sharded.
+pub const SHARDED_FROM_KEYS: usize = 1024;
+
+/// Limits of a [`StorageService`].
+///
+/// ```
+/// use backtest_perf::StorageConfig;
+/// let config = StorageConfig::default();
+/// assert_eq!((config.max_events, config.max_keys), (10_000, 4_096));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Events kept per key; the oldest are dropped past it. At least 1.
+    pub max_events: usize,
+    /// Keys kept; the least recently used is evicted past it. At least 1.
+    pub max_keys: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            max_events: 10_000,
+            max_keys: 4_096,
+        }
+    }
+}
+
+#[derive(Default)]
+struct KeyStorage {
+    /// Oldest at the front, newest at the back.
+    events: VecDeque<PerformanceContract>,
+    rejected: u64,
+    dropped: u64,
+}
+
+/// Per-key event storage; see the [module documentation](self).
+pub struct StorageService {
+    config: StorageConfig,
+    shards: Box<[Mutex<LruCache<StorageKey, KeyStorage>>]>,
+    hasher: foldhash::fast::FixedState,
+    evicted: AtomicU64,
+    attached: AtomicBool,
+    subscription: Mutex<Option<(PerformanceEmitter, SubscriberId)>>,
+}
+
+impl std::fmt::Debug for StorageService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageService")
+            .field("config", &self.config)
+            .field("keys", &self.keys().len())
+            .field("evicted", &self.evicted())
+            .finish()
+    }
+}
+
+/// A stored bucket, copied out: `(events newest first, rejected, dropped)`.
+pub type Snapshot = (Vec<PerformanceContract>, u64, u64);
+
+impl StorageService {
+    /// An empty storage with the given limits (each raised to at least 1).
+    pub fn new(config: StorageConfig) -> Arc<Self> {
+        let config = StorageConfig {
+            max_events: config.max_events.max(1),
+            max_keys: config.max_keys.max(1),
+        };
+        let shard_count = if config.max_keys >= SHARDED_FROM_KEYS {
+            SHARDS
+        } else {
+            1
+        };
+        let per_shard =
+            NonZeroUsize::new(config.max_keys.div_ceil(shard_count)).unwrap_or(NonZeroUsize::MIN);
+        Arc::new(StorageService {
+            config,
+            shards: (0..shard_count)
+                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .collect(),
+            hasher: foldhash::fast::FixedState::with_seed(0x57_0a_9e),
+            evicted: AtomicU64::new(0),
+            attached: AtomicBool::new(false),
+            subscription: Mutex::new(None),
+        })
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> StorageConfig {
+        self.config
+    }
+
+    /// Subscribes to `bus`, once: later calls do nothing and return `false`.
+    ///
+    /// ```
+    /// # use backtest_perf::{PerformanceEmitter, StorageConfig, StorageService};
+    /// let bus = PerformanceEmitter::new();
+    /// let storage = StorageService::new(StorageConfig::default());
+    /// assert!(storage.attach(&bus));
+    /// assert!(!storage.attach(&bus));
+    /// assert_eq!(bus.subscriber_count(), 1);
+    /// ```
+    pub fn attach(self: &Arc<Self>, bus: &PerformanceEmitter) -> bool {
+        if self.attached.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let id = bus.add_sink(self.clone());
+        *self.subscription.lock() = Some((bus.clone(), id));
+        true
+    }
+
+    /// Unsubscribes from the bus it was attached to; stored events stay.
+    pub fn detach(&self) {
+        if let Some((bus, id)) = self.subscription.lock().take() {
+            bus.remove(id);
+            self.attached.store(false, Ordering::Release);
+        }
+    }
+
+    fn shard(&self, key: &StorageKey) -> &Mutex<LruCache<StorageKey, KeyStorage>> {
+        let index = if self.shards.len() == 1 {
+            0
+        } else {
+            (self.hasher.hash_one(key) >> 32) as usize % self.shards.len()
+        };
+        &self.shards[index]
+    }
+
+    fn with_key(&self, key: StorageKey, f: impl FnOnce(&mut KeyStorage)) {
+        let mut shard = self.shard(&key).lock();
+        if let Some(storage) = shard.get_mut(&key) {
+            f(storage);
+            return;
+        }
+        let mut storage = KeyStorage::default();
+        f(&mut storage);
+        if let Some((old, _)) = shard.push(key, storage) {
+            if old != key {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stores a valid event under its key (the bus calls this; tests and tools may too).
+    pub fn record(&self, event: &PerformanceContract) {
+        let max = self.config.max_events;
+        self.with_key(StorageKey::of(event), |storage| {
+            if storage.events.len() >= max {
+                storage.events.pop_front();
+                storage.dropped += 1;
+            }
+            storage.events.push_back(*event);
+        });
+    }
+
+    /// Counts a rejected event under its key.
+    pub fn record_rejected(&self, event: &PerformanceContract) {
+        self.with_key(StorageKey::of(event), |storage| storage.rejected += 1);
+    }
+
+    /// A copy of one bucket (events newest first, rejected, dropped), or `None` if the key
+    /// was never seen, was cleared or was evicted.
+    pub fn snapshot(&self, key: StorageKey) -> Option<Snapshot> {
+        let mut shard = self.shard(&key).lock();
+        let storage = shard.get(&key)?;
+        let events = storage.events.iter().rev().copied().collect();
+        Some((events, storage.rejected, storage.dropped))
+    }
+
+    /// Every key stored now, sorted.
+    pub fn keys(&self) -> Vec<StorageKey> {
+        let mut keys: Vec<StorageKey> = self
+            .shards
+            .iter()
+            .flat_map(|shard| shard.lock().iter().map(|(k, _)| *k).collect::<Vec<_>>())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Forgets one key; returns whether it was stored. Other keys stay.
+    pub fn clear(&self, key: StorageKey) -> bool {
+        self.shard(&key).lock().pop(&key).is_some()
+    }
+
+    /// Forgets every key. The storage stays subscribed.
+    pub fn clear_all(&self) {
+        for shard in self.shards.iter() {
+            shard.lock().clear();
+        }
+    }
+
+    /// Keys evicted by the LRU cap since the storage was made.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+impl Sink for StorageService {
+    #[inline]
+    fn on_event(&self, event: &PerformanceContract) {
+        self.record(event);
+    }
+
+    fn on_rejected(&self, event: &PerformanceContract, _reason: &InvalidEvent) {
+        self.record_rejected(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perf::event::MetricType;
+
+    fn event(symbol: &str, strategy: &str, timestamp: f64) -> PerformanceContract {
+        PerformanceContract::new(MetricType::Tick, 1.0, timestamp)
+            .with_symbol(symbol)
+            .with_strategy(strategy)
+    }
+
+    #[test]
+    fn cap_keeps_the_newest_and_counts_the_dropped() {
+        let storage = StorageService::new(StorageConfig {
+            max_events: 3,
+            max_keys: 8,
+        });
+        for t in 0..10 {
+            storage.record(&event("A", "s", t as f64));
+        }
+        let (events, rejected, dropped) = storage.snapshot(StorageKey::new("A", "s")).unwrap();
+        let stamps: Vec<f64> = events.iter().map(|e| e.timestamp).collect();
+        assert_eq!(stamps, [9.0, 8.0, 7.0]);
+        assert_eq!((rejected, dropped), (0, 7));
+    }
+
+    #[test]
+    fn default_cap_is_ten_thousand() {
+        let storage = StorageService::new(StorageConfig::default());
+        for t in 0..10_005 {
+            storage.record(&event("A", "s", t as f64));
+        }
+        let (events, _, dropped) = storage.snapshot(StorageKey::new("A", "s")).unwrap();
+        assert_eq!((events.len(), dropped), (10_000, 5));
+        assert_eq!(events[0].timestamp, 10_004.0);
+        assert_eq!(events[9_999].timestamp, 5.0);
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used_key_and_counts_it() {
+        let storage = StorageService::new(StorageConfig {
+            max_events: 10,
+            max_keys: 2,
+        });
+        storage.record(&event("A", "s", 1.0));
+        storage.record(&event("B", "s", 2.0));
+        storage.record(&event("A", "s", 3.0)); // A is now the most recently used
+        storage.record(&event("C", "s", 4.0)); // evicts B
+        let keys: Vec<String> = storage.keys().iter().map(ToString::to_string).collect();
+        assert_eq!(keys, ["A:s", "C:s"]);
+        assert_eq!(storage.evicted(), 1);
+        assert!(storage.snapshot(StorageKey::new("B", "s")).is_none());
+    }
+
+    #[test]
+    fn keyed_clear_leaves_other_keys() {
+        let storage = StorageService::new(StorageConfig::default());
+        storage.record(&event("A", "s", 1.0));
+        storage.record(&event("B", "s", 1.0));
+        assert!(storage.clear(StorageKey::new("A", "s")));
+        assert!(!storage.clear(StorageKey::new("A", "s")));
+        assert_eq!(storage.keys(), [StorageKey::new("B", "s")]);
+        storage.clear_all();
+        assert!(storage.keys().is_empty());
+    }
+
+    #[test]
+    fn missing_parts_land_under_global() {
+        let storage = StorageService::new(StorageConfig::default());
+        storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0));
+        storage.record(&event("", "s", 1.0));
+        storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A"));
+        let keys: Vec<String> = storage.keys().iter().map(ToString::to_string).collect();
+        assert_eq!(keys, ["A:global", "global:global", "global:s"]);
+    }
+
+    #[test]
+    fn sharded_storage_keeps_every_key_below_its_cap() {
+        let storage = StorageService::new(StorageConfig {
+            max_events: 1,
+            max_keys: 4096,
+        });
+        for i in 0..200 {
+            storage.record(&event(&format!("S{i}"), "s", 1.0));
+        }
+        assert_eq!(storage.keys().len(), 200);
+        assert_eq!(storage.evicted(), 0);
+    }
+}
