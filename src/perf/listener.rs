@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::{Condvar, Mutex};
@@ -121,18 +122,23 @@ struct Queue {
     events: Vec<PerformanceContract>,
     enqueued: u64,
     worker: Worker,
+    /// A flush waits: hand over whatever is queued at once.
+    flush_requested: bool,
 }
 
+/// Fields are grouped by who writes them, each group on its own cache line: the emitting
+/// thread must not miss the cache on every event because the worker wrote a counter.
 pub(crate) struct ListenerShared {
-    queue: Mutex<Queue>,
+    queue: CachePadded<Mutex<Queue>>,
     wake: Condvar,
     closed: AtomicBool,
     filter: Option<Filter>,
     once: bool,
     fired: AtomicBool,
-    handled: AtomicU64,
+    /// Written by the worker after every event.
+    handled: CachePadded<AtomicU64>,
     failed: AtomicU64,
-    flush_waiters: AtomicUsize,
+    flush_waiters: CachePadded<AtomicUsize>,
     drained: tokio::sync::Notify,
     emitter: Weak<EmitterInner>,
     id: Mutex<Option<SubscriberId>>,
@@ -184,6 +190,7 @@ impl ListenerShared {
     pub(crate) async fn flush_async(&self) {
         let target = {
             let mut queue = self.queue.lock();
+            queue.flush_requested = true;
             if queue.worker != Worker::Busy {
                 queue.worker = Worker::Busy;
                 self.wake.notify_one();
@@ -207,6 +214,9 @@ impl ListenerShared {
     }
 
     /// Takes the next batch into `batch`; `false` once the listener is closed.
+    ///
+    /// A small batch is taken only after one nap, so that the worker does not take the
+    /// queue's lock (and steal its cache line from the producer) for every few events.
     fn next_batch(&self, batch: &mut Vec<PerformanceContract>) -> bool {
         let mut queue = self.queue.lock();
         let mut naps = 0;
@@ -214,20 +224,21 @@ impl ListenerShared {
             if self.closed.load(Ordering::SeqCst) {
                 return false;
             }
-            if !queue.events.is_empty() {
+            let ready = queue.events.len() >= WAKE_BACKLOG || queue.flush_requested || naps > 0;
+            if ready && !queue.events.is_empty() {
                 std::mem::swap(&mut queue.events, batch);
                 queue.worker = Worker::Busy;
+                queue.flush_requested = false;
                 return true;
             }
             if naps < NAPS_BEFORE_SLEEP {
                 queue.worker = Worker::Napping;
-                if self.wake.wait_for(&mut queue, NAP).timed_out() {
-                    naps += 1;
-                }
+                self.wake.wait_for(&mut queue, NAP);
             } else {
                 queue.worker = Worker::Asleep;
                 self.wake.wait(&mut queue);
             }
+            naps += 1;
         }
     }
 
@@ -309,19 +320,20 @@ pub(crate) fn subscribe(
     callback: Callback,
 ) -> Subscription {
     let shared = Arc::new(ListenerShared {
-        queue: Mutex::new(Queue {
+        queue: CachePadded::new(Mutex::new(Queue {
             events: Vec::new(),
             enqueued: 0,
             worker: Worker::Busy,
-        }),
+            flush_requested: false,
+        })),
         wake: Condvar::new(),
         closed: AtomicBool::new(false),
         filter,
         once,
         fired: AtomicBool::new(false),
-        handled: AtomicU64::new(0),
+        handled: CachePadded::new(AtomicU64::new(0)),
         failed: AtomicU64::new(0),
-        flush_waiters: AtomicUsize::new(0),
+        flush_waiters: CachePadded::new(AtomicUsize::new(0)),
         drained: tokio::sync::Notify::new(),
         emitter: emitter.downgrade(),
         id: Mutex::new(None),

@@ -1,0 +1,166 @@
+//! The command line: `backtest-perf [stats|bench]`.
+
+pub mod bench;
+pub mod jsonl;
+pub mod stats;
+
+use std::path::PathBuf;
+
+use backtest_perf::{DumpError, StatsPreset, performance_emitter, performance_service};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Where the time goes in your backtests: timing, statistics and reports.
+#[derive(Parser, Debug)]
+#[command(name = "backtest-perf", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands; none runs the default job.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Statistics of performance events read from a JSONL file.
+    Stats {
+        /// One event per line: a PerformanceContract, or a backtest-kit
+        /// `{"reportName":"performance","data":{...}}` line.
+        #[arg(long)]
+        input: PathBuf,
+        /// Only this symbol.
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Only this strategy.
+        #[arg(long)]
+        strategy: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+        format: OutputFormat,
+        /// How percentiles and the standard deviation are computed.
+        #[arg(long = "stats", value_enum, default_value_t = PresetArg::Seed)]
+        preset: PresetArg,
+    },
+    /// Push synthetic events through the default pipeline and print one JSON line of timings.
+    Bench {
+        /// Events to emit.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        events: u64,
+        /// symbol:strategy pairs, round-robin.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        pairs: u64,
+        /// Metric types, round-robin (the five hooks first).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+        types: u64,
+    },
+}
+
+/// Output formats of `stats`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// `{"pairs":[...],"rejected":N}` on one line.
+    Json,
+    /// The markdown report of each pair.
+    Md,
+}
+
+/// `--stats` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresetArg {
+    /// Nearest-rank percentiles, population standard deviation.
+    Seed,
+    /// Interpolated percentiles, sample standard deviation (backtest-kit >= 10.2).
+    BacktestKit,
+}
+
+impl From<PresetArg> for StatsPreset {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::Seed => StatsPreset::Seed,
+            PresetArg::BacktestKit => StatsPreset::BacktestKit,
+        }
+    }
+}
+
+/// Why a command failed; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The input could not be read.
+    #[error("cannot read {}: {source}; check the path", path.display())]
+    Input {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Standard output could not be written.
+    #[error("cannot write output: {0}")]
+    Output(std::io::Error),
+    /// A report could not be written.
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    /// Some input lines were bad (each was reported above).
+    #[error("{0} bad line(s) in the input were skipped (see above); fix or remove them")]
+    BadLines(u64),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    match cli.command {
+        None => default_job(),
+        Some(Command::Stats {
+            input,
+            symbol,
+            strategy,
+            format,
+            preset,
+        }) => {
+            let args = stats::StatsArgs {
+                input,
+                symbol,
+                strategy,
+                format,
+                preset: preset.into(),
+            };
+            let bad = stats::run(&args, &mut stdout.lock(), &mut stderr.lock())?;
+            if bad > 0 {
+                return Err(CliError::BadLines(bad));
+            }
+            Ok(())
+        }
+        Some(Command::Bench {
+            events,
+            pairs,
+            types,
+        }) => {
+            let args = bench::BenchArgs {
+                events,
+                pairs: pairs as usize,
+                types: types as usize,
+            };
+            let result = bench::run(&args, performance_emitter(), performance_service());
+            println!(
+                "{}",
+                serde_json::to_string(&result).map_err(|e| CliError::Output(e.into()))?
+            );
+            Ok(())
+        }
+    }
+}
+
+/// With no subcommand: the bench workload, then one report per pair in ./dump/performance.
+fn default_job() -> Result<(), CliError> {
+    let args = bench::BenchArgs {
+        events: 1_000_000,
+        pairs: 4,
+        types: 5,
+    };
+    let result = bench::run(&args, performance_emitter(), performance_service());
+    println!(
+        "{} events through the bus, storage and a listener: {:.0} events/s end to end",
+        result.events, result.events_per_s
+    );
+    for (symbol, strategy) in bench::pairs(args.pairs) {
+        let path = backtest_perf::Performance::dump(&symbol, &strategy)?;
+        println!("{symbol}:{strategy} report: {}", path.display());
+    }
+    Ok(())
+}
