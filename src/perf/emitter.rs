@@ -49,7 +49,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -57,7 +57,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::event::{InvalidEvent, MetricType, PerformanceContract};
-use super::key::StorageKey;
+use super::key::{Prehashed, StorageKey};
 use super::listener::ListenerShared;
 
 /// A subscriber that runs on the emitting thread. Keep it quick: every `emit` waits for it.
@@ -120,14 +120,20 @@ struct SeriesKey {
     metric: MetricType,
 }
 
-impl Hash for SeriesKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-        self.metric.hash(state);
+impl SeriesKey {
+    #[inline]
+    fn prehash(&self) -> u64 {
+        self.key.prehash() ^ self.metric.prehash().rotate_left(13)
     }
 }
 
-type SeriesMap = HashMap<SeriesKey, f64, foldhash::fast::FixedState>;
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.prehash());
+    }
+}
+
+type SeriesMap = HashMap<SeriesKey, f64, Prehashed>;
 
 pub(crate) struct EmitterInner {
     enabled: AtomicBool,
@@ -139,7 +145,6 @@ pub(crate) struct EmitterInner {
     rejected: AtomicU64,
     listener_failures: AtomicU64,
     series: [Mutex<SeriesMap>; SERIES_SHARDS],
-    hasher: foldhash::fast::FixedState,
 }
 
 /// The performance bus. Cheap to clone: clones share one bus.
@@ -186,7 +191,6 @@ impl PerformanceEmitter {
                 rejected: AtomicU64::new(0),
                 listener_failures: AtomicU64::new(0),
                 series: std::array::from_fn(|_| Mutex::new(SeriesMap::default())),
-                hasher: foldhash::fast::FixedState::with_seed(0x5eed),
             }),
         }
     }
@@ -254,8 +258,7 @@ impl PerformanceEmitter {
             key: StorageKey::of(event),
             metric: event.metric_type,
         };
-        let hash = self.inner.hasher.hash_one(series);
-        let shard = &self.inner.series[(hash >> 60) as usize % SERIES_SHARDS];
+        let shard = &self.inner.series[(series.prehash() >> 60) as usize % SERIES_SHARDS];
         let last = shard.lock().insert(series, event.timestamp);
         if event.previous_timestamp.is_none() {
             // A previous timestamp later than this one (clock stepped back, or producers on

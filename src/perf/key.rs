@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 
 use super::event::PerformanceContract;
 use super::name::Name;
@@ -55,19 +56,52 @@ impl StorageKey {
 }
 
 fn normalize(name: Option<Name>) -> Name {
+    static GLOBAL_NAME: OnceLock<Name> = OnceLock::new();
     match name {
         Some(name) if !name.is_empty() => name,
-        _ => Name::new(GLOBAL),
+        _ => *GLOBAL_NAME.get_or_init(|| Name::new(GLOBAL)),
+    }
+}
+
+impl StorageKey {
+    /// A hash of the key made from its names' precomputed hashes.
+    #[inline]
+    pub(crate) fn prehash(&self) -> u64 {
+        self.symbol.precomputed_hash() ^ self.strategy.precomputed_hash().rotate_left(29)
     }
 }
 
 impl Hash for StorageKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(
-            self.symbol.precomputed_hash() ^ self.strategy.precomputed_hash().rotate_left(29),
-        );
+        state.write_u64(self.prehash());
     }
 }
+
+/// A hasher for keys that hash themselves with one `write_u64` of an already good hash.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    #[inline]
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached by our keys; fold anything else in rather than lose it.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Builds [`PrehashedHasher`]s.
+pub(crate) type Prehashed = std::hash::BuildHasherDefault<PrehashedHasher>;
 
 impl fmt::Display for StorageKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -299,13 +299,15 @@ fn run_worker(shared: Arc<ListenerShared>, mut callback: Callback) {
             if let Err(why) = outcome {
                 shared.count_failure(&why);
             }
+            if shared.once {
+                // Off the bus before the event counts as handled, so a flush that returns
+                // sees the listener gone.
+                shared.remove_from_bus();
+                shared.close();
+            }
             shared.handled.fetch_add(1, Ordering::SeqCst);
             if shared.flush_waiters.load(Ordering::SeqCst) > 0 {
                 shared.drained.notify_waiters();
-            }
-            if shared.once {
-                shared.remove_from_bus();
-                shared.close();
             }
         }
         batch.clear();

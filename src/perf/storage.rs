@@ -28,7 +28,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +37,7 @@ use parking_lot::Mutex;
 
 use super::emitter::{PerformanceEmitter, Sink, SubscriberId};
 use super::event::{InvalidEvent, PerformanceContract};
-use super::key::StorageKey;
+use super::key::{Prehashed, StorageKey};
 
 /// Number of shards once `max_keys` reaches [`SHARDED_FROM_KEYS`].
 pub const SHARDS: usize = 16;
@@ -80,8 +79,7 @@ struct KeyStorage {
 /// Per-key event storage; see the [module documentation](self).
 pub struct StorageService {
     config: StorageConfig,
-    shards: Box<[Mutex<LruCache<StorageKey, KeyStorage>>]>,
-    hasher: foldhash::fast::FixedState,
+    shards: Box<[Mutex<Shard>]>,
     evicted: AtomicU64,
     attached: AtomicBool,
     subscription: Mutex<Option<(PerformanceEmitter, SubscriberId)>>,
@@ -96,6 +94,8 @@ impl std::fmt::Debug for StorageService {
             .finish()
     }
 }
+
+type Shard = LruCache<StorageKey, KeyStorage, Prehashed>;
 
 /// A stored bucket, copied out: `(events newest first, rejected, dropped)`.
 pub type Snapshot = (Vec<PerformanceContract>, u64, u64);
@@ -117,9 +117,8 @@ impl StorageService {
         Arc::new(StorageService {
             config,
             shards: (0..shard_count)
-                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, Prehashed::default())))
                 .collect(),
-            hasher: foldhash::fast::FixedState::with_seed(0x57_0a_9e),
             evicted: AtomicU64::new(0),
             attached: AtomicBool::new(false),
             subscription: Mutex::new(None),
@@ -158,11 +157,11 @@ impl StorageService {
         }
     }
 
-    fn shard(&self, key: &StorageKey) -> &Mutex<LruCache<StorageKey, KeyStorage>> {
+    fn shard(&self, key: &StorageKey) -> &Mutex<Shard> {
         let index = if self.shards.len() == 1 {
             0
         } else {
-            (self.hasher.hash_one(key) >> 32) as usize % self.shards.len()
+            (key.prehash() >> 32) as usize % self.shards.len()
         };
         &self.shards[index]
     }

@@ -112,7 +112,7 @@ impl MetricStats {
         waits: &[f64],
         preset: StatsPreset,
     ) -> Self {
-        durations.sort_unstable_by(f64::total_cmp);
+        sort_durations(durations);
         let count = durations.len();
         let total = durations.iter().copied().collect::<Sum>().value();
         let avg = if count == 0 {
@@ -144,6 +144,21 @@ impl MetricStats {
             min_wait_time: min_wait,
             max_wait_time: max_wait,
         }
+    }
+}
+
+/// Sorts ascending. Validated durations are finite and >= 0, and for those the IEEE bit
+/// patterns order like the numbers, so an integer sort does (with -0.0 made 0.0 first);
+/// anything else falls back to `total_cmp`.
+fn sort_durations(durations: &mut [f64]) {
+    if durations.iter().all(|d| *d >= 0.0 && d.is_finite()) {
+        let mut bits: Vec<u64> = durations.iter().map(|d| (d + 0.0).to_bits()).collect();
+        bits.sort_unstable();
+        for (d, b) in durations.iter_mut().zip(bits) {
+            *d = f64::from_bits(b);
+        }
+    } else {
+        durations.sort_unstable_by(f64::total_cmp);
     }
 }
 

@@ -1,0 +1,134 @@
+//! `backtest-perf stats`, run as a user would run it.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_backtest-perf"))
+}
+
+const INPUT: &str = r#"{"metricType":"tick","duration":1,"timestamp":1000,"symbol":"BTCUSDT","strategyName":"sma"}
+{"reportName":"performance","data":{"metricType":"tick","duration":2,"timestamp":1500,"previousTimestamp":1000,"symbol":"BTCUSDT","strategyName":"sma","exchangeName":"binance","backtest":true}}
+{"metricType":"tick","timestamp":1600,"symbol":"BTCUSDT","strategyName":"sma"}
+
+{"metricType":"tick","duration":3,"timestamp":2000,"symbol":"BTCUSDT","strategyName":"sma"}
+not json at all
+{"metricType":"tick","duration":-4,"timestamp":2100,"symbol":"BTCUSDT","strategyName":"sma"}
+{"metricType":"getCandles","duration":4,"timestamp":2200,"symbol":"ETHUSDT","strategyName":"rsi"}
+{"reportName":"performance","data":{"metricType":"getCandles","duration":0.5,"timestamp":1732147200123.4567,"symbol":"ETHUSDT","strategyName":"rsi"}}
+"#;
+
+fn input_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    std::fs::write(&path, INPUT).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn json_statistics_use_the_good_lines_and_report_each_bad_one() {
+    let (_dir, path) = input_file();
+    let out = bin().args(["stats", "--input"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let p = path.display();
+    assert_eq!(
+        stderr,
+        format!(
+            "{p}:3: missing field `duration`\n\
+             {p}:6: expected ident at line 1 column 2\n\
+             {p}:7: rejected: duration is -4; it must be >= 0 milliseconds\n\
+             error: 3 bad line(s) in the input were skipped (see above); fix or remove them\n"
+        )
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["rejected"], json!(1));
+    let pairs = doc["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2);
+    let btc = &pairs[0];
+    assert_eq!((btc["symbol"].as_str(), btc["strategyName"].as_str()), (Some("BTCUSDT"), Some("sma")));
+    assert_eq!(btc["totalEvents"], json!(3));
+    assert_eq!(btc["totalDuration"], json!(6.0));
+    assert_eq!(btc["rejected"], json!(1));
+    let tick = &btc["metricStats"]["tick"];
+    assert_eq!(tick["count"], json!(3));
+    assert_eq!(tick["avgDuration"], json!(2.0));
+    assert_eq!(tick["median"], json!(2.0));
+    assert_eq!(tick["p95"], json!(3.0));
+    assert_eq!(tick["stdDev"], json!((2.0f64 / 3.0).sqrt()));
+    // 1500 - 1000 from the file; the bus chained 2000 after 1500.
+    assert_eq!((tick["minWaitTime"].clone(), tick["maxWaitTime"].clone()), (json!(500.0), json!(500.0)));
+    assert!(btc.get("events").is_none(), "events are left out");
+    let eth = &pairs[1]["metricStats"]["getCandles"];
+    assert_eq!(eth["count"], json!(2));
+    assert_eq!(eth["maxWaitTime"], json!(1732147200123.4567 - 2200.0));
+}
+
+#[test]
+fn markdown_for_one_pair_with_the_backtest_kit_preset() {
+    let (_dir, path) = input_file();
+    let out = bin()
+        .args(["stats", "--format", "md", "--stats", "backtest-kit", "--symbol", "BTCUSDT", "--input"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.starts_with("# Performance Report: sma\n\n**Symbol:** BTCUSDT\n**Total events:** 3\n"), "{md}");
+    // Interpolated: p95 of [1, 2, 3] is 2.9; sample std dev is 1.
+    assert!(md.contains("| tick | 3 | 2.00 | 1.00 | 3.00 | 2.00 | 2.90 | 2.98 | 1.00 | 500.00 | 500.00 | 500.00 |"), "{md}");
+    assert!(!md.contains("ETHUSDT"));
+}
+
+#[test]
+fn a_clean_file_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.jsonl");
+    std::fs::write(&path, "{\"metricType\":\"tick\",\"duration\":1,\"timestamp\":1}\n").unwrap();
+    let out = bin().args(["stats", "--input"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["pairs"][0]["symbol"], json!("global"));
+    assert_eq!(doc["pairs"][0]["strategyName"], json!("global"));
+}
+
+#[test]
+fn a_missing_file_says_so() {
+    let out = bin().args(["stats", "--input", "/nonexistent/events.jsonl"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: cannot read /nonexistent/events.jsonl: No such file or directory (os error 2); check the path\n"
+    );
+}
+
+#[test]
+fn bench_prints_one_json_line_with_every_field() {
+    let out = bin().args(["bench", "--events", "20000", "--pairs", "3", "--types", "7"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.starts_with("{\"events\":20000,\"emit_s\":"), "{text}");
+    let positions: Vec<usize> = ["emit_s", "drain_s", "events_per_s", "get_data_ms", "get_report_ms", "peak_rss_mb"]
+        .iter()
+        .map(|k| text.find(&format!("\"{k}")).unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "fields in the documented order: {text}");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected = [
+        "events",
+        "emit_s",
+        "drain_s",
+        "events_per_s",
+        "get_data_ms_per_pair",
+        "get_report_ms_per_pair",
+        "peak_rss_mb",
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
+    assert_eq!(doc["events"], json!(20000));
+    assert!(doc["events_per_s"].as_f64().unwrap() > 0.0);
+}
