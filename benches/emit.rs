@@ -2,11 +2,11 @@
 //! with tracking off.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const TYPES: [MetricType; 5] = MetricType::BUILT_IN;
 

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_backtest-perf"))
@@ -29,7 +29,11 @@ fn input_file() -> (tempfile::TempDir, std::path::PathBuf) {
 #[test]
 fn json_statistics_use_the_good_lines_and_report_each_bad_one() {
     let (_dir, path) = input_file();
-    let out = bin().args(["stats", "--input"]).arg(&path).output().unwrap();
+    let out = bin()
+        .args(["stats", "--input"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let p = path.display();
@@ -47,7 +51,10 @@ fn json_statistics_use_the_good_lines_and_report_each_bad_one() {
     let pairs = doc["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 2);
     let btc = &pairs[0];
-    assert_eq!((btc["symbol"].as_str(), btc["strategyName"].as_str()), (Some("BTCUSDT"), Some("sma")));
+    assert_eq!(
+        (btc["symbol"].as_str(), btc["strategyName"].as_str()),
+        (Some("BTCUSDT"), Some("sma"))
+    );
     assert_eq!(btc["totalEvents"], json!(3));
     assert_eq!(btc["totalDuration"], json!(6.0));
     assert_eq!(btc["rejected"], json!(1));
@@ -58,7 +65,10 @@ fn json_statistics_use_the_good_lines_and_report_each_bad_one() {
     assert_eq!(tick["p95"], json!(3.0));
     assert_eq!(tick["stdDev"], json!((2.0f64 / 3.0).sqrt()));
     // 1500 - 1000 from the file; the bus chained 2000 after 1500.
-    assert_eq!((tick["minWaitTime"].clone(), tick["maxWaitTime"].clone()), (json!(500.0), json!(500.0)));
+    assert_eq!(
+        (tick["minWaitTime"].clone(), tick["maxWaitTime"].clone()),
+        (json!(500.0), json!(500.0))
+    );
     assert!(btc.get("events").is_none(), "events are left out");
     let eth = &pairs[1]["metricStats"]["getCandles"];
     assert_eq!(eth["count"], json!(2));
@@ -69,13 +79,25 @@ fn json_statistics_use_the_good_lines_and_report_each_bad_one() {
 fn markdown_for_one_pair_with_the_backtest_kit_preset() {
     let (_dir, path) = input_file();
     let out = bin()
-        .args(["stats", "--format", "md", "--stats", "backtest-kit", "--symbol", "BTCUSDT", "--input"])
+        .args([
+            "stats",
+            "--format",
+            "md",
+            "--stats",
+            "backtest-kit",
+            "--symbol",
+            "BTCUSDT",
+            "--input",
+        ])
         .arg(&path)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let md = String::from_utf8(out.stdout).unwrap();
-    assert!(md.starts_with("# Performance Report: sma\n\n**Symbol:** BTCUSDT\n**Total events:** 3\n"), "{md}");
+    assert!(
+        md.starts_with("# Performance Report: sma\n\n**Symbol:** BTCUSDT\n**Total events:** 3\n"),
+        "{md}"
+    );
     // Interpolated: p95 of [1, 2, 3] is 2.9; sample std dev is 1.
     assert!(md.contains("| tick | 3 | 2.00 | 1.00 | 3.00 | 2.00 | 2.90 | 2.98 | 1.00 | 500.00 | 500.00 | 500.00 |"), "{md}");
     assert!(!md.contains("ETHUSDT"));
@@ -85,8 +107,16 @@ fn markdown_for_one_pair_with_the_backtest_kit_preset() {
 fn a_clean_file_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ok.jsonl");
-    std::fs::write(&path, "{\"metricType\":\"tick\",\"duration\":1,\"timestamp\":1}\n").unwrap();
-    let out = bin().args(["stats", "--input"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "{\"metricType\":\"tick\",\"duration\":1,\"timestamp\":1}\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["stats", "--input"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(out.stderr.is_empty());
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -96,7 +126,10 @@ fn a_clean_file_exits_zero() {
 
 #[test]
 fn a_missing_file_says_so() {
-    let out = bin().args(["stats", "--input", "/nonexistent/events.jsonl"]).output().unwrap();
+    let out = bin()
+        .args(["stats", "--input", "/nonexistent/events.jsonl"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
@@ -106,18 +139,36 @@ fn a_missing_file_says_so() {
 
 #[test]
 fn bench_prints_one_json_line_with_every_field() {
-    let out = bin().args(["bench", "--events", "20000", "--pairs", "3", "--types", "7"]).output().unwrap();
+    let out = bin()
+        .args(["bench", "--events", "20000", "--pairs", "3", "--types", "7"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1);
     assert!(text.starts_with("{\"events\":20000,\"emit_s\":"), "{text}");
-    let positions: Vec<usize> = ["emit_s", "drain_s", "events_per_s", "get_data_ms", "get_report_ms", "peak_rss_mb"]
-        .iter()
-        .map(|k| text.find(&format!("\"{k}")).unwrap())
-        .collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "fields in the documented order: {text}");
+    let positions: Vec<usize> = [
+        "emit_s",
+        "drain_s",
+        "events_per_s",
+        "get_data_ms",
+        "get_report_ms",
+        "peak_rss_mb",
+    ]
+    .iter()
+    .map(|k| text.find(&format!("\"{k}")).unwrap())
+    .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "fields in the documented order: {text}"
+    );
     let doc: Value = serde_json::from_str(&text).unwrap();
-    let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut expected = [
         "events",
         "emit_s",

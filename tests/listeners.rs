@@ -85,12 +85,12 @@ fn failing_listeners_are_counted_and_isolated() {
     let bus = PerformanceEmitter::new();
     let service = PerformanceService::attached(&bus);
     let panicky = bus.listen(|e: &PerformanceContract| {
-        if (e.timestamp as u64) % 2 == 0 {
+        if (e.timestamp as u64).is_multiple_of(2) {
             panic!("listener bug at {}", e.timestamp);
         }
     });
     let erring = bus.listen(|e: &PerformanceContract| {
-        if (e.timestamp as u64) % 3 == 0 {
+        if (e.timestamp as u64).is_multiple_of(3) {
             Err(format!("cannot handle {}", e.timestamp))
         } else {
             Ok(())

@@ -10,6 +10,9 @@ use backtest_perf::{
 
 const PER_THREAD: u64 = 50_000;
 
+/// Per producing thread: events seen, how many came out of order, the last timestamp.
+type Seen = (u64, u64, f64);
+
 #[test]
 fn concurrent_emits_lose_nothing_and_keep_per_thread_order() {
     let bus = PerformanceEmitter::new();
@@ -21,8 +24,7 @@ fn concurrent_emits_lose_nothing_and_keep_per_thread_order() {
         },
         StatsPreset::Seed,
     );
-    // thread -> (events seen, out-of-order count)
-    let seen: Arc<Mutex<HashMap<String, (u64, u64, f64)>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
     let s = seen.clone();
     let sub = bus.listen(move |e: &PerformanceContract| {
         let mut seen = s.lock().unwrap();

@@ -440,7 +440,7 @@ mod tests {
 
     #[test]
     fn metric_types_order_by_name_and_read_custom_names() {
-        let mut types = vec![
+        let mut types = [
             MetricType::Tick,
             MetricType::custom("alpha"),
             MetricType::GetCandles,

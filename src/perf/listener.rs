@@ -78,9 +78,11 @@ impl<E: Display> ListenerOutcome for Result<(), E> {
 
 type Filter = Box<dyn Fn(&PerformanceContract) -> bool + Send + Sync>;
 
+type Outcome = Result<(), String>;
+
 pub(crate) enum Callback {
-    Sync(Box<dyn FnMut(&PerformanceContract) -> Result<(), String> + Send>),
-    Async(Box<dyn FnMut(PerformanceContract) -> BoxFuture<'static, Result<(), String>> + Send>),
+    Sync(Box<dyn FnMut(&PerformanceContract) -> Outcome + Send>),
+    Async(Box<dyn FnMut(PerformanceContract) -> BoxFuture<'static, Outcome> + Send>),
 }
 
 impl Callback {
@@ -148,10 +150,10 @@ impl ListenerShared {
     /// Called on the emitting thread: queue the event, waking the worker only if needed.
     #[inline]
     pub(crate) fn offer(&self, event: &PerformanceContract) {
-        if let Some(filter) = &self.filter {
-            if !filter(event) {
-                return;
-            }
+        if let Some(filter) = &self.filter
+            && !filter(event)
+        {
+            return;
         }
         if self.once && self.fired.swap(true, Ordering::AcqRel) {
             return;

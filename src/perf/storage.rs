@@ -174,10 +174,10 @@ impl StorageService {
         }
         let mut storage = KeyStorage::default();
         f(&mut storage);
-        if let Some((old, _)) = shard.push(key, storage) {
-            if old != key {
-                self.evicted.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some((old, _)) = shard.push(key, storage)
+            && old != key
+        {
+            self.evicted.fetch_add(1, Ordering::Relaxed);
         }
     }
 
