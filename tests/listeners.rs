@@ -213,3 +213,21 @@ fn a_subscriber_added_later_sees_only_later_events() {
     sub.flush();
     assert_eq!(*seen.lock().unwrap(), [1.0]);
 }
+
+#[test]
+fn dropping_the_bus_ends_detached_listeners() {
+    let bus = PerformanceEmitter::new();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let sub = bus.listen(move |_: &PerformanceContract| {
+        let _keep = &tx;
+    });
+    let probe = bus.listen(|_: &PerformanceContract| {});
+    sub.detach();
+    drop(probe); // a handle keeps a clone of the bus; let go of it too
+    drop(bus);
+    // The worker ends and drops its callback (and with it `tx`): the channel closes.
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+    );
+}

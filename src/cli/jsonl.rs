@@ -5,25 +5,13 @@ use backtest_perf::{MetricType, Name, PerformanceContract};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-/// Every field optional, so that a missing one is named in the error.
+/// Every field optional, so that a missing one is named in the error. The same shape
+/// reads both kinds of line: a bare event, or a report line wrapping one in `data`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawEvent {
-    metric_type: Option<MetricType>,
-    duration: Option<f64>,
-    timestamp: Option<f64>,
-    previous_timestamp: Option<f64>,
-    symbol: Option<Name>,
-    strategy_name: Option<Name>,
-    when: Option<DateTime<Utc>>,
-}
-
-/// Both shapes at once: a bare event, or a report line wrapping one in `data`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawLine {
     report_name: Option<String>,
-    data: Option<RawEvent>,
+    data: Option<Box<RawEvent>>,
     metric_type: Option<MetricType>,
     duration: Option<f64>,
     timestamp: Option<f64>,
@@ -51,7 +39,7 @@ impl RawEvent {
 /// Parses one line; the error says what is wrong (the caller adds where).
 pub fn parse_line(line: &str) -> Result<PerformanceContract, String> {
     let mut json = serde_json::Deserializer::from_str(line);
-    let raw: RawLine = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+    let raw: RawEvent = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
             e.into_inner().to_string()
@@ -59,18 +47,9 @@ pub fn parse_line(line: &str) -> Result<PerformanceContract, String> {
             format!("{path}: {}", e.into_inner())
         }
     })?;
-    match raw.report_name {
-        None => RawEvent {
-            metric_type: raw.metric_type,
-            duration: raw.duration,
-            timestamp: raw.timestamp,
-            previous_timestamp: raw.previous_timestamp,
-            symbol: raw.symbol,
-            strategy_name: raw.strategy_name,
-            when: raw.when,
-        }
-        .into_contract(""),
-        Some(name) if name == "performance" => raw
+    match raw.report_name.as_deref() {
+        None => raw.into_contract(""),
+        Some("performance") => raw
             .data
             .ok_or_else(|| "report line has no `data` object".to_string())?
             .into_contract("data."),

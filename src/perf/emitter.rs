@@ -18,7 +18,8 @@
 //! # Cost
 //!
 //! With no subscribers, `emit` validates the event and returns: it allocates nothing and
-//! takes no lock. With tracking switched off ([`set_enabled(false)`](PerformanceEmitter::set_enabled)),
+//! takes no lock. Such an event is seen by no one, so it does not count as the previous
+//! event of its series either. With tracking switched off ([`set_enabled(false)`](PerformanceEmitter::set_enabled)),
 //! it costs one relaxed atomic load and the event is dropped unseen.
 //!
 //! # Rejection
@@ -145,6 +146,17 @@ pub(crate) struct EmitterInner {
     rejected: AtomicU64,
     listener_failures: AtomicU64,
     series: [Mutex<SeriesMap>; SERIES_SHARDS],
+}
+
+impl Drop for EmitterInner {
+    /// Listeners of a bus that is gone can never receive anything: end their workers.
+    fn drop(&mut self) {
+        for (_, subscriber) in self.subscribers.load().iter() {
+            if let Subscriber::Listener(listener) = subscriber {
+                listener.close();
+            }
+        }
+    }
 }
 
 /// The performance bus. Cheap to clone: clones share one bus.

@@ -176,7 +176,7 @@ impl ListenerShared {
         }
     }
 
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut queue = self.queue.lock();
         self.closed.store(true, Ordering::SeqCst);
         queue.events = Vec::new();

@@ -12,7 +12,7 @@
 //! `max_keys / SHARDS` keys.
 //!
 //! ```
-//! use std::sync::Arc;
+//! use std::sync::{Arc, Weak};
 //! use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, StorageConfig, StorageKey, StorageService};
 //!
 //! let bus = PerformanceEmitter::new();
@@ -29,13 +29,13 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::emitter::{PerformanceEmitter, Sink, SubscriberId};
+use super::emitter::{EmitterInner, PerformanceEmitter, Sink, SubscriberId};
 use super::event::{InvalidEvent, PerformanceContract};
 use super::key::{Prehashed, StorageKey};
 
@@ -82,7 +82,8 @@ pub struct StorageService {
     shards: Box<[Mutex<Shard>]>,
     evicted: AtomicU64,
     attached: AtomicBool,
-    subscription: Mutex<Option<(PerformanceEmitter, SubscriberId)>>,
+    /// Weak: the bus holds the storage, so a strong handle back would keep both alive forever.
+    subscription: Mutex<Option<(Weak<EmitterInner>, SubscriberId)>>,
 }
 
 impl std::fmt::Debug for StorageService {
@@ -145,14 +146,16 @@ impl StorageService {
             return false;
         }
         let id = bus.add_sink(self.clone());
-        *self.subscription.lock() = Some((bus.clone(), id));
+        *self.subscription.lock() = Some((bus.downgrade(), id));
         true
     }
 
     /// Unsubscribes from the bus it was attached to; stored events stay.
     pub fn detach(&self) {
         if let Some((bus, id)) = self.subscription.lock().take() {
-            bus.remove(id);
+            if let Some(bus) = bus.upgrade() {
+                PerformanceEmitter::from_inner(bus).remove(id);
+            }
             self.attached.store(false, Ordering::Release);
         }
     }
@@ -321,6 +324,28 @@ mod tests {
         storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A"));
         let keys: Vec<String> = storage.keys().iter().map(ToString::to_string).collect();
         assert_eq!(keys, ["A:global", "global:global", "global:s"]);
+    }
+
+    #[test]
+    fn dropping_the_bus_frees_the_storage() {
+        let bus = PerformanceEmitter::new();
+        let storage = StorageService::new(StorageConfig::default());
+        storage.attach(&bus);
+        assert_eq!(Arc::strong_count(&storage), 2);
+        drop(bus);
+        assert_eq!(Arc::strong_count(&storage), 1);
+        storage.detach();
+    }
+
+    #[test]
+    fn detach_unsubscribes() {
+        let bus = PerformanceEmitter::new();
+        let storage = StorageService::new(StorageConfig::default());
+        storage.attach(&bus);
+        storage.detach();
+        assert_eq!(bus.subscriber_count(), 0);
+        bus.emit(event("A", "s", 1.0)).unwrap();
+        assert!(storage.keys().is_empty());
     }
 
     #[test]
