@@ -80,6 +80,14 @@ pub trait Sink: Send + Sync + 'static {
     fn on_event(&self, _event: &PerformanceContract) {}
     /// Called with every event the bus rejected, and why.
     fn on_rejected(&self, _event: &PerformanceContract, _reason: &InvalidEvent) {}
+    /// Called with a run of valid events from [`PerformanceEmitter::emit_batch`], in order.
+    /// The default hands them to [`on_event`](Sink::on_event) one by one; override it to
+    /// take a lock once per batch.
+    fn on_batch(&self, events: &[PerformanceContract]) {
+        for event in events {
+            self.on_event(event);
+        }
+    }
 }
 
 /// An event the bus rejected, handed back with the reason.
@@ -262,6 +270,90 @@ impl PerformanceEmitter {
             }
         }
         Ok(())
+    }
+
+    /// Emits many events at once: the same contract as calling [`emit`](Self::emit) for
+    /// each in order, but locks are taken once per series, per storage key and per
+    /// listener instead of once per event. Invalid events are rejected (and counted) one
+    /// by one; the valid ones are delivered. Events are chained (`previousTimestamp`) in
+    /// order within the batch. Returns how many events were delivered.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// let mut events: Vec<_> = (0..3)
+    ///     .map(|i| PerformanceContract::new(MetricType::Tick, 1.0, i as f64 * 10.0).with_symbol("A"))
+    ///     .collect();
+    /// events.push(PerformanceContract::new(MetricType::Tick, -1.0, 40.0));
+    /// assert_eq!(bus.emit_batch(&mut events), 3);
+    /// assert_eq!(bus.rejected(), 1);
+    /// let data = service.get_data("A", "");
+    /// assert_eq!(data.metric_stats[&MetricType::Tick].avg_wait_time, 10.0);
+    /// ```
+    pub fn emit_batch(&self, events: &mut Vec<PerformanceContract>) -> usize {
+        let inner = &*self.inner;
+        if !inner.enabled.load(Ordering::Relaxed) || events.is_empty() {
+            events.clear();
+            return 0;
+        }
+        let subscribers = self.inner.subscribers.load();
+        let mut invalid = 0;
+        events.retain(|event| match event.validate() {
+            Ok(()) => true,
+            Err(reason) => {
+                self.reject(*event, reason, &subscribers);
+                invalid += 1;
+                false
+            }
+        });
+        if subscribers.is_empty() || events.is_empty() {
+            events.clear();
+            return 0;
+        }
+        self.chain_batch(events);
+        for (_, subscriber) in subscribers.iter() {
+            match subscriber {
+                Subscriber::Sink(sink) => sink.on_batch(events),
+                Subscriber::Listener(listener) => listener.offer_batch(events),
+            }
+        }
+        let delivered = events.len();
+        events.clear();
+        delivered
+    }
+
+    /// [`chain`](Self::chain) for a batch: one lock per series and batch.
+    fn chain_batch(&self, events: &mut [PerformanceContract]) {
+        // (series, last timestamp): a batch rarely spans more than a handful of series.
+        let mut seen: Vec<(SeriesKey, Option<f64>)> = Vec::new();
+        for event in events.iter_mut() {
+            let series = SeriesKey {
+                key: StorageKey::of(event),
+                metric: event.metric_type,
+            };
+            let slot = match seen.iter().position(|(s, _)| *s == series) {
+                Some(slot) => slot,
+                None => {
+                    let shard =
+                        &self.inner.series[(series.prehash() >> 60) as usize % SERIES_SHARDS];
+                    let last = shard.lock().get(&series).copied();
+                    seen.push((series, last));
+                    seen.len() - 1
+                }
+            };
+            let last = &mut seen[slot].1;
+            if event.previous_timestamp.is_none() {
+                event.previous_timestamp = last.filter(|&previous| previous <= event.timestamp);
+            }
+            *last = Some(event.timestamp);
+        }
+        for (series, last) in seen {
+            if let Some(last) = last {
+                let shard = &self.inner.series[(series.prehash() >> 60) as usize % SERIES_SHARDS];
+                shard.lock().insert(series, last);
+            }
+        }
     }
 
     /// Records the event as the last of its series and fills its previous timestamp.

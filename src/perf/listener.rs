@@ -176,6 +176,32 @@ impl ListenerShared {
         }
     }
 
+    /// [`offer`](Self::offer) for a batch: one lock for all of it.
+    pub(crate) fn offer_batch(&self, events: &[PerformanceContract]) {
+        if self.filter.is_some() || self.once {
+            for event in events {
+                self.offer(event);
+            }
+            return;
+        }
+        let mut queue = self.queue.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        queue.events.extend_from_slice(events);
+        queue.enqueued += events.len() as u64;
+        let wake = match queue.worker {
+            Worker::Busy => false,
+            Worker::Napping => queue.events.len() >= WAKE_BACKLOG,
+            Worker::Asleep => true,
+        };
+        if wake {
+            queue.worker = Worker::Busy;
+            drop(queue);
+            self.wake.notify_one();
+        }
+    }
+
     pub(crate) fn close(&self) {
         let mut queue = self.queue.lock();
         self.closed.store(true, Ordering::SeqCst);

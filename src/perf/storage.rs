@@ -76,6 +76,18 @@ struct KeyStorage {
     dropped: u64,
 }
 
+impl KeyStorage {
+    /// Keeps the newest `max` events, counting what falls off.
+    #[inline]
+    fn push(&mut self, event: &PerformanceContract, max: usize) {
+        if self.events.len() >= max {
+            self.events.pop_front();
+            self.dropped += 1;
+        }
+        self.events.push_back(*event);
+    }
+}
+
 /// Per-key event storage; see the [module documentation](self).
 pub struct StorageService {
     config: StorageConfig,
@@ -187,13 +199,7 @@ impl StorageService {
     /// Stores a valid event under its key (the bus calls this; tests and tools may too).
     pub fn record(&self, event: &PerformanceContract) {
         let max = self.config.max_events;
-        self.with_key(StorageKey::of(event), |storage| {
-            if storage.events.len() >= max {
-                storage.events.pop_front();
-                storage.dropped += 1;
-            }
-            storage.events.push_back(*event);
-        });
+        self.with_key(StorageKey::of(event), |storage| storage.push(event, max));
     }
 
     /// Counts a rejected event under its key.
@@ -247,6 +253,24 @@ impl Sink for StorageService {
 
     fn on_rejected(&self, event: &PerformanceContract, _reason: &InvalidEvent) {
         self.record_rejected(event);
+    }
+
+    /// One lock per run of events with the same key.
+    fn on_batch(&self, events: &[PerformanceContract]) {
+        let max = self.config.max_events;
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let key = StorageKey::of(first);
+            let run = rest
+                .iter()
+                .position(|e| StorageKey::of(e) != key)
+                .unwrap_or(rest.len());
+            let (same, tail) = rest.split_at(run);
+            self.with_key(key, |storage| {
+                same.iter().for_each(|e| storage.push(e, max))
+            });
+            rest = tail;
+        }
     }
 }
 

@@ -1,0 +1,93 @@
+//! `emit_batch` keeps the contract of `emit`: same deliveries, chaining and rejections.
+
+use std::sync::{Arc, Mutex};
+
+use backtest_perf::{
+    MetricType, PerformanceContract, PerformanceEmitter, PerformanceService, StatsPreset,
+    StorageConfig,
+};
+
+fn workload() -> Vec<PerformanceContract> {
+    let mut events = Vec::new();
+    for i in 0..500u32 {
+        let metric = [
+            MetricType::Tick,
+            MetricType::GetCandles,
+            MetricType::custom("user"),
+        ][(i % 3) as usize];
+        let symbol = ["BTCUSDT", "ETHUSDT"][(i % 2) as usize];
+        let mut e = PerformanceContract::new(metric, f64::from(i % 17) * 0.5, f64::from(i) * 2.0)
+            .with_symbol(symbol)
+            .with_strategy("s");
+        if i % 50 == 7 {
+            e.duration = -1.0; // rejected
+        }
+        if i % 40 == 3 {
+            e.previous_timestamp = Some(0.0); // given by the producer: kept
+        }
+        events.push(e);
+    }
+    events
+}
+
+type Log = Arc<Mutex<Vec<PerformanceContract>>>;
+
+fn pipeline() -> (
+    PerformanceEmitter,
+    PerformanceService,
+    Log,
+    backtest_perf::Subscription,
+) {
+    let bus = PerformanceEmitter::new();
+    let service = PerformanceService::attached_with(
+        &bus,
+        StorageConfig {
+            max_events: 200,
+            max_keys: 16,
+        },
+        StatsPreset::Seed,
+    );
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let sub = bus.listen(move |e: &PerformanceContract| l.lock().unwrap().push(*e));
+    (bus, service, log, sub)
+}
+
+#[test]
+fn a_batch_delivers_exactly_what_single_emits_deliver() {
+    let (one_bus, one_service, one_log, one_sub) = pipeline();
+    for e in workload() {
+        let _ = one_bus.emit(e);
+    }
+    one_sub.flush();
+
+    let (batch_bus, batch_service, batch_log, batch_sub) = pipeline();
+    let events = workload();
+    let mut delivered = 0;
+    for chunk in events.chunks(64) {
+        let mut buffer = chunk.to_vec();
+        delivered += batch_bus.emit_batch(&mut buffer);
+        assert!(
+            buffer.is_empty(),
+            "the buffer is handed back empty, ready for reuse"
+        );
+    }
+    batch_sub.flush();
+
+    assert_eq!(delivered, 490);
+    assert_eq!(batch_bus.rejected(), one_bus.rejected());
+    assert_eq!(batch_bus.rejected(), 10);
+    assert_eq!(*batch_log.lock().unwrap(), *one_log.lock().unwrap());
+    // Even i go to BTCUSDT (250 valid); odd i to ETHUSDT, where all 10 invalid ones are.
+    for (symbol, dropped, rejected) in [("BTCUSDT", 50, 0), ("ETHUSDT", 40, 10)] {
+        let (a, b) = (
+            one_service.get_data(symbol, "s"),
+            batch_service.get_data(symbol, "s"),
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            (b.total_events, b.dropped, b.rejected),
+            (200, dropped, rejected)
+        );
+    }
+}
