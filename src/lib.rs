@@ -29,11 +29,19 @@
 //! ```
 //!
 //! The pieces, each usable alone: [`emitter`] (the bus), [`listener`] (queued callbacks),
-//! [`storage`], [`stats`], [`report`], [`dump`] and the [`facade`].
+//! [`storage`], [`stats`], [`report`], [`dump`] and the [`facade`]. The [`engine`] is a
+//! backtesting engine that times its five hooks onto the bus, built on that public API
+//! only; [`strategies`] holds the bundled strategies.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+// Lets the bundled strategies name the crate as users do: `use backtest_perf::...`.
+extern crate self as backtest_perf;
+
+pub mod engine;
 mod perf;
+#[path = "../strategies/mod.rs"]
+pub mod strategies;
 
 pub use perf::{dump, emitter, event, facade, key, listener, name, report, stats, storage};
 

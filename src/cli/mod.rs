@@ -1,5 +1,6 @@
 //! The command line: `backtest-perf [stats|bench]`.
 
+pub mod backtest;
 pub mod bench;
 pub mod jsonl;
 pub mod stats;
@@ -17,9 +18,34 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// The subcommands; none runs the default job.
+/// The subcommands; none runs the default job (every bundled strategy on the bundled
+/// EURUSD hourly data, reports in ./dump/performance).
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Backtest strategies on a symbol; print trades and timings; dump one report per strategy.
+    Backtest {
+        /// Candles from this CSV file (unnamed time column, then Open, High, Low, Close, Volume).
+        #[arg(long, conflicts_with = "synthetic")]
+        data: Option<PathBuf>,
+        /// Seeded synthetic 1-minute candles for this many days instead.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_650))]
+        synthetic: Option<u64>,
+        /// Seed of the synthetic candles.
+        #[arg(long, default_value_t = 42, requires = "synthetic")]
+        seed: u64,
+        /// The symbol's name (default: the file name, SYNTH, or EURUSD for the bundled data).
+        #[arg(long)]
+        symbol: Option<String>,
+        /// A strategy to run (repeat for several; default: all bundled ones).
+        #[arg(long = "strategy")]
+        strategies: Vec<String>,
+        /// Folder for the reports.
+        #[arg(long, default_value = backtest_perf::dump::DEFAULT_DUMP_DIR)]
+        out: PathBuf,
+        /// Backtests run at once (default: the number of cores).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+        threads: Option<u64>,
+    },
     /// Statistics of performance events read from a JSONL file.
     Stats {
         /// One event per line: a PerformanceContract, or a backtest-kit
@@ -95,6 +121,18 @@ pub enum CliError {
     /// A report could not be written.
     #[error(transparent)]
     Dump(#[from] DumpError),
+    /// Candle data could not be read.
+    #[error(transparent)]
+    Data(#[from] backtest_perf::engine::csv::DataError),
+    /// The exchange could not serve the backtest.
+    #[error(transparent)]
+    Exchange(#[from] backtest_perf::engine::ExchangeError),
+    /// A backtest failed.
+    #[error(transparent)]
+    Backtest(#[from] backtest_perf::engine::BacktestError),
+    /// No strategy has that name.
+    #[error("unknown strategy {name:?}; the known strategies are: {known}")]
+    UnknownStrategy { name: String, known: String },
     /// Some input lines were bad (each was reported above).
     #[error("{0} bad line(s) in the input were skipped (see above); fix or remove them")]
     BadLines(u64),
@@ -105,7 +143,34 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     match cli.command {
-        None => default_job(),
+        None => backtest::run(&backtest::BacktestArgs::default()).map(drop),
+        Some(Command::Backtest {
+            data,
+            synthetic,
+            seed,
+            symbol,
+            strategies,
+            out,
+            threads,
+        }) => {
+            let data = match (data, synthetic) {
+                (Some(path), _) => backtest::Data::Csv(path),
+                (None, Some(days)) => backtest::Data::Synthetic {
+                    days: days as usize,
+                    seed,
+                },
+                (None, None) => backtest::Data::Bundled,
+            };
+            let defaults = backtest::BacktestArgs::default();
+            let args = backtest::BacktestArgs {
+                data,
+                symbol,
+                strategies,
+                out,
+                threads: threads.map_or(defaults.threads, |t| t as usize),
+            };
+            backtest::run(&args).map(drop)
+        }
         Some(Command::Stats {
             input,
             symbol,
@@ -144,23 +209,4 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
-}
-
-/// With no subcommand: the bench workload, then one report per pair in ./dump/performance.
-fn default_job() -> Result<(), CliError> {
-    let args = bench::BenchArgs {
-        events: 1_000_000,
-        pairs: 4,
-        types: 5,
-    };
-    let result = bench::run(&args, performance_emitter(), performance_service());
-    println!(
-        "{} events through the bus, storage and a listener: {:.0} events/s end to end",
-        result.events, result.events_per_s
-    );
-    for (symbol, strategy) in bench::pairs(args.pairs) {
-        let path = backtest_perf::Performance::dump(&symbol, &strategy)?;
-        println!("{symbol}:{strategy} report: {}", path.display());
-    }
-    Ok(())
 }

@@ -185,15 +185,8 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     );
     counters(&mut out);
 
-    let mut rows: Vec<&MetricStats> = stats.metric_stats.values().collect();
-    rows.sort_by(|a, b| {
-        b.total_duration
-            .total_cmp(&a.total_duration)
-            .then_with(|| a.metric_type.cmp(&b.metric_type))
-    });
-
     out.push_str("\n## Time Distribution\n\n");
-    for m in &rows {
+    for m in sorted_rows(stats) {
         let percent = if stats.total_duration > 0.0 {
             m.total_duration / stats.total_duration * 100.0
         } else {
@@ -208,18 +201,51 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     }
 
     out.push_str("\n## Detailed Metrics\n\n");
+    out.push_str(&table(stats, columns));
+    out.push('\n');
+    out.push_str(NOTE);
+    out.push('\n');
+    out
+}
+
+/// The detailed metrics table alone: header, separator and one row per metric type,
+/// sorted by total duration (largest first, ties by name). Empty for no events.
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, StorageKey};
+/// use backtest_perf::report::{default_columns, table, Column};
+/// use backtest_perf::stats::{PerformanceStatistics, StatsPreset};
+///
+/// let events = vec![PerformanceContract::new(MetricType::Tick, 2.0, 1.0)];
+/// let stats = PerformanceStatistics::compute(StorageKey::new("A", "s"), events, 0, 0, StatsPreset::Seed);
+/// let columns = [Column::new("metricType", "Metric", |m| m.metric_type.to_string()), Column::ms("p95", "P95", |m| m.p95)];
+/// assert_eq!(table(&stats, &columns), "| Metric | P95 |\n|---|---|\n| tick | 2.00 |\n");
+/// ```
+pub fn table(stats: &PerformanceStatistics, columns: &[Column]) -> String {
+    let mut out = String::new();
+    if stats.metric_stats.is_empty() {
+        return out;
+    }
     let visible: Vec<&Column> = columns.iter().filter(|c| c.is_visible()).collect();
     table_row(&mut out, visible.iter().map(|c| escape(c.label())));
     out.push('|');
     out.push_str(&"---|".repeat(visible.len()));
     out.push('\n');
-    for m in &rows {
+    for m in sorted_rows(stats) {
         table_row(&mut out, visible.iter().map(|c| escape(&c.format(m))));
     }
-    out.push('\n');
-    out.push_str(NOTE);
-    out.push('\n');
     out
+}
+
+/// Metric rows by total duration, largest first, ties by name.
+fn sorted_rows(stats: &PerformanceStatistics) -> Vec<&MetricStats> {
+    let mut rows: Vec<&MetricStats> = stats.metric_stats.values().collect();
+    rows.sort_by(|a, b| {
+        b.total_duration
+            .total_cmp(&a.total_duration)
+            .then_with(|| a.metric_type.cmp(&b.metric_type))
+    });
+    rows
 }
 
 fn table_row(out: &mut String, cells: impl Iterator<Item = String>) {

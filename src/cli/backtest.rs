@@ -1,0 +1,192 @@
+//! `backtest-perf backtest` and the default job: run strategies, print what they did and
+//! where the time went, dump one report per strategy.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use backtest_perf::MetricStats;
+use backtest_perf::engine::parallel::{Job, default_threads, run_parallel};
+use backtest_perf::engine::{
+    Backtest, BacktestResult, CsvExchange, Exchange, StrategyEntry, SyntheticConfig,
+    SyntheticExchange,
+};
+use backtest_perf::report::{Column, table, thousands};
+use backtest_perf::{performance_service, strategies};
+
+use super::CliError;
+
+/// The data the default job runs on, bundled into the binary.
+pub const BUNDLED_NAME: &str = "examples/data/EURUSD.csv";
+const BUNDLED_CSV: &str = include_str!("../../examples/data/EURUSD.csv");
+const BUNDLED_SYMBOL: &str = "EURUSD";
+
+/// Where the candles come from.
+pub enum Data {
+    /// The bundled EURUSD hourly candles.
+    Bundled,
+    /// A CSV file.
+    Csv(PathBuf),
+    /// Seeded synthetic 1-minute candles.
+    Synthetic { days: usize, seed: u64 },
+}
+
+/// What `backtest` was asked to do.
+pub struct BacktestArgs {
+    pub data: Data,
+    pub symbol: Option<String>,
+    pub strategies: Vec<String>,
+    pub out: PathBuf,
+    pub threads: usize,
+}
+
+impl Default for BacktestArgs {
+    fn default() -> Self {
+        BacktestArgs {
+            data: Data::Bundled,
+            symbol: None,
+            strategies: Vec::new(),
+            out: PathBuf::from(backtest_perf::dump::DEFAULT_DUMP_DIR),
+            threads: default_threads(),
+        }
+    }
+}
+
+/// The registry entries for `names` (all with none given), in the order given, once each.
+pub fn select(names: &[String]) -> Result<Vec<StrategyEntry>, CliError> {
+    let registry = strategies::registry();
+    if names.is_empty() {
+        return Ok(registry);
+    }
+    let mut chosen: Vec<StrategyEntry> = Vec::new();
+    for name in names {
+        let entry =
+            registry
+                .iter()
+                .find(|e| &e.name == name)
+                .ok_or_else(|| CliError::UnknownStrategy {
+                    name: name.clone(),
+                    known: registry
+                        .iter()
+                        .map(|e| e.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+        if !chosen.iter().any(|c| c.name == entry.name) {
+            chosen.push(entry.clone());
+        }
+    }
+    Ok(chosen)
+}
+
+fn load(args: &BacktestArgs) -> Result<(Box<dyn Exchange>, String), CliError> {
+    Ok(match &args.data {
+        Data::Bundled => {
+            let symbol = args.symbol.clone().unwrap_or_else(|| BUNDLED_SYMBOL.into());
+            (
+                Box::new(CsvExchange::from_text(BUNDLED_NAME, BUNDLED_CSV, &symbol)?),
+                symbol,
+            )
+        }
+        Data::Csv(path) => {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("DATA");
+            let symbol = args.symbol.clone().unwrap_or_else(|| stem.to_string());
+            (Box::new(CsvExchange::open(path, &symbol)?), symbol)
+        }
+        Data::Synthetic { days, seed } => {
+            let symbol = args.symbol.clone().unwrap_or_else(|| "SYNTH".into());
+            let config = SyntheticConfig {
+                seed: *seed,
+                ..SyntheticConfig::days(*days)
+            };
+            (
+                Box::new(SyntheticExchange::new((&symbol).into(), config)),
+                symbol,
+            )
+        }
+    })
+}
+
+/// Runs the backtests, prints a summary and the performance table per strategy, and
+/// dumps one report per strategy into `args.out`.
+pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
+    let entries = select(&args.strategies)?;
+    let (exchange, symbol) = load(args)?;
+    let template = Backtest::new(exchange.as_ref(), &symbol)?;
+    let frames = template.frame().count() * entries.len() as u64;
+    let bar = progress_bar(frames);
+    let jobs: Vec<Job> = entries
+        .iter()
+        .map(|entry| {
+            let mut backtest = Backtest::new(exchange.as_ref(), &symbol)?;
+            if let Some(bar) = &bar {
+                let bar = bar.clone();
+                backtest = backtest.with_progress(Arc::new(move |n| bar.inc(n)));
+            }
+            Ok((backtest, (entry.build)()))
+        })
+        .collect::<Result<_, CliError>>()?;
+    let results = run_parallel(jobs, args.threads);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut done = Vec::new();
+    for result in results {
+        let result = result?;
+        print_result(&result);
+        let path = performance_service().dump_to(&result.symbol, &result.strategy, &args.out)?;
+        println!("report: {}\n", path.display());
+        done.push(result);
+    }
+    Ok(done)
+}
+
+fn print_result(result: &BacktestResult) {
+    let s = &result.summary;
+    println!(
+        "{} on {}: {} frames, {} signals, win rate {:.1}%, total PnL {:+.2}%, avg PnL {:+.3}% ({} rejected, {} cancelled)",
+        result.strategy,
+        result.symbol,
+        thousands(result.frames as f64, 0),
+        s.signals,
+        s.win_rate,
+        s.total_pnl,
+        s.avg_pnl,
+        result.rejected.len(),
+        result.cancelled.len(),
+    );
+    let stats = performance_service().get_data(&result.symbol, &result.strategy);
+    print!("{}", table(&stats, &console_columns()));
+}
+
+/// Hooks take microseconds: the console shows them so (the dumped report keeps the
+/// reference's milliseconds).
+fn console_columns() -> Vec<Column> {
+    let us = |key: &str, label: &str, value: fn(&MetricStats) -> f64| {
+        Column::new(key, label, move |m| format!("{:.1}", value(m) * 1000.0))
+    };
+    vec![
+        Column::new("metricType", "Metric", |m| m.metric_type.to_string()),
+        Column::new("count", "Count", |m| m.count.to_string()),
+        Column::ms("totalDuration", "Total (ms)", |m| m.total_duration),
+        us("avgDuration", "Avg (µs)", |m| m.avg_duration),
+        us("median", "Median (µs)", |m| m.median),
+        us("p95", "P95 (µs)", |m| m.p95),
+        us("p99", "P99 (µs)", |m| m.p99),
+        us("maxDuration", "Max (µs)", |m| m.max_duration),
+    ]
+}
+
+/// A progress bar for long runs on a terminal; nothing when stderr is piped.
+fn progress_bar(frames: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || frames < 200_000 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(frames);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "backtesting {bar:40} {human_pos}/{human_len} frames ({eta})",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}

@@ -1,0 +1,348 @@
+//! Candles, candle intervals, and a validated series of candles.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::Name;
+
+/// Unix epoch milliseconds, UTC: the engine's clock. chrono appears only at the edges.
+pub type Millis = i64;
+
+/// A candle interval (and the step of a frame), in whole milliseconds.
+///
+/// ```
+/// use backtest_perf::engine::Interval;
+/// assert_eq!(Interval::hours(1).to_string(), "1h");
+/// assert_eq!(Interval::minutes(90).to_string(), "90m");
+/// assert_eq!(Interval::days(1).millis(), 86_400_000);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Interval(Millis);
+
+impl Interval {
+    /// One minute.
+    pub const MINUTE: Interval = Interval(60_000);
+
+    /// An interval of `ms` milliseconds (at least 1).
+    pub fn from_millis(ms: Millis) -> Self {
+        Interval(ms.max(1))
+    }
+
+    /// `n` minutes.
+    pub fn minutes(n: i64) -> Self {
+        Self::from_millis(n * 60_000)
+    }
+
+    /// `n` hours.
+    pub fn hours(n: i64) -> Self {
+        Self::from_millis(n * 3_600_000)
+    }
+
+    /// `n` days.
+    pub fn days(n: i64) -> Self {
+        Self::from_millis(n * 86_400_000)
+    }
+
+    /// The length in milliseconds.
+    pub fn millis(self) -> Millis {
+        self.0
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
+            if ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+/// One OHLCV candle. `open_time` is epoch milliseconds, UTC.
+///
+/// ```
+/// use backtest_perf::engine::Candle;
+/// let c = Candle { open_time: 0, open: 10.0, high: 12.0, low: 9.0, close: 11.0, volume: 3.0 };
+/// assert_eq!(c.typical_price(), (12.0 + 9.0 + 11.0) / 3.0);
+/// assert_eq!(c.open_time_utc().to_rfc3339(), "1970-01-01T00:00:00+00:00");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Candle {
+    /// When the candle opened, epoch ms UTC.
+    pub open_time: Millis,
+    /// First price.
+    pub open: f64,
+    /// Highest price.
+    pub high: f64,
+    /// Lowest price.
+    pub low: f64,
+    /// Last price.
+    pub close: f64,
+    /// Traded volume.
+    pub volume: f64,
+}
+
+impl Candle {
+    /// `(high + low + close) / 3`.
+    pub fn typical_price(&self) -> f64 {
+        (self.high + self.low + self.close) / 3.0
+    }
+
+    /// The open time as a chrono date-time.
+    pub fn open_time_utc(&self) -> DateTime<Utc> {
+        to_utc(self.open_time)
+    }
+
+    /// What is wrong with this candle, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("open", self.open),
+            ("high", self.high),
+            ("low", self.low),
+            ("close", self.close),
+            ("volume", self.volume),
+        ] {
+            if !value.is_finite() {
+                return Err(format!(
+                    "{field} is {value}; prices and volume must be finite"
+                ));
+            }
+            if value < 0.0 {
+                return Err(format!(
+                    "{field} is {value}; prices and volume must be >= 0"
+                ));
+            }
+        }
+        let (o, h, l, c) = (self.open, self.high, self.low, self.close);
+        if h < o || h < c || h < l {
+            return Err(format!("high {h} is below open {o}, close {c} or low {l}"));
+        }
+        if l > o || l > c {
+            return Err(format!("low {l} is above open {o} or close {c}"));
+        }
+        Ok(())
+    }
+}
+
+/// Epoch milliseconds as a chrono date-time (clamped to chrono's range).
+pub fn to_utc(ms: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
+/// A candle series failed a check: which candle (0-based) and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("candle {index}: {problem}")]
+pub struct CandleError {
+    /// Position of the offending candle in the series, 0-based.
+    pub index: usize,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// The candles of one symbol, checked: valid prices, open times strictly increasing.
+///
+/// A candle counts as closed at the next candle's open time, or one [`interval`] after
+/// its own open if that comes first (so gaps such as weekends never show a candle
+/// early): no strategy can see a candle before it closed.
+///
+/// [`interval`]: CandleSeries::interval
+#[derive(Clone, Debug)]
+pub struct CandleSeries {
+    symbol: Name,
+    interval: Interval,
+    candles: Vec<Candle>,
+    close_times: Vec<Millis>,
+}
+
+impl CandleSeries {
+    /// Checks `candles` and builds the series. With no `interval` given, it is the most
+    /// common gap between open times (the smallest among equally common ones).
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Candle, CandleSeries, Interval};
+    /// let c = |t: i64| Candle { open_time: t * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+    /// let series = CandleSeries::new("X".into(), vec![c(0), c(1), c(2), c(5)], None).unwrap();
+    /// assert_eq!(series.interval(), Interval::MINUTE);
+    /// assert_eq!(series.close_time(3), 6 * 60_000);
+    /// ```
+    pub fn new(
+        symbol: Name,
+        candles: Vec<Candle>,
+        interval: Option<Interval>,
+    ) -> Result<Self, CandleError> {
+        if candles.is_empty() {
+            return Err(CandleError {
+                index: 0,
+                problem: "no candles".into(),
+            });
+        }
+        for (index, candle) in candles.iter().enumerate() {
+            candle
+                .check()
+                .map_err(|problem| CandleError { index, problem })?;
+            if index > 0 && candle.open_time <= candles[index - 1].open_time {
+                return Err(CandleError {
+                    index,
+                    problem: format!(
+                        "open time {} is not after the previous candle's {}",
+                        candle.open_time_utc().to_rfc3339(),
+                        candles[index - 1].open_time_utc().to_rfc3339()
+                    ),
+                });
+            }
+        }
+        let interval = match interval {
+            Some(interval) => interval,
+            None => most_common_gap(&candles).ok_or_else(|| CandleError {
+                index: 0,
+                problem: "one candle only: at least two are needed to tell the candle interval"
+                    .into(),
+            })?,
+        };
+        let close_times = candles
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let full = c.open_time + interval.millis();
+                candles
+                    .get(i + 1)
+                    .map_or(full, |next| next.open_time.min(full))
+            })
+            .collect();
+        Ok(CandleSeries {
+            symbol,
+            interval,
+            candles,
+            close_times,
+        })
+    }
+
+    /// The symbol.
+    pub fn symbol(&self) -> Name {
+        self.symbol
+    }
+
+    /// The candle interval.
+    pub fn interval(&self) -> Interval {
+        self.interval
+    }
+
+    /// All candles, oldest first.
+    pub fn candles(&self) -> &[Candle] {
+        &self.candles
+    }
+
+    /// When candle `index` closed.
+    pub fn close_time(&self, index: usize) -> Millis {
+        self.close_times[index]
+    }
+
+    /// Number of candles closed by `when`.
+    pub fn closed_by(&self, when: Millis) -> usize {
+        self.close_times.partition_point(|&t| t <= when)
+    }
+
+    /// Index of the first candle that opens at or after `since`.
+    pub fn first_open_at_or_after(&self, since: Millis) -> usize {
+        self.candles.partition_point(|c| c.open_time < since)
+    }
+}
+
+fn most_common_gap(candles: &[Candle]) -> Option<Interval> {
+    let mut gaps: Vec<Millis> = candles
+        .windows(2)
+        .map(|w| w[1].open_time - w[0].open_time)
+        .collect();
+    gaps.sort_unstable();
+    let mut best: Option<(usize, Millis)> = None;
+    for run in gaps.chunk_by(|a, b| a == b) {
+        if best.is_none_or(|(count, _)| run.len() > count) {
+            best = Some((run.len(), run[0]));
+        }
+    }
+    best.map(|(_, gap)| Interval::from_millis(gap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candle(t: Millis, o: f64, h: f64, l: f64, c: f64) -> Candle {
+        Candle {
+            open_time: t,
+            open: o,
+            high: h,
+            low: l,
+            close: c,
+            volume: 1.0,
+        }
+    }
+
+    #[test]
+    fn rejects_bad_candles_with_their_position() {
+        let ok = candle(0, 10.0, 11.0, 9.0, 10.5);
+        let cases = [
+            (vec![], CandleError { index: 0, problem: "no candles".into() }),
+            (
+                vec![ok, candle(1, 10.0, 9.5, 9.0, 10.0)],
+                CandleError { index: 1, problem: "high 9.5 is below open 10, close 10 or low 9".into() },
+            ),
+            (
+                vec![ok, candle(1, 10.0, 11.0, 10.5, 10.6)],
+                CandleError { index: 1, problem: "low 10.5 is above open 10 or close 10.6".into() },
+            ),
+            (
+                vec![ok, candle(1, f64::NAN, 11.0, 9.0, 10.0)],
+                CandleError { index: 1, problem: "open is NaN; prices and volume must be finite".into() },
+            ),
+            (
+                vec![ok, ok],
+                CandleError {
+                    index: 1,
+                    problem: "open time 1970-01-01T00:00:00+00:00 is not after the previous candle's 1970-01-01T00:00:00+00:00".into(),
+                },
+            ),
+        ];
+        for (candles, expected) in cases {
+            assert_eq!(
+                CandleSeries::new(Name::new("X"), candles, None).unwrap_err(),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn close_times_never_run_past_the_next_open() {
+        let day = 86_400_000;
+        // Thu, Fri, then Mon: the weekend gap does not delay Friday's close past Saturday.
+        let candles = vec![
+            candle(0, 1.0, 1.0, 1.0, 1.0),
+            candle(day, 1.0, 1.0, 1.0, 1.0),
+            candle(4 * day, 1.0, 1.0, 1.0, 1.0),
+        ];
+        let s = CandleSeries::new(Name::new("X"), candles, None).unwrap();
+        assert_eq!(s.interval(), Interval::days(1));
+        assert_eq!(
+            [s.close_time(0), s.close_time(1), s.close_time(2)],
+            [day, 2 * day, 5 * day]
+        );
+        assert_eq!(s.closed_by(day - 1), 0);
+        assert_eq!(s.closed_by(day), 1);
+        assert_eq!(s.closed_by(4 * day), 2);
+        assert_eq!(s.first_open_at_or_after(day + 1), 2);
+    }
+}

@@ -1,0 +1,212 @@
+//! Exchanges: where candles come from. [`CsvExchange`], [`SyntheticExchange`] and
+//! [`MemoryExchange`] all serve candle series held in memory.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::candle::{Candle, CandleSeries, Interval, Millis};
+use super::csv::{DataError, read_file};
+use super::synthetic::{SyntheticConfig, generate};
+use crate::Name;
+
+/// A candle request the exchange cannot serve; each message says what it has instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    /// No candles for that symbol. Fix: ask for one of the listed symbols.
+    #[error("no candles for symbol {symbol}; this exchange has: {known}")]
+    UnknownSymbol {
+        /// The symbol asked for.
+        symbol: String,
+        /// The symbols it has, comma-separated.
+        known: String,
+    },
+    /// Candles of another interval were asked for. Fix: ask for the interval it serves.
+    #[error("{symbol} candles are {serves}; {asked} candles were asked for")]
+    Interval {
+        /// The symbol.
+        symbol: String,
+        /// The interval asked for.
+        asked: Interval,
+        /// The interval it serves.
+        serves: Interval,
+    },
+}
+
+/// A source of candles. Symbols are [`Name`]s (`"BTCUSDT".into()`), so that looking one
+/// up costs a hash that was computed once.
+///
+/// Implement [`series`](Exchange::series) (and [`symbols`](Exchange::symbols)); the
+/// candle queries come with it.
+pub trait Exchange: Send + Sync {
+    /// The series of one symbol.
+    fn series(&self, symbol: Name) -> Result<&CandleSeries, ExchangeError>;
+
+    /// The symbols served.
+    fn symbols(&self) -> Vec<Name>;
+
+    /// At most `limit` candles with open time >= `since`, oldest first.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Exchange, Interval, SyntheticExchange, SyntheticConfig};
+    /// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1));
+    /// let start = ex.series("SYN").unwrap().candles()[0].open_time;
+    /// let c = ex.get_candles("SYN", Interval::MINUTE, start + 90_000, 3).unwrap();
+    /// assert_eq!(c.len(), 3);
+    /// assert_eq!(c[0].open_time, start + 120_000);
+    /// ```
+    fn get_candles(
+        &self,
+        symbol: Name,
+        interval: Interval,
+        since: Millis,
+        limit: usize,
+    ) -> Result<&[Candle], ExchangeError> {
+        let series = self.checked(symbol, interval)?;
+        let from = series.first_open_at_or_after(since);
+        let to = from.saturating_add(limit).min(series.candles().len());
+        Ok(&series.candles()[from..to])
+    }
+
+    /// The last `limit` candles that closed by `until`, oldest first: what a strategy
+    /// may see at time `until`.
+    fn get_closed_candles(
+        &self,
+        symbol: Name,
+        interval: Interval,
+        until: Millis,
+        limit: usize,
+    ) -> Result<&[Candle], ExchangeError> {
+        let series = self.checked(symbol, interval)?;
+        let to = series.closed_by(until);
+        Ok(&series.candles()[to.saturating_sub(limit)..to])
+    }
+
+    /// The series, if it serves `interval`.
+    fn checked(&self, symbol: Name, interval: Interval) -> Result<&CandleSeries, ExchangeError> {
+        let series = self.series(symbol)?;
+        if series.interval() != interval {
+            return Err(ExchangeError::Interval {
+                symbol: symbol.to_string(),
+                asked: interval,
+                serves: series.interval(),
+            });
+        }
+        Ok(series)
+    }
+}
+
+/// Candles given in memory, any number of symbols.
+///
+/// ```
+/// use backtest_perf::engine::{Candle, Exchange, Interval, MemoryExchange};
+/// let c = |m: i64, p: f64| Candle { open_time: m * 60_000, open: p, high: p, low: p, close: p, volume: 1.0 };
+/// let ex = MemoryExchange::new().with("X", vec![c(0, 1.0), c(1, 2.0)], None).unwrap();
+/// assert_eq!(ex.get_closed_candles("X".into(), Interval::MINUTE, 120_000, 5).unwrap().len(), 2);
+/// assert_eq!(
+///     ex.series("Y".into()).unwrap_err().to_string(),
+///     "no candles for symbol Y; this exchange has: X"
+/// );
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemoryExchange {
+    series: HashMap<Name, CandleSeries, foldhash::fast::RandomState>,
+}
+
+impl MemoryExchange {
+    /// An exchange with no symbols.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the candles of `symbol`; `interval` as in [`CandleSeries::new`].
+    pub fn with(
+        mut self,
+        symbol: &str,
+        candles: Vec<Candle>,
+        interval: Option<Interval>,
+    ) -> Result<Self, super::candle::CandleError> {
+        let name = Name::new(symbol);
+        self.series
+            .insert(name, CandleSeries::new(name, candles, interval)?);
+        Ok(self)
+    }
+
+    /// Adds a series built elsewhere.
+    pub fn with_series(mut self, series: CandleSeries) -> Self {
+        self.series.insert(series.symbol(), series);
+        self
+    }
+}
+
+impl Exchange for MemoryExchange {
+    fn series(&self, symbol: Name) -> Result<&CandleSeries, ExchangeError> {
+        self.series
+            .get(&symbol)
+            .ok_or_else(|| ExchangeError::UnknownSymbol {
+                symbol: symbol.to_string(),
+                known: join(self.symbols()),
+            })
+    }
+
+    fn symbols(&self) -> Vec<Name> {
+        let mut names: Vec<Name> = self.series.keys().copied().collect();
+        names.sort();
+        names
+    }
+}
+
+fn join(names: Vec<Name>) -> String {
+    names
+        .iter()
+        .map(Name::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One symbol's candles read from a CSV file.
+#[derive(Clone, Debug)]
+pub struct CsvExchange(MemoryExchange);
+
+impl CsvExchange {
+    /// Reads `path` as the candles of `symbol` (see [`crate::engine::csv`]).
+    pub fn open(path: &Path, symbol: &str) -> Result<Self, DataError> {
+        let series = read_file(path, Name::new(symbol), None)?;
+        Ok(CsvExchange(MemoryExchange::new().with_series(series)))
+    }
+
+    /// CSV text held in memory (for example bundled with `include_str!`); `name` stands
+    /// for the file in errors.
+    pub fn from_text(name: &str, text: &str, symbol: &str) -> Result<Self, DataError> {
+        let series = super::csv::read(Path::new(name), text.as_bytes(), Name::new(symbol), None)?;
+        Ok(CsvExchange(MemoryExchange::new().with_series(series)))
+    }
+}
+
+/// One symbol's seeded synthetic 1-minute candles (see [`crate::engine::synthetic`]).
+#[derive(Clone, Debug)]
+pub struct SyntheticExchange(MemoryExchange);
+
+impl SyntheticExchange {
+    /// Generates the candles of `symbol`.
+    pub fn new(symbol: Name, config: SyntheticConfig) -> Self {
+        SyntheticExchange(MemoryExchange::new().with_series(generate(symbol, &config)))
+    }
+}
+
+impl Exchange for CsvExchange {
+    fn series(&self, symbol: Name) -> Result<&CandleSeries, ExchangeError> {
+        self.0.series(symbol)
+    }
+    fn symbols(&self) -> Vec<Name> {
+        self.0.symbols()
+    }
+}
+
+impl Exchange for SyntheticExchange {
+    fn series(&self, symbol: Name) -> Result<&CandleSeries, ExchangeError> {
+        self.0.series(symbol)
+    }
+    fn symbols(&self) -> Vec<Name> {
+        self.0.symbols()
+    }
+}

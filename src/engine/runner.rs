@@ -1,0 +1,424 @@
+//! Running a backtest: the frame loop, signal checks, scheduled entries and the replay.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::candle::{Candle, CandleSeries, Millis, to_utc};
+use super::exchange::{Exchange, ExchangeError};
+use super::frame::Frame;
+use super::signal::{
+    CancelledSignal, CloseReason, ClosedSignal, Costs, Position, RejectedSignal, Rejection, Signal,
+    pnl_percent,
+};
+use super::strategy::{Context, Strategy, average_price};
+use super::timing::{Hook, HookTimer};
+use crate::{Name, PerformanceEmitter, performance_emitter};
+
+/// How a run trades and what it waits for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BacktestConfig {
+    /// Fee and slippage per side.
+    pub costs: Costs,
+    /// How long a signal with an entry price waits for it, minutes.
+    pub entry_wait_minutes: i64,
+    /// Candles in the VWAP.
+    pub vwap_candles: usize,
+}
+
+impl Default for BacktestConfig {
+    fn default() -> Self {
+        BacktestConfig {
+            costs: Costs::default(),
+            entry_wait_minutes: 120,
+            vwap_candles: 5,
+        }
+    }
+}
+
+/// Totals of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Closed signals.
+    pub signals: usize,
+    /// Closed with PnL > 0.
+    pub wins: usize,
+    /// Closed with PnL <= 0.
+    pub losses: usize,
+    /// `wins / signals * 100`; 0 with no signals.
+    pub win_rate: f64,
+    /// Sum of PnL, percent.
+    pub total_pnl: f64,
+    /// Mean PnL, percent; 0 with no signals.
+    pub avg_pnl: f64,
+}
+
+impl Summary {
+    /// The totals of `closed`.
+    pub fn of(closed: &[ClosedSignal]) -> Self {
+        let signals = closed.len();
+        let wins = closed.iter().filter(|c| c.pnl_percent > 0.0).count();
+        let total_pnl: f64 = closed.iter().map(|c| c.pnl_percent).sum();
+        let per = |x: f64| {
+            if signals == 0 {
+                0.0
+            } else {
+                x / signals as f64
+            }
+        };
+        Summary {
+            signals,
+            wins,
+            losses: signals - wins,
+            win_rate: per(wins as f64 * 100.0),
+            total_pnl,
+            avg_pnl: per(total_pnl),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BacktestResult {
+    /// The symbol.
+    pub symbol: Name,
+    /// The strategy's name.
+    pub strategy: Name,
+    /// Frame times ticked.
+    pub frames: u64,
+    /// Positions opened and closed, in order.
+    pub closed: Vec<ClosedSignal>,
+    /// Signals that failed their check.
+    pub rejected: Vec<RejectedSignal>,
+    /// Signals whose entry price was not touched in time.
+    pub cancelled: Vec<CancelledSignal>,
+    /// Totals.
+    pub summary: Summary,
+}
+
+/// A run failed: the strategy returned an error, or the exchange could not serve it.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    /// The exchange could not serve the run. Fix: check the symbol and data.
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    /// The strategy's signal function failed at a frame time.
+    #[error("strategy {strategy} failed at {when}: {source}")]
+    Strategy {
+        /// The strategy.
+        strategy: String,
+        /// The frame time, RFC 3339.
+        when: String,
+        /// Its error.
+        source: super::strategy::StrategyError,
+    },
+}
+
+/// Called with the number of frames ticked since the last call.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// One backtest: a symbol on an exchange over a frame.
+///
+/// ```
+/// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+/// use backtest_perf::strategies::SmaCrossover;
+/// use backtest_perf::PerformanceEmitter;
+///
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(2));
+/// let bus = PerformanceEmitter::new(); // or leave it out for the global bus
+/// let result = Backtest::new(&exchange, "SYN").unwrap().with_bus(bus).run(&mut SmaCrossover::default()).unwrap();
+/// assert_eq!(result.frames, 2 * 1_440);
+/// ```
+pub struct Backtest<'a> {
+    exchange: &'a dyn Exchange,
+    series: &'a CandleSeries,
+    frame: Frame,
+    config: BacktestConfig,
+    bus: PerformanceEmitter,
+    progress: Option<Progress>,
+}
+
+impl<'a> Backtest<'a> {
+    /// A backtest of `symbol` over all its candles, default config, on the global bus.
+    pub fn new(exchange: &'a dyn Exchange, symbol: &str) -> Result<Self, ExchangeError> {
+        let series = exchange.series(Name::new(symbol))?;
+        Ok(Backtest {
+            exchange,
+            series,
+            frame: Frame::of_series(series),
+            config: BacktestConfig::default(),
+            bus: performance_emitter().clone(),
+            progress: None,
+        })
+    }
+
+    /// Runs over `frame` instead.
+    pub fn with_frame(mut self, frame: Frame) -> Self {
+        self.frame = frame;
+        self
+    }
+
+    /// Uses `config`.
+    pub fn with_config(mut self, config: BacktestConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Times the hooks onto `bus` instead of the global one.
+    pub fn with_bus(mut self, bus: PerformanceEmitter) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// Reports progress (frames ticked) now and then.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The frame the run ticks over.
+    pub fn frame(&self) -> Frame {
+        self.frame
+    }
+
+    /// Runs `strategy`.
+    pub fn run(&self, strategy: &mut dyn Strategy) -> Result<BacktestResult, BacktestError> {
+        let strategy_name = Name::new(strategy.name());
+        let mut timer = HookTimer::new(self.bus.clone(), self.series.symbol(), strategy_name);
+        let mut result = BacktestResult {
+            symbol: self.series.symbol(),
+            strategy: strategy_name,
+            frames: 0,
+            closed: Vec::new(),
+            rejected: Vec::new(),
+            cancelled: Vec::new(),
+            summary: Summary::default(),
+        };
+        let throttle = strategy.interval().millis();
+        let mut last_call: Option<Millis> = None;
+        let mut unreported = 0;
+        let mut when = self.frame.start;
+        while when <= self.frame.end {
+            let tick = timer.start();
+            let mut next = when + self.frame.interval.millis();
+            if last_call.is_none_or(|t| when - t >= throttle) {
+                last_call = Some(when);
+                let asked = timer.start();
+                let mut ctx = Context {
+                    exchange: self.exchange,
+                    series: self.series,
+                    when,
+                    timer: &mut timer,
+                    vwap_candles: self.config.vwap_candles,
+                };
+                let signal = strategy.get_signal(&mut ctx);
+                timer.finish(Hook::GetSignal, asked, when);
+                let signal = signal.map_err(|source| BacktestError::Strategy {
+                    strategy: strategy_name.to_string(),
+                    when: to_utc(when).to_rfc3339(),
+                    source,
+                })?;
+                if let Some(signal) = signal {
+                    if let Some(resume) = self.handle(signal, when, &mut timer, &mut result)? {
+                        next = next.max(self.frame.first_at_or_after(resume));
+                    }
+                }
+            }
+            timer.finish(Hook::Tick, tick, when);
+            result.frames += 1;
+            unreported += 1;
+            if unreported == 8192 {
+                if let Some(progress) = &self.progress {
+                    progress(unreported);
+                }
+                unreported = 0;
+            }
+            when = next;
+        }
+        if let Some(progress) = &self.progress {
+            progress(unreported);
+        }
+        timer.flush();
+        result.summary = Summary::of(&result.closed);
+        Ok(result)
+    }
+
+    /// Checks, waits for and replays one signal given at `when`. Returns when the frame
+    /// loop may go on, if the signal took time.
+    fn handle(
+        &self,
+        signal: Signal,
+        when: Millis,
+        timer: &mut HookTimer,
+        result: &mut BacktestResult,
+    ) -> Result<Option<Millis>, ExchangeError> {
+        let entry = match signal.price_open {
+            Some(price) => Some(price),
+            None => average_price(
+                self.exchange,
+                self.series,
+                when,
+                self.config.vwap_candles,
+                timer,
+            )?,
+        };
+        let checked = entry
+            .ok_or(Rejection::NoPrice)
+            .and_then(|entry| signal.check(entry).map(|()| entry));
+        let entry = match checked {
+            Ok(entry) => entry,
+            Err(reason) => {
+                result.rejected.push(RejectedSignal {
+                    signal,
+                    at: to_utc(when),
+                    reason,
+                });
+                return Ok(None);
+            }
+        };
+        let started = timer.start();
+        let outcome = self.replay(&signal, entry, when, timer);
+        timer.finish(Hook::Backtest, started, when);
+        Ok(Some(match outcome? {
+            Outcome::Closed(closed) => {
+                let resume = closed.closed_at.timestamp_millis();
+                result.closed.push(closed);
+                resume
+            }
+            Outcome::Cancelled(cancelled) => {
+                let resume = cancelled.cancelled_at.timestamp_millis();
+                result.cancelled.push(cancelled);
+                resume
+            }
+        }))
+    }
+
+    /// Waits for the entry (if the signal has a price) and follows the position candle by
+    /// candle until it closes.
+    fn replay(
+        &self,
+        signal: &Signal,
+        entry: f64,
+        when: Millis,
+        timer: &mut HookTimer,
+    ) -> Result<Outcome, ExchangeError> {
+        let series = self.series;
+        let wait = if signal.price_open.is_some() {
+            self.config.entry_wait_minutes * 60_000
+        } else {
+            0
+        };
+        let lifetime = i64::from(signal.lifetime_minutes) * 60_000;
+        // Every candle that opens before the wait and the lifetime are over, and one more
+        // to tell whether the data goes on past them.
+        let first = series.first_open_at_or_after(when);
+        let last = series.first_open_at_or_after(when + wait + lifetime);
+        let fetched = timer.start();
+        let candles =
+            self.exchange
+                .get_candles(series.symbol(), series.interval(), when, last - first + 1);
+        timer.finish(Hook::GetCandles, fetched, when);
+        let candles = candles?;
+
+        let (opened_at, from) = if signal.price_open.is_some() {
+            let touched = candles
+                .iter()
+                .take_while(|c| c.open_time < when + wait)
+                .position(|c| match signal.position {
+                    Position::Long => c.low <= entry,
+                    Position::Short => c.high >= entry,
+                });
+            match touched {
+                Some(i) => (candles[i].open_time, i),
+                None => {
+                    return Ok(Outcome::Cancelled(CancelledSignal {
+                        signal: *signal,
+                        at: to_utc(when),
+                        cancelled_at: to_utc(when + wait),
+                    }));
+                }
+            }
+        } else {
+            (when, 0)
+        };
+        let expires = opened_at + lifetime;
+        let close = |candle_index: usize, price: f64, reason: CloseReason| {
+            let close_time = series.close_time(first + candle_index);
+            Outcome::Closed(ClosedSignal {
+                signal: *signal,
+                signalled_at: to_utc(when),
+                opened_at: to_utc(opened_at),
+                closed_at: to_utc(close_time),
+                price_open: entry,
+                price_close: price,
+                reason,
+                pnl_percent: pnl_percent(signal.position, entry, price, self.config.costs),
+            })
+        };
+        let mut last_seen = None;
+        for (i, c) in candles.iter().enumerate().skip(from) {
+            if c.open_time >= expires {
+                break;
+            }
+            if let Some((price, reason)) = touches(signal, c) {
+                return Ok(close(i, price, reason));
+            }
+            last_seen = Some(i);
+        }
+        let data_goes_on = candles.last().is_some_and(|c| c.open_time >= expires);
+        let reason = if data_goes_on {
+            CloseReason::TimeExpired
+        } else {
+            CloseReason::EndOfData
+        };
+        Ok(match last_seen {
+            Some(i) => close(i, candles[i].close, reason),
+            None => {
+                // No candle opened after the signal: close at once at the last close seen.
+                let seen = series.closed_by(when);
+                let price = seen
+                    .checked_sub(1)
+                    .map_or(entry, |i| series.candles()[i].close);
+                let closed_at = when.max(opened_at);
+                Outcome::Closed(ClosedSignal {
+                    signal: *signal,
+                    signalled_at: to_utc(when),
+                    opened_at: to_utc(opened_at),
+                    closed_at: to_utc(closed_at),
+                    price_open: entry,
+                    price_close: price,
+                    reason,
+                    pnl_percent: pnl_percent(signal.position, entry, price, self.config.costs),
+                })
+            }
+        })
+    }
+}
+
+enum Outcome {
+    Closed(ClosedSignal),
+    Cancelled(CancelledSignal),
+}
+
+/// Whether `candle` reaches the stop loss or take profit; the stop loss wins a tie.
+fn touches(signal: &Signal, candle: &Candle) -> Option<(f64, CloseReason)> {
+    let (stop, profit) = match signal.position {
+        Position::Long => (
+            candle.low <= signal.stop_loss,
+            candle.high >= signal.take_profit,
+        ),
+        Position::Short => (
+            candle.high >= signal.stop_loss,
+            candle.low <= signal.take_profit,
+        ),
+    };
+    if stop {
+        Some((signal.stop_loss, CloseReason::StopLoss))
+    } else if profit {
+        Some((signal.take_profit, CloseReason::TakeProfit))
+    } else {
+        None
+    }
+}

@@ -1,0 +1,190 @@
+//! Strategies and what they see: the [`Strategy`] trait and its [`Context`].
+
+use chrono::{DateTime, Utc};
+
+use super::candle::{Candle, CandleSeries, Interval, Millis, to_utc};
+use super::exchange::{Exchange, ExchangeError};
+use super::signal::Signal;
+use super::timing::{Hook, HookTimer};
+use crate::Name;
+
+/// What a strategy's signal function may fail with: any error (`?` works on all of them).
+pub type StrategyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A trading strategy: a name, a throttle interval, and a signal function.
+///
+/// ```
+/// use backtest_perf::engine::{Context, Signal, Strategy, StrategyError};
+///
+/// /// Buys when the last close is above the one before.
+/// struct Momentum;
+///
+/// impl Strategy for Momentum {
+///     fn name(&self) -> &str {
+///         "momentum"
+///     }
+///     fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+///         let candles = ctx.candles(2)?;
+///         let [before, last] = candles else { return Ok(None) };
+///         Ok((last.close > before.close).then(|| Signal::long(last.close * 1.01, last.close * 0.99)))
+///     }
+/// }
+/// ```
+pub trait Strategy: Send {
+    /// The name under which its performance is stored and reported.
+    fn name(&self) -> &str;
+
+    /// One line on what it does.
+    fn description(&self) -> &str {
+        ""
+    }
+
+    /// `get_signal` is called at most once per this interval (default: every frame of
+    /// a 1-minute frame).
+    fn interval(&self) -> Interval {
+        Interval::MINUTE
+    }
+
+    /// Looks at the market through `ctx` and maybe asks to open a position.
+    fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError>;
+}
+
+/// What a strategy sees at one frame time: only candles that closed by then.
+pub struct Context<'r> {
+    pub(crate) exchange: &'r dyn Exchange,
+    pub(crate) series: &'r CandleSeries,
+    pub(crate) when: Millis,
+    pub(crate) timer: &'r mut HookTimer,
+    pub(crate) vwap_candles: usize,
+}
+
+impl<'r> Context<'r> {
+    /// The simulated time.
+    pub fn when(&self) -> DateTime<Utc> {
+        to_utc(self.when)
+    }
+
+    /// The simulated time, epoch ms.
+    pub fn when_millis(&self) -> Millis {
+        self.when
+    }
+
+    /// The symbol traded.
+    pub fn symbol(&self) -> Name {
+        self.series.symbol()
+    }
+
+    /// The candle interval of the data.
+    pub fn interval(&self) -> Interval {
+        self.series.interval()
+    }
+
+    /// The last `limit` closed candles, oldest first (fewer near the start of the data).
+    /// Fetched from the exchange and timed as `getCandles`.
+    pub fn candles(&mut self, limit: usize) -> Result<&'r [Candle], ExchangeError> {
+        let started = self.timer.start();
+        let candles = self.exchange.get_closed_candles(
+            self.series.symbol(),
+            self.series.interval(),
+            self.when,
+            limit,
+        );
+        self.timer.finish(Hook::GetCandles, started, self.when);
+        candles
+    }
+
+    /// The VWAP of the last closed candles (5 by default), timed as `getAveragePrice`;
+    /// `None` before the first candle closed.
+    pub fn average_price(&mut self) -> Result<Option<f64>, ExchangeError> {
+        average_price(
+            self.exchange,
+            self.series,
+            self.when,
+            self.vwap_candles,
+            self.timer,
+        )
+    }
+}
+
+/// The VWAP of the last `n` candles closed by `when`, timed as `getAveragePrice`.
+pub(crate) fn average_price(
+    exchange: &dyn Exchange,
+    series: &CandleSeries,
+    when: Millis,
+    n: usize,
+    timer: &mut HookTimer,
+) -> Result<Option<f64>, ExchangeError> {
+    let started = timer.start();
+    let result = exchange
+        .get_closed_candles(series.symbol(), series.interval(), when, n)
+        .map(vwap);
+    timer.finish(Hook::GetAveragePrice, started, when);
+    result
+}
+
+/// `sum(typical * volume) / sum(volume)`; the mean close when no volume traded; `None`
+/// for no candles.
+///
+/// ```
+/// use backtest_perf::engine::{vwap, Candle};
+/// let c = |h: f64, l: f64, cl: f64, v: f64| Candle { open_time: 0, open: cl, high: h, low: l, close: cl, volume: v };
+/// assert_eq!(vwap(&[c(12.0, 9.0, 9.0, 1.0), c(6.0, 3.0, 3.0, 3.0)]), Some((10.0 + 3.0 * 4.0) / 4.0));
+/// assert_eq!(vwap(&[c(12.0, 9.0, 9.0, 0.0), c(6.0, 3.0, 3.0, 0.0)]), Some(6.0));
+/// assert_eq!(vwap(&[]), None);
+/// ```
+pub fn vwap(candles: &[Candle]) -> Option<f64> {
+    if candles.is_empty() {
+        return None;
+    }
+    let volume: f64 = candles.iter().map(|c| c.volume).sum();
+    if volume > 0.0 {
+        Some(
+            candles
+                .iter()
+                .map(|c| c.typical_price() * c.volume)
+                .sum::<f64>()
+                / volume,
+        )
+    } else {
+        Some(candles.iter().map(|c| c.close).sum::<f64>() / candles.len() as f64)
+    }
+}
+
+/// A registered strategy: its name, and a way to make one with its default parameters.
+#[derive(Clone)]
+pub struct StrategyEntry {
+    /// The strategy's name.
+    pub name: String,
+    /// One line on what it does.
+    pub description: String,
+    /// Makes a strategy with default parameters.
+    pub build: fn() -> Box<dyn Strategy>,
+}
+
+impl StrategyEntry {
+    /// The entry of a strategy type with default parameters.
+    ///
+    /// ```
+    /// use backtest_perf::engine::StrategyEntry;
+    /// use backtest_perf::strategies::SmaCrossover;
+    /// let entry = StrategyEntry::of::<SmaCrossover>();
+    /// assert_eq!(entry.name, "sma-crossover");
+    /// assert_eq!((entry.build)().name(), "sma-crossover");
+    /// ```
+    pub fn of<S: Strategy + Default + 'static>() -> Self {
+        let sample = S::default();
+        StrategyEntry {
+            name: sample.name().to_string(),
+            description: sample.description().to_string(),
+            build: || Box::new(S::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for StrategyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StrategyEntry")
+            .field("name", &self.name)
+            .finish()
+    }
+}
