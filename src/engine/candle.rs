@@ -166,6 +166,8 @@ pub struct CandleSeries {
     interval: Interval,
     candles: Vec<Candle>,
     close_times: Vec<Millis>,
+    /// Every gap equals the interval: positions follow from times by arithmetic.
+    regular: bool,
 }
 
 impl CandleSeries {
@@ -223,11 +225,15 @@ impl CandleSeries {
                     .map_or(full, |next| next.open_time.min(full))
             })
             .collect();
+        let regular = candles
+            .windows(2)
+            .all(|w| w[1].open_time - w[0].open_time == interval.millis());
         Ok(CandleSeries {
             symbol,
             interval,
             candles,
             close_times,
+            regular,
         })
     }
 
@@ -252,12 +258,30 @@ impl CandleSeries {
     }
 
     /// Number of candles closed by `when`.
+    #[inline]
     pub fn closed_by(&self, when: Millis) -> usize {
+        if self.regular {
+            let first = self.close_times[0];
+            if when < first {
+                return 0;
+            }
+            return (((when - first) / self.interval.millis()) as usize + 1)
+                .min(self.candles.len());
+        }
         self.close_times.partition_point(|&t| t <= when)
     }
 
     /// Index of the first candle that opens at or after `since`.
+    #[inline]
     pub fn first_open_at_or_after(&self, since: Millis) -> usize {
+        if self.regular {
+            let first = self.candles[0].open_time;
+            if since <= first {
+                return 0;
+            }
+            let step = self.interval.millis();
+            return (((since - first + step - 1) / step) as usize).min(self.candles.len());
+        }
         self.candles.partition_point(|c| c.open_time < since)
     }
 }
@@ -321,6 +345,33 @@ mod tests {
             assert_eq!(
                 CandleSeries::new(Name::new("X"), candles, None).unwrap_err(),
                 expected
+            );
+        }
+    }
+
+    #[test]
+    fn regular_series_find_positions_by_arithmetic_like_a_search_would() {
+        let minute = 60_000;
+        let candles: Vec<Candle> = (0..50)
+            .map(|i| candle(1_000 + i * minute, 1.0, 1.0, 1.0, 1.0))
+            .collect();
+        let s = CandleSeries::new(Name::new("X"), candles, None).unwrap();
+        assert!(s.regular);
+        for t in (-2 * minute..55 * minute).step_by(7_001).chain([
+            1_000,
+            1_000 + minute,
+            1_000 + 50 * minute,
+        ]) {
+            assert_eq!(
+                s.closed_by(t),
+                s.close_times.partition_point(|&c| c <= t),
+                "closed_by({t})"
+            );
+            let search = s.candles.partition_point(|c| c.open_time < t);
+            assert_eq!(
+                s.first_open_at_or_after(t),
+                search,
+                "first_open_at_or_after({t})"
             );
         }
     }

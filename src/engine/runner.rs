@@ -205,7 +205,6 @@ impl<'a> Backtest<'a> {
             let mut next = when + self.frame.interval.millis();
             if last_call.is_none_or(|t| when - t >= throttle) {
                 last_call = Some(when);
-                let asked = timer.start();
                 let mut ctx = Context {
                     exchange: self.exchange,
                     series: self.series,
@@ -214,19 +213,26 @@ impl<'a> Backtest<'a> {
                     vwap_candles: self.config.vwap_candles,
                 };
                 let signal = strategy.get_signal(&mut ctx);
-                timer.finish(Hook::GetSignal, asked, when);
+                // The tick and the signal function start together; they end together too
+                // unless a signal is then handled.
+                let asked = timer.finish(Hook::GetSignal, tick, when);
                 let signal = signal.map_err(|source| BacktestError::Strategy {
                     strategy: strategy_name.to_string(),
                     when: to_utc(when).to_rfc3339(),
                     source,
                 })?;
-                if let Some(signal) = signal {
-                    if let Some(resume) = self.handle(signal, when, &mut timer, &mut result)? {
-                        next = next.max(self.frame.first_at_or_after(resume));
+                match signal {
+                    Some(signal) => {
+                        if let Some(resume) = self.handle(signal, when, &mut timer, &mut result)? {
+                            next = next.max(self.frame.first_at_or_after(resume));
+                        }
+                        let _ = timer.finish(Hook::Tick, tick, when);
                     }
+                    None => timer.finish_at(Hook::Tick, tick, asked, when),
                 }
+            } else {
+                let _ = timer.finish(Hook::Tick, tick, when);
             }
-            timer.finish(Hook::Tick, tick, when);
             result.frames += 1;
             unreported += 1;
             if unreported == 8192 {
@@ -280,7 +286,7 @@ impl<'a> Backtest<'a> {
         };
         let started = timer.start();
         let outcome = self.replay(&signal, entry, when, timer);
-        timer.finish(Hook::Backtest, started, when);
+        let _ = timer.finish(Hook::Backtest, started, when);
         Ok(Some(match outcome? {
             Outcome::Closed(closed) => {
                 let resume = closed.closed_at.timestamp_millis();
@@ -319,7 +325,7 @@ impl<'a> Backtest<'a> {
         let candles =
             self.exchange
                 .get_candles(series.symbol(), series.interval(), when, last - first + 1);
-        timer.finish(Hook::GetCandles, fetched, when);
+        let _ = timer.finish(Hook::GetCandles, fetched, when);
         let candles = candles?;
 
         let (opened_at, from) = if signal.price_open.is_some() {

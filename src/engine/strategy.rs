@@ -89,7 +89,7 @@ impl<'r> Context<'r> {
             self.when,
             limit,
         );
-        self.timer.finish(Hook::GetCandles, started, self.when);
+        let _ = self.timer.finish(Hook::GetCandles, started, self.when);
         candles
     }
 
@@ -118,7 +118,7 @@ pub(crate) fn average_price(
     let result = exchange
         .get_closed_candles(series.symbol(), series.interval(), when, n)
         .map(vwap);
-    timer.finish(Hook::GetAveragePrice, started, when);
+    let _ = timer.finish(Hook::GetAveragePrice, started, when);
     result
 }
 

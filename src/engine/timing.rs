@@ -2,10 +2,12 @@
 //!
 //! Events are chained (`previousTimestamp`) per metric type within a run and delivered
 //! with [`PerformanceEmitter::emit_batch`] every [`BATCH`] events and when the run ends,
-//! so a hook costs two clock reads and a copy. With tracking off a hook costs one relaxed
-//! atomic load.
+//! so a hook costs two clock reads and a copy; adjacent hook boundaries share one read.
+//! With tracking off a hook costs one relaxed atomic load.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
 
 use super::candle::{Millis, to_utc};
 use crate::{MetricType, Name, PerformanceContract, PerformanceEmitter};
@@ -48,6 +50,9 @@ pub struct HookTimer {
     base_epoch_ms: f64,
     previous: [Option<f64>; 5],
     buffer: Vec<PerformanceContract>,
+    /// The last simulated time converted, and its conversion: every hook of a frame
+    /// shares one `when`.
+    when: (Millis, DateTime<Utc>),
 }
 
 impl HookTimer {
@@ -64,6 +69,7 @@ impl HookTimer {
             base_epoch_ms,
             previous: [None; 5],
             buffer: Vec::with_capacity(BATCH),
+            when: (0, to_utc(0)),
         }
     }
 
@@ -74,10 +80,31 @@ impl HookTimer {
     }
 
     /// Finishes a hook started with [`start`](Self::start); `when` is the simulated time.
+    /// Returns the moment it finished, to start or finish an adjacent hook with (one clock
+    /// read serves both).
     #[inline]
-    pub fn finish(&mut self, hook: Hook, started: Started, when: Millis) {
-        let Some(start) = started.0 else { return };
+    pub fn finish(&mut self, hook: Hook, started: Started, when: Millis) -> Started {
+        let Some(start) = started.0 else {
+            return Started(None);
+        };
         let end = Instant::now();
+        self.record(hook, start, end, when);
+        Started(Some(end))
+    }
+
+    /// Finishes a hook at a moment already read by [`finish`](Self::finish).
+    #[inline]
+    pub fn finish_at(&mut self, hook: Hook, started: Started, end: Started, when: Millis) {
+        if let (Some(start), Some(end)) = (started.0, end.0) {
+            self.record(hook, start, end, when);
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, hook: Hook, start: Instant, end: Instant, when: Millis) {
+        if self.when.0 != when {
+            self.when = (when, to_utc(when));
+        }
         let timestamp = self.base_epoch_ms + end.duration_since(self.base).as_secs_f64() * 1000.0;
         let slot = &mut self.previous[hook as usize];
         let previous = slot.replace(timestamp);
@@ -88,7 +115,7 @@ impl HookTimer {
             previous_timestamp: previous,
             symbol: Some(self.symbol),
             strategy_name: Some(self.strategy),
-            when: Some(to_utc(when)),
+            when: Some(self.when.1),
         });
         if self.buffer.len() >= BATCH {
             self.flush();

@@ -1,0 +1,66 @@
+//! Whole backtests: a year of 1-minute candles with tracking on and off, and several
+//! backtests one by one against the same in parallel.
+
+use std::hint::black_box;
+
+use backtest_perf::engine::parallel::{Job, run_parallel};
+use backtest_perf::engine::synthetic::generate;
+use backtest_perf::engine::{Backtest, MemoryExchange, SyntheticConfig};
+use backtest_perf::strategies::SmaCrossover;
+use backtest_perf::{PerformanceEmitter, PerformanceService};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn year(c: &mut Criterion) {
+    let exchange =
+        MemoryExchange::new().with_series(generate("YEAR".into(), &SyntheticConfig::days(365)));
+    let mut group = c.benchmark_group("year_1m_sma_crossover");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(525_600));
+    for (name, enabled) in [("tracking_on", true), ("tracking_off", false)] {
+        let bus = PerformanceEmitter::new();
+        let _service = PerformanceService::attached(&bus);
+        bus.set_enabled(enabled);
+        let backtest = Backtest::new(&exchange, "YEAR").unwrap().with_bus(bus);
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(backtest.run(&mut SmaCrossover::default()).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+fn parallel(c: &mut Criterion) {
+    const RUNS: u64 = 4;
+    let mut exchange = MemoryExchange::new();
+    for seed in 0..RUNS {
+        let config = SyntheticConfig {
+            seed,
+            ..SyntheticConfig::days(60)
+        };
+        exchange = exchange.with_series(generate(format!("P{seed}").into(), &config));
+    }
+    let bus = PerformanceEmitter::new();
+    let _service = PerformanceService::attached(&bus);
+    let jobs = || -> Vec<Job> {
+        (0..RUNS)
+            .map(|seed| {
+                let backtest = Backtest::new(&exchange, &format!("P{seed}"))
+                    .unwrap()
+                    .with_bus(bus.clone());
+                (backtest, Box::new(SmaCrossover::default()) as _)
+            })
+            .collect()
+    };
+    let mut group = c.benchmark_group("four_60_day_backtests");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(RUNS));
+    group.bench_function("one_by_one", |b| {
+        b.iter(|| black_box(run_parallel(jobs(), 1)))
+    });
+    group.bench_function("parallel_2_threads", |b| {
+        b.iter(|| black_box(run_parallel(jobs(), 2)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, year, parallel);
+criterion_main!(benches);

@@ -1,0 +1,408 @@
+//! The engine's semantics, on small in-memory candle sets computed by hand.
+
+use std::sync::{Arc, Mutex};
+
+use backtest_perf::PerformanceEmitter;
+use backtest_perf::engine::{
+    Backtest, BacktestResult, Candle, CloseReason, Context, Costs, Interval, MemoryExchange,
+    Position, Rejection, Signal, Strategy, StrategyError, pnl_percent,
+};
+
+const MIN: i64 = 60_000;
+
+/// A 1-minute candle opening at minute `m`.
+fn c(m: i64, o: f64, h: f64, l: f64, cl: f64, v: f64) -> Candle {
+    Candle {
+        open_time: m * MIN,
+        open: o,
+        high: h,
+        low: l,
+        close: cl,
+        volume: v,
+    }
+}
+
+fn flat(m: i64) -> Candle {
+    c(m, 100.0, 100.0, 100.0, 100.0, 1.0)
+}
+
+/// Flat candles for minutes `0..n`, with some replaced.
+fn candles(n: i64, replace: &[Candle]) -> Vec<Candle> {
+    (0..n)
+        .map(|m| {
+            replace
+                .iter()
+                .find(|r| r.open_time == m * MIN)
+                .copied()
+                .unwrap_or(flat(m))
+        })
+        .collect()
+}
+
+/// Gives the scripted signals on its first calls (one per call), then nothing; records
+/// what it saw.
+struct Script {
+    signals: Vec<Option<Signal>>,
+    every: Interval,
+    calls: Arc<Mutex<Vec<(i64, Vec<i64>)>>>,
+}
+
+impl Script {
+    fn new(signals: Vec<Option<Signal>>) -> Self {
+        Script {
+            signals,
+            every: Interval::MINUTE,
+            calls: Arc::default(),
+        }
+    }
+}
+
+impl Strategy for Script {
+    fn name(&self) -> &str {
+        "script"
+    }
+    fn interval(&self) -> Interval {
+        self.every
+    }
+    fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+        let seen = ctx.candles(1_000)?.iter().map(|c| c.open_time).collect();
+        self.calls.lock().unwrap().push((ctx.when_millis(), seen));
+        Ok(if self.signals.is_empty() {
+            None
+        } else {
+            self.signals.remove(0)
+        })
+    }
+}
+
+fn run(data: Vec<Candle>, strategy: &mut Script) -> BacktestResult {
+    let exchange = MemoryExchange::new().with("TEST", data, None).unwrap();
+    Backtest::new(&exchange, "TEST")
+        .unwrap()
+        .with_bus(PerformanceEmitter::new())
+        .run(strategy)
+        .unwrap()
+}
+
+fn costs() -> Costs {
+    Costs::default()
+}
+
+/// Long PnL written out: entry open*(1+0.001), exit close*(1-0.001), minus 2 fees of 0.1%.
+fn long_pnl(open: f64, close: f64) -> f64 {
+    (close * 0.999 - open * 1.001) / (open * 1.001) * 100.0 - 0.2
+}
+
+/// Short PnL written out: entry open*(1-0.001), exit close*(1+0.001).
+fn short_pnl(open: f64, close: f64) -> f64 {
+    (open * 0.999 - close * 1.001) / (open * 0.999) * 100.0 - 0.2
+}
+
+#[test]
+fn take_profit() {
+    // Signal at minute 1 (candle 0 closed): entry = VWAP of candle 0 = 100.
+    let data = candles(10, &[c(2, 100.0, 102.5, 99.5, 102.0, 1.0)]);
+    let r = run(
+        data,
+        &mut Script::new(vec![Some(Signal::long(102.0, 98.0))]),
+    );
+    let closed = &r.closed[0];
+    assert_eq!(
+        (closed.reason, closed.price_open, closed.price_close),
+        (CloseReason::TakeProfit, 100.0, 102.0)
+    );
+    assert_eq!(closed.opened_at.timestamp_millis(), MIN);
+    assert_eq!(
+        closed.closed_at.timestamp_millis(),
+        3 * MIN,
+        "closes when candle 2 closes"
+    );
+    assert!((closed.pnl_percent - long_pnl(100.0, 102.0)).abs() < 1e-12);
+    assert_eq!(format!("{:.6}", closed.pnl_percent), "1.596204");
+}
+
+#[test]
+fn stop_loss() {
+    let data = candles(10, &[c(3, 100.0, 100.5, 97.5, 98.0, 1.0)]);
+    let r = run(
+        data,
+        &mut Script::new(vec![Some(Signal::long(102.0, 98.0))]),
+    );
+    let closed = &r.closed[0];
+    assert_eq!(
+        (closed.reason, closed.price_close),
+        (CloseReason::StopLoss, 98.0)
+    );
+    assert_eq!(closed.closed_at.timestamp_millis(), 4 * MIN);
+    assert!((closed.pnl_percent - long_pnl(100.0, 98.0)).abs() < 1e-12);
+}
+
+#[test]
+fn a_candle_touching_both_closes_at_the_stop_loss() {
+    let data = candles(10, &[c(2, 100.0, 103.0, 97.0, 100.0, 1.0)]);
+    let r = run(
+        data,
+        &mut Script::new(vec![Some(Signal::long(102.0, 98.0))]),
+    );
+    assert_eq!(
+        (r.closed[0].reason, r.closed[0].price_close),
+        (CloseReason::StopLoss, 98.0)
+    );
+    let data = candles(10, &[c(2, 100.0, 103.0, 97.0, 100.0, 1.0)]);
+    let r = run(
+        data,
+        &mut Script::new(vec![Some(Signal::short(98.0, 102.0))]),
+    );
+    assert_eq!(
+        (r.closed[0].reason, r.closed[0].price_close),
+        (CloseReason::StopLoss, 102.0)
+    );
+}
+
+#[test]
+fn short_take_profit_pnl() {
+    let data = candles(10, &[c(2, 100.0, 100.0, 96.0, 97.0, 1.0)]);
+    let r = run(
+        data,
+        &mut Script::new(vec![Some(Signal::short(97.0, 103.0))]),
+    );
+    let closed = &r.closed[0];
+    assert_eq!(
+        (closed.signal.position, closed.reason, closed.price_close),
+        (Position::Short, CloseReason::TakeProfit, 97.0)
+    );
+    assert!((closed.pnl_percent - short_pnl(100.0, 97.0)).abs() < 1e-12);
+    assert_eq!(
+        closed.pnl_percent,
+        pnl_percent(Position::Short, 100.0, 97.0, costs())
+    );
+    assert_eq!(format!("{:.6}", closed.pnl_percent), "2.605806");
+}
+
+#[test]
+fn time_expired_closes_at_the_last_close_in_the_lifetime() {
+    // Opened at minute 1 with a 3-minute lifetime: candles opening at 1, 2, 3 are replayed.
+    let data = candles(10, &[c(3, 100.0, 101.0, 99.0, 100.7, 1.0)]);
+    let r = run(
+        data,
+        &mut Script::new(vec![Some(Signal::long(102.0, 98.0).lifetime(3))]),
+    );
+    let closed = &r.closed[0];
+    assert_eq!(
+        (closed.reason, closed.price_close),
+        (CloseReason::TimeExpired, 100.7)
+    );
+    assert_eq!(closed.closed_at.timestamp_millis(), 4 * MIN);
+}
+
+#[test]
+fn end_of_data_closes_at_the_last_close() {
+    let data = candles(6, &[c(5, 100.0, 101.0, 99.0, 100.4, 1.0)]);
+    let r = run(
+        data,
+        &mut Script::new(vec![Some(Signal::long(102.0, 98.0))]),
+    );
+    let closed = &r.closed[0];
+    assert_eq!(
+        (closed.reason, closed.price_close),
+        (CloseReason::EndOfData, 100.4)
+    );
+    assert_eq!(closed.closed_at.timestamp_millis(), 6 * MIN);
+}
+
+#[test]
+fn a_scheduled_entry_activates_when_touched() {
+    // Waits for 99 from minute 1: candle 2 dips to 98.9, candle 4 reaches the take profit.
+    let data = candles(
+        10,
+        &[
+            c(2, 100.0, 100.0, 98.9, 99.5, 1.0),
+            c(4, 99.5, 105.5, 99.5, 105.0, 1.0),
+        ],
+    );
+    let r = run(
+        data,
+        &mut Script::new(vec![Some(Signal::long(105.0, 95.0).at(99.0))]),
+    );
+    let closed = &r.closed[0];
+    assert_eq!(closed.signalled_at.timestamp_millis(), MIN);
+    assert_eq!(closed.opened_at.timestamp_millis(), 2 * MIN);
+    assert_eq!(
+        (closed.reason, closed.price_open, closed.price_close),
+        (CloseReason::TakeProfit, 99.0, 105.0)
+    );
+    assert!((closed.pnl_percent - long_pnl(99.0, 105.0)).abs() < 1e-12);
+    assert!(r.cancelled.is_empty());
+}
+
+#[test]
+fn a_scheduled_entry_is_cancelled_after_120_minutes() {
+    let mut script = Script::new(vec![Some(Signal::long(105.0, 95.0).at(99.0)), None]);
+    let calls = script.calls.clone();
+    let data = candles(200, &[c(121, 100.0, 100.0, 98.0, 99.0, 1.0)]);
+    let r = run(data, &mut script);
+    assert!(r.closed.is_empty());
+    assert_eq!(r.cancelled.len(), 1);
+    assert_eq!(r.cancelled[0].cancelled_at.timestamp_millis(), 121 * MIN);
+    // The dip at minute 121 came too late; the frame loop went on from minute 121.
+    let times: Vec<i64> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|(t, _)| t / MIN)
+        .collect();
+    assert_eq!(times, [1, 121, 122]);
+}
+
+#[test]
+fn an_invalid_signal_is_rejected_and_the_run_goes_on() {
+    let data = candles(10, &[c(4, 100.0, 102.5, 100.0, 102.0, 1.0)]);
+    let r = run(
+        data,
+        &mut Script::new(vec![
+            Some(Signal::long(99.0, 98.0)),
+            Some(Signal::long(102.0, 98.0)),
+        ]),
+    );
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(
+        r.rejected[0].reason,
+        Rejection::LongOrder {
+            take_profit: 99.0,
+            entry: 100.0,
+            stop_loss: 98.0
+        }
+    );
+    assert_eq!(
+        r.rejected[0].reason.to_string(),
+        "long needs take profit > entry > stop loss; got take profit 99, entry 100, stop loss 98"
+    );
+    assert_eq!(r.rejected[0].at.timestamp_millis(), MIN);
+    assert_eq!(r.closed.len(), 1);
+    assert_eq!(r.closed[0].signalled_at.timestamp_millis(), 2 * MIN);
+    assert_eq!(r.summary.signals, 1);
+}
+
+#[test]
+fn the_entry_is_the_vwap_of_the_last_five_closed_candles() {
+    // At minute 6, candles 1..=5 are the last five closed; candle 0 is left out.
+    let data = vec![
+        c(0, 50.0, 50.0, 50.0, 50.0, 100.0),
+        c(1, 100.0, 103.0, 100.0, 100.0, 1.0), // typical 101
+        c(2, 100.0, 102.0, 99.0, 102.0, 2.0),  // typical 101
+        c(3, 102.0, 106.0, 102.0, 104.0, 1.0), // typical 104
+        c(4, 104.0, 104.0, 98.0, 101.0, 0.0),  // no volume
+        c(5, 101.0, 102.0, 99.0, 102.0, 4.0),  // typical 101
+        flat(6),
+        flat(7),
+    ];
+    let mut script = Script::new(vec![
+        None,
+        None,
+        None,
+        None,
+        None,
+        Some(Signal::long(200.0, 1.0).lifetime(1)),
+    ]);
+    let r = run(data, &mut script);
+    let expected = (101.0 * 1.0 + 101.0 * 2.0 + 104.0 * 1.0 + 101.0 * 4.0) / 8.0;
+    assert_eq!(r.closed[0].price_open, expected);
+}
+
+#[test]
+fn with_no_volume_the_entry_is_the_mean_close() {
+    let data: Vec<Candle> = (0..8)
+        .map(|m| c(m, 10.0, 20.0, 8.0, 10.0 + m as f64, 0.0))
+        .collect();
+    let mut script = Script::new(vec![
+        None,
+        None,
+        None,
+        None,
+        None,
+        Some(Signal::long(200.0, 1.0).lifetime(1)),
+    ]);
+    let r = run(data, &mut script);
+    // Closed by minute 6: candles 1..=5, closes 11..=15.
+    assert_eq!(r.closed[0].price_open, 13.0);
+}
+
+#[test]
+fn frames_are_counted_inclusively() {
+    // Candles open at minutes 0..10; frames run from the first close (1) to the last (10).
+    let r = run(candles(10, &[]), &mut Script::new(vec![]));
+    assert_eq!(r.frames, 10);
+    let exchange = MemoryExchange::new()
+        .with("TEST", candles(10, &[]), None)
+        .unwrap();
+    let frame = Backtest::new(&exchange, "TEST").unwrap().frame();
+    assert_eq!((frame.start, frame.end, frame.count()), (MIN, 10 * MIN, 10));
+}
+
+#[test]
+fn get_signal_is_throttled_to_its_interval() {
+    let mut script = Script::new(vec![]);
+    script.every = Interval::minutes(3);
+    let calls = script.calls.clone();
+    let r = run(candles(10, &[]), &mut script);
+    let times: Vec<i64> = calls.lock().unwrap().iter().map(|(t, _)| t / MIN).collect();
+    assert_eq!(times, [1, 4, 7, 10]);
+    assert_eq!(
+        r.frames, 10,
+        "every frame ticks; only get_signal is throttled"
+    );
+}
+
+#[test]
+fn a_strategy_never_sees_a_candle_that_has_not_closed() {
+    let mut script = Script::new(vec![]);
+    let calls = script.calls.clone();
+    run(candles(30, &[]), &mut script);
+    for (when, seen) in calls.lock().unwrap().iter() {
+        // A 1-minute candle opening at t closes at t + 1 minute.
+        assert!(
+            seen.iter().all(|open| open + MIN <= *when),
+            "at {when}: {seen:?}"
+        );
+        assert_eq!(
+            seen.last(),
+            Some(&(when - MIN)),
+            "the newest closed candle is visible"
+        );
+        assert_eq!(seen.len() as i64, when / MIN);
+    }
+}
+
+#[test]
+fn summary_totals() {
+    let data = candles(
+        20,
+        &[
+            c(2, 100.0, 102.5, 99.5, 102.0, 1.0),
+            c(5, 102.0, 102.0, 97.0, 97.0, 1.0),
+        ],
+    );
+    // Win at 102 (closed at minute 3), then at minute 3 a second signal priced at the VWAP
+    // of candles 0, 1 and 2 (the ones closed by then), lost at the stop loss 98.
+    let r = run(
+        data,
+        &mut Script::new(vec![
+            Some(Signal::long(102.0, 98.0)),
+            Some(Signal::long(110.0, 98.0)),
+        ]),
+    );
+    assert_eq!(r.closed.len(), 2);
+    assert_eq!(
+        r.closed[1].price_open,
+        (100.0 * 2.0 + (102.5 + 99.5 + 102.0) / 3.0) / 3.0
+    );
+    assert_eq!(r.closed[1].reason, CloseReason::StopLoss);
+    let s = r.summary;
+    assert_eq!((s.signals, s.wins, s.losses, s.win_rate), (2, 1, 1, 50.0));
+    assert_eq!(
+        s.total_pnl,
+        r.closed[0].pnl_percent + r.closed[1].pnl_percent
+    );
+    assert_eq!(s.avg_pnl, s.total_pnl / 2.0);
+}
