@@ -28,6 +28,16 @@ fn year(c: &mut Criterion) {
     group.finish();
 }
 
+fn generate_year(c: &mut Criterion) {
+    let mut group = c.benchmark_group("synthetic");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(525_600));
+    group.bench_function("generate_year_of_1m_candles", |b| {
+        b.iter(|| black_box(generate("GEN".into(), &SyntheticConfig::days(365))))
+    });
+    group.finish();
+}
+
 fn parallel(c: &mut Criterion) {
     const RUNS: u64 = 4;
     let mut exchange = MemoryExchange::new();
@@ -62,5 +72,5 @@ fn parallel(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, year, parallel);
+criterion_group!(benches, year, parallel, generate_year);
 criterion_main!(benches);

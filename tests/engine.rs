@@ -44,8 +44,11 @@ fn candles(n: i64, replace: &[Candle]) -> Vec<Candle> {
 struct Script {
     signals: Vec<Option<Signal>>,
     every: Interval,
-    calls: Arc<Mutex<Vec<(i64, Vec<i64>)>>>,
+    calls: Calls,
 }
+
+/// Each call: the frame time, and the open times of the candles it saw.
+type Calls = Arc<Mutex<Vec<(i64, Vec<i64>)>>>;
 
 impl Script {
     fn new(signals: Vec<Option<Signal>>) -> Self {

@@ -1,0 +1,145 @@
+//! `backtest-perf` (the default job) and `backtest-perf backtest`, run as a user would.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_backtest-perf"))
+}
+
+#[test]
+fn the_default_job_reports_every_strategy_into_dump_performance() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin().current_dir(dir.path()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "no progress bar when piped: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let reports = dir.path().join("dump/performance");
+    let mut files: Vec<String> = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "donchian-breakout.md",
+            "rsi-reversion.md",
+            "sma-crossover.md"
+        ]
+    );
+    for strategy in ["sma-crossover", "rsi-reversion", "donchian-breakout"] {
+        assert!(
+            stdout.contains(&format!("{strategy} on EURUSD: ")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("report: ./dump/performance/{strategy}.md")),
+            "{stdout}"
+        );
+        let report = std::fs::read_to_string(reports.join(format!("{strategy}.md"))).unwrap();
+        assert!(
+            report.starts_with(&format!(
+                "# Performance Report: {strategy}\n\n**Symbol:** EURUSD\n"
+            )),
+            "{report}"
+        );
+        for metric in [
+            "tick",
+            "getSignal",
+            "getCandles",
+            "getAveragePrice",
+            "backtest",
+        ] {
+            assert!(
+                report.contains(&format!("\n| {metric} | ")),
+                "{strategy} lacks {metric}"
+            );
+        }
+    }
+    assert!(
+        stdout.contains("| Metric | Count | Total (ms) | Avg (µs) |"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn backtest_runs_the_chosen_strategies_on_synthetic_data_into_the_given_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "backtest",
+            "--synthetic",
+            "2",
+            "--symbol",
+            "SYN",
+            "--strategy",
+            "donchian-breakout",
+            "--strategy",
+            "donchian-breakout",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.matches(" on SYN: ").count(),
+        1,
+        "a repeated name runs once: {stdout}"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, ["donchian-breakout.md"]);
+}
+
+#[test]
+fn an_unknown_strategy_lists_the_known_ones() {
+    let out = bin()
+        .args(["backtest", "--strategy", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: unknown strategy \"nope\"; the known strategies are: sma-crossover, rsi-reversion, donchian-breakout\n"
+    );
+}
+
+#[test]
+fn bad_csv_names_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.csv");
+    std::fs::write(
+        &path,
+        ",Open,High,Low,Close,Volume\n2024-01-01,1,2,0.5,1,1\n2024-01-02,1,0.9,0.5,1,1\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["backtest", "--data"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "error: {}:3: high 0.9 is below open 1, close 1 or low 0.5\n",
+            path.display()
+        )
+    );
+}
