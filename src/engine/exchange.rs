@@ -49,8 +49,8 @@ pub trait Exchange: Send + Sync {
     /// ```
     /// use backtest_perf::engine::{Exchange, Interval, SyntheticExchange, SyntheticConfig};
     /// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1));
-    /// let start = ex.series("SYN").unwrap().candles()[0].open_time;
-    /// let c = ex.get_candles("SYN", Interval::MINUTE, start + 90_000, 3).unwrap();
+    /// let start = ex.series("SYN".into()).unwrap().candles()[0].open_time;
+    /// let c = ex.get_candles("SYN".into(), Interval::MINUTE, start + 90_000, 3).unwrap();
     /// assert_eq!(c.len(), 3);
     /// assert_eq!(c[0].open_time, start + 120_000);
     /// ```

@@ -128,8 +128,11 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 ///
 /// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(2));
 /// let bus = PerformanceEmitter::new(); // or leave it out for the global bus
-/// let result = Backtest::new(&exchange, "SYN").unwrap().with_bus(bus).run(&mut SmaCrossover::default()).unwrap();
-/// assert_eq!(result.frames, 2 * 1_440);
+/// let backtest = Backtest::new(&exchange, "SYN").unwrap().with_bus(bus);
+/// assert_eq!(backtest.frame().count(), 2 * 1_440);
+/// let result = backtest.run(&mut SmaCrossover::default()).unwrap();
+/// // Frames during which a position was open are skipped.
+/// assert!(result.frames < 2 * 1_440 && result.summary.signals > 0);
 /// ```
 pub struct Backtest<'a> {
     exchange: &'a dyn Exchange,

@@ -158,12 +158,18 @@ impl ListenerShared {
         if self.once && self.fired.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mut queue = self.queue.lock();
-        if self.closed.load(Ordering::Relaxed) {
-            return;
-        }
-        queue.events.push(*event);
-        queue.enqueued += 1;
+        self.enqueue(|events| events.push(*event));
+    }
+
+    /// Adds to the queue under its lock, then wakes the worker only if it sleeps, or naps
+    /// with a large backlog.
+    #[inline]
+    fn enqueue(&self, add: impl FnOnce(&mut Vec<PerformanceContract>)) {
+        self.enqueue(|queue| queue.extend_from_slice(events));
+    }
+        let before = queue.events.len();
+        add(&mut queue.events);
+        queue.enqueued += (queue.events.len() - before) as u64;
         let wake = match queue.worker {
             Worker::Busy => false,
             Worker::Napping => queue.events.len() >= WAKE_BACKLOG,
@@ -184,10 +190,8 @@ impl ListenerShared {
             }
             return;
         }
-        let mut queue = self.queue.lock();
-        if self.closed.load(Ordering::Relaxed) {
-            return;
-        }
+        self.enqueue(|queue| queue.extend_from_slice(events));
+    }
         queue.events.extend_from_slice(events);
         queue.enqueued += events.len() as u64;
         let wake = match queue.worker {
