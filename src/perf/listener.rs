@@ -165,8 +165,10 @@ impl ListenerShared {
     /// with a large backlog.
     #[inline]
     fn enqueue(&self, add: impl FnOnce(&mut Vec<PerformanceContract>)) {
-        self.enqueue(|queue| queue.extend_from_slice(events));
-    }
+        let mut queue = self.queue.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let before = queue.events.len();
         add(&mut queue.events);
         queue.enqueued += (queue.events.len() - before) as u64;
@@ -191,19 +193,6 @@ impl ListenerShared {
             return;
         }
         self.enqueue(|queue| queue.extend_from_slice(events));
-    }
-        queue.events.extend_from_slice(events);
-        queue.enqueued += events.len() as u64;
-        let wake = match queue.worker {
-            Worker::Busy => false,
-            Worker::Napping => queue.events.len() >= WAKE_BACKLOG,
-            Worker::Asleep => true,
-        };
-        if wake {
-            queue.worker = Worker::Busy;
-            drop(queue);
-            self.wake.notify_one();
-        }
     }
 
     pub(crate) fn close(&self) {
@@ -241,8 +230,13 @@ impl ListenerShared {
         self.flush_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Events accepted and not yet handled: waiting in the queue or in the worker's batch.
     fn depth(&self) -> usize {
-        self.queue.lock().events.len()
+        if self.closed.load(Ordering::SeqCst) {
+            return 0; // what was still queued was discarded
+        }
+        let enqueued = self.queue.lock().enqueued;
+        enqueued.saturating_sub(self.handled.load(Ordering::SeqCst)) as usize
     }
 
     /// Takes the next batch into `batch`; `false` once the listener is closed.
@@ -458,7 +452,7 @@ impl Subscription {
         self.shared.failed.load(Ordering::Relaxed)
     }
 
-    /// Events queued and not yet taken by the worker.
+    /// Events accepted and not yet handled; 0 once the listener closed.
     pub fn queue_depth(&self) -> usize {
         self.shared.depth()
     }
