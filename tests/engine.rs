@@ -409,3 +409,26 @@ fn summary_totals() {
     );
     assert_eq!(s.avg_pnl, s.total_pnl / 2.0);
 }
+
+#[test]
+fn progress_sums_to_the_frame_count_even_when_positions_skip_frames() {
+    let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sum = total.clone();
+    let exchange = MemoryExchange::new()
+        .with("TEST", candles(30_000, &[]), None)
+        .unwrap();
+    let backtest = Backtest::new(&exchange, "TEST")
+        .unwrap()
+        .with_bus(PerformanceEmitter::new())
+        .with_progress(Arc::new(move |n| {
+            sum.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }));
+    // A 600-minute position from minute 1 skips most of the first 600 frames.
+    let r = backtest
+        .run(&mut Script::new(vec![Some(
+            Signal::long(200.0, 50.0).lifetime(600),
+        )]))
+        .unwrap();
+    assert!(r.frames < 30_000);
+    assert_eq!(total.load(std::sync::atomic::Ordering::Relaxed), 30_000);
+}

@@ -175,7 +175,8 @@ impl<'a> Backtest<'a> {
         self
     }
 
-    /// Reports progress (frames ticked) now and then.
+    /// Reports progress now and then: frame positions passed since the last report
+    /// (frames skipped while a position was open included), summing to the frame count.
     pub fn with_progress(mut self, progress: Progress) -> Self {
         self.progress = Some(progress);
         self
@@ -201,7 +202,7 @@ impl<'a> Backtest<'a> {
         };
         let throttle = strategy.interval().millis();
         let mut last_call: Option<Millis> = None;
-        let mut unreported = 0;
+        let (mut unreported, mut passed) = (0, 0);
         let mut when = self.frame.start;
         while when <= self.frame.end {
             let tick = timer.start();
@@ -237,17 +238,20 @@ impl<'a> Backtest<'a> {
                 let _ = timer.finish(Hook::Tick, tick, when);
             }
             result.frames += 1;
-            unreported += 1;
-            if unreported == 8192 {
+            // Progress counts frame positions passed, the skipped ones included.
+            unreported += ((next - when) / self.frame.interval.millis()).max(1) as u64;
+            if unreported >= 8192 {
                 if let Some(progress) = &self.progress {
                     progress(unreported);
                 }
+                passed += unreported;
                 unreported = 0;
             }
             when = next;
         }
         if let Some(progress) = &self.progress {
-            progress(unreported);
+            // The last step may reach past the end of the frame.
+            progress(unreported.min(self.frame.count().saturating_sub(passed)));
         }
         timer.flush();
         result.summary = Summary::of(&result.closed);
