@@ -12,3 +12,4 @@ pub mod name;
 pub mod report;
 pub mod stats;
 pub mod storage;
+pub mod tracker;

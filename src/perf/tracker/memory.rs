@@ -1,0 +1,133 @@
+//! Memory and CPU readings: a counting allocator the binary opts into, the process RSS,
+//! and CPU times.
+//!
+//! The library never installs a global allocator. A binary that wants per-operation
+//! allocation figures installs [`CountingAllocator`]:
+//!
+//! ```
+//! use backtest_perf::tracker::CountingAllocator;
+//!
+//! #[global_allocator]
+//! static ALLOCATOR: CountingAllocator = CountingAllocator::new();
+//! # fn main() {}
+//! ```
+//!
+//! It counts the bytes each thread allocates and frees (two thread-local additions per
+//! call) and otherwise defers to the system allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+thread_local! {
+    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
+    static FREED: Cell<u64> = const { Cell::new(0) };
+}
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// A global allocator that counts bytes allocated and freed per thread.
+#[derive(Debug, Default)]
+pub struct CountingAllocator;
+
+impl CountingAllocator {
+    /// The allocator, for a `#[global_allocator]` static.
+    pub const fn new() -> Self {
+        CountingAllocator
+    }
+}
+
+#[inline]
+fn count(cell: &'static std::thread::LocalKey<Cell<u64>>, bytes: usize) {
+    // `try_with`: a thread being torn down may still free memory.
+    let _ = cell.try_with(|c| c.set(c.get().wrapping_add(bytes as u64)));
+    if !INSTALLED.load(Ordering::Relaxed) {
+        INSTALLED.store(true, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the only addition is
+// arithmetic on thread-local cells that are const-initialised and never allocate.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(&ALLOCATED, layout.size());
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(&ALLOCATED, layout.size());
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(&FREED, layout.size());
+        // SAFETY: `ptr` came from this allocator, which got it from `System`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(&FREED, layout.size());
+        count(&ALLOCATED, new_size);
+        // SAFETY: as for `dealloc` and `alloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Whether [`CountingAllocator`] is the global allocator (it has counted something).
+pub fn counting() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
+}
+
+/// Bytes allocated and freed by this thread so far, if the counting allocator is in use.
+#[inline]
+pub fn thread_counters() -> Option<(u64, u64)> {
+    counting().then(|| (ALLOCATED.with(Cell::get), FREED.with(Cell::get)))
+}
+
+/// Resident set size of this process in bytes (Linux; `None` elsewhere).
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// CPU time and memory of the process at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceSnapshot {
+    /// CPU time in user mode, ms.
+    pub cpu_user_ms: Option<f64>,
+    /// CPU time in the kernel, ms.
+    pub cpu_system_ms: Option<f64>,
+    /// Resident set size, bytes.
+    pub rss_bytes: Option<u64>,
+}
+
+impl ResourceSnapshot {
+    /// Reads the process's CPU times and RSS now (Linux; fields are `None` elsewhere).
+    pub fn now() -> Self {
+        let (user, system) = cpu_times_ms().map_or((None, None), |(u, s)| (Some(u), Some(s)));
+        ResourceSnapshot {
+            cpu_user_ms: user,
+            cpu_system_ms: system,
+            rss_bytes: rss_bytes(),
+        }
+    }
+}
+
+/// User and system CPU time of the process in ms, from `/proc/self/stat`.
+fn cpu_times_ms() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 counted from the state.
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // Clock ticks are 100 per second on every Linux the standard library targets.
+    Some((ticks(11)? * 10.0, ticks(12)? * 10.0))
+}

@@ -1,0 +1,553 @@
+//! The run tracker: marks and timed operations of one run, with nesting, self time,
+//! memory, slow-operation and memory-spike detection, and a report.
+//!
+//! A [`Tracker`] belongs to one run (a backtest, or any unit of work you define). A
+//! disabled tracker (the default in the engine, or a run left out by sampling) costs one
+//! branch per call and allocates nothing.
+//!
+//! ```
+//! use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+//! use serde_json::json;
+//!
+//! let tracker = Tracker::new(RunInfo::named("nightly-sweep"), TrackerOptions::default());
+//! tracker.track("start", Some(json!({"symbols": 4})));
+//! {
+//!     let _load = tracker.start("load-data", None); // ends when dropped
+//!     let parsed = tracker.measure("parse", || "1,2,3".split(',').count());
+//!     assert_eq!(parsed, 3);
+//! }
+//! let sum = tracker.wrap("sum", |x: u64| x * 2, None);
+//! assert_eq!(sum(21), 42);
+//! let report = tracker.finish().unwrap();
+//! assert_eq!(report.events.len(), 4);
+//! assert_eq!(report.events[2].name, "parse");
+//! assert_eq!(report.events[2].parent, Some(report.events[1].id));
+//! ```
+//!
+//! Nesting is per thread: an operation started while another of the same tracker is
+//! open on the same thread is its child, and the parent's self time leaves the child's
+//! duration out. Operations with the same name never overwrite each other: each `start`
+//! returns its own [`Span`].
+
+mod clock;
+pub mod memory;
+mod report;
+pub mod timeline;
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use memory::{CountingAllocator, ResourceSnapshot};
+pub use report::{
+    EventKind, MemoryDelta, MemorySpike, SlowEvent, SlowStats, TrackedEvent, TrackerReport,
+};
+
+/// How finely durations and offsets are reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Whole milliseconds.
+    Milliseconds,
+    /// Milliseconds with 3 decimals.
+    #[default]
+    Microseconds,
+    /// Milliseconds with 6 decimals.
+    Nanoseconds,
+}
+
+impl Precision {
+    /// Rounds a nanosecond count to milliseconds at this precision.
+    pub fn ms(self, ns: u64) -> f64 {
+        let ms = ns as f64 / 1e6;
+        let scale = match self {
+            Precision::Milliseconds => 1.0,
+            Precision::Microseconds => 1e3,
+            Precision::Nanoseconds => 1e6,
+        };
+        (ms * scale).round() / scale
+    }
+}
+
+/// Receives the report when a run finishes.
+pub type OnComplete = Arc<dyn Fn(&TrackerReport) + Send + Sync>;
+
+/// What a tracker records and when it calls something slow.
+#[derive(Clone)]
+pub struct TrackerOptions {
+    /// Off: every call is one branch.
+    pub enabled: bool,
+    /// Share of runs tracked, 0 to 1, decided from a hash of the run id (the same run
+    /// is always sampled the same way).
+    pub sampling_rate: f64,
+    /// An operation slower than this (ms) is slow, unless its name has its own threshold.
+    pub slow_threshold_ms: f64,
+    /// Thresholds (ms) by operation name, e.g. `getCandles` 50 and `getSignal` 5.
+    pub thresholds_ms: HashMap<String, f64>,
+    /// An operation whose thread allocated this many bytes more than it freed is a
+    /// memory spike.
+    pub memory_threshold_bytes: u64,
+    /// Record allocation counts (with [`CountingAllocator`] installed) and RSS per
+    /// operation. Reading RSS costs a few microseconds per operation.
+    pub track_memory: bool,
+    /// Keep metadata in the events.
+    pub include_metadata: bool,
+    /// Events kept; past it every slow event is still kept and the others are counted.
+    pub max_events: usize,
+    /// Rounding of reported durations and offsets.
+    pub precision: Precision,
+    /// Called with the report when the run finishes.
+    pub on_complete: Option<OnComplete>,
+}
+
+impl std::fmt::Debug for TrackerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerOptions")
+            .field("enabled", &self.enabled)
+            .field("sampling_rate", &self.sampling_rate)
+            .field("slow_threshold_ms", &self.slow_threshold_ms)
+            .field("thresholds_ms", &self.thresholds_ms)
+            .field("max_events", &self.max_events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TrackerOptions {
+    /// Enabled, every run, slow above 100 ms (`getCandles` 50 ms, `getSignal` 5 ms),
+    /// memory spikes above 10 MiB, no memory tracking, metadata kept, 10,000 events.
+    fn default() -> Self {
+        TrackerOptions {
+            enabled: true,
+            sampling_rate: 1.0,
+            slow_threshold_ms: 100.0,
+            thresholds_ms: HashMap::from([
+                ("getCandles".to_string(), 50.0),
+                ("getSignal".to_string(), 5.0),
+            ]),
+            memory_threshold_bytes: 10 << 20,
+            track_memory: false,
+            include_metadata: true,
+            max_events: 10_000,
+            precision: Precision::default(),
+            on_complete: None,
+        }
+    }
+}
+
+impl TrackerOptions {
+    /// Tracking off.
+    pub fn disabled() -> Self {
+        TrackerOptions {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// The threshold in ms for operations named `name`.
+    pub fn threshold_ms(&self, name: &str) -> f64 {
+        self.thresholds_ms
+            .get(name)
+            .copied()
+            .unwrap_or(self.slow_threshold_ms)
+    }
+
+    /// Whether the run with this id is tracked under `sampling_rate`.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::TrackerOptions;
+    /// let half = TrackerOptions { sampling_rate: 0.5, ..Default::default() };
+    /// let picked = (0..1000).filter(|i| half.samples(&format!("run-{i}"))).count();
+    /// assert!((400..600).contains(&picked), "{picked}");
+    /// assert_eq!(half.samples("run-7"), half.samples("run-7"));
+    /// ```
+    pub fn samples(&self, run_id: &str) -> bool {
+        if self.sampling_rate >= 1.0 {
+            return true;
+        }
+        if self.sampling_rate <= 0.0 {
+            return false;
+        }
+        // The top 53 bits of a stable hash, as a fraction in [0, 1). FNV-1a barely moves
+        // its top bits for the last bytes (ids differing in a suffix), so mix it first
+        // (murmur3's 64-bit finaliser).
+        let mut h = crate::dump::fnv1a(run_id.as_bytes());
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        let fraction = (h >> 11) as f64 / (1u64 << 53) as f64;
+        fraction < self.sampling_rate
+    }
+}
+
+/// What a run is: an id (for sampling), and optionally its symbol, strategy and the
+/// simulated time range it covers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunInfo {
+    /// Identifies the run; sampling hashes it.
+    pub id: String,
+    /// The symbol.
+    pub symbol: Option<String>,
+    /// The strategy.
+    pub strategy: Option<String>,
+    /// Start of the simulated time range.
+    pub from: Option<DateTime<Utc>>,
+    /// End of the simulated time range.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl RunInfo {
+    /// A run known by its id only.
+    pub fn named(id: impl Into<String>) -> Self {
+        RunInfo {
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+}
+
+static TRACKER_IDS: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Open spans on this thread: (tracker id, span id, children's total ns).
+    static OPEN: RefCell<Vec<(u64, u64, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Inner {
+    id: u64,
+    run: RunInfo,
+    options: TrackerOptions,
+    clock: Arc<dyn Clock>,
+    started_ns: u64,
+    rss_at_start: Option<u64>,
+    next_span: AtomicU64,
+    last_start_ns: AtomicU64,
+    state: Mutex<report::State>,
+}
+
+/// The tracker of one run. Cheap to clone: clones record into the same run.
+///
+/// See the [module documentation](self).
+#[derive(Clone, Default)]
+pub struct Tracker {
+    inner: Option<Arc<Inner>>,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            None => f.write_str("Tracker(disabled)"),
+            Some(inner) => write!(f, "Tracker({:?})", inner.run.id),
+        }
+    }
+}
+
+impl Tracker {
+    /// A tracker for `run`, on the monotonic clock. Disabled when `options.enabled` is
+    /// off or sampling leaves the run out.
+    pub fn new(run: RunInfo, options: TrackerOptions) -> Self {
+        Self::with_clock(run, options, Arc::new(MonotonicClock::default()))
+    }
+
+    /// A tracker on a clock of your own (a [`ManualClock`] in tests).
+    pub fn with_clock(run: RunInfo, options: TrackerOptions, clock: Arc<dyn Clock>) -> Self {
+        if !options.enabled || !options.samples(&run.id) {
+            return Tracker::disabled();
+        }
+        let started_ns = clock.now_ns();
+        let rss_at_start = if options.track_memory {
+            memory::rss_bytes()
+        } else {
+            None
+        };
+        Tracker {
+            inner: Some(Arc::new(Inner {
+                id: TRACKER_IDS.fetch_add(1, Ordering::Relaxed),
+                run,
+                options,
+                clock,
+                started_ns,
+                rss_at_start,
+                next_span: AtomicU64::new(1),
+                last_start_ns: AtomicU64::new(started_ns),
+                state: Mutex::new(report::State::default()),
+            })),
+        }
+    }
+
+    /// A tracker that records nothing.
+    pub const fn disabled() -> Self {
+        Tracker { inner: None }
+    }
+
+    /// Whether this tracker records.
+    #[inline]
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Records an instant mark.
+    pub fn track(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) {
+        let Some(inner) = &self.inner else { return };
+        let now = inner.clock.now_ns();
+        let gap = now.saturating_sub(inner.last_start_ns.swap(now, Ordering::Relaxed));
+        let parent = OPEN.with(|open| {
+            open.borrow()
+                .iter()
+                .rev()
+                .find(|o| o.0 == inner.id)
+                .map(|o| o.1)
+        });
+        let id = inner.next_span.fetch_add(1, Ordering::Relaxed);
+        let event = TrackedEvent::mark(
+            id,
+            parent,
+            name.into(),
+            now - inner.started_ns,
+            gap,
+            meta,
+            &inner.options,
+        );
+        inner.state.lock().record(event, &inner.options, None);
+    }
+
+    /// Starts a timed operation; it ends when the returned [`Span`] is ended or dropped.
+    #[inline]
+    pub fn start(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) -> Span {
+        match &self.inner {
+            None => Span { open: None },
+            Some(inner) => Span {
+                open: Some(OpenSpan::begin(inner.clone(), name.into(), meta, true)),
+            },
+        }
+    }
+
+    /// Times `f`.
+    #[inline]
+    pub fn measure<T>(&self, name: impl Into<Cow<'static, str>>, f: impl FnOnce() -> T) -> T {
+        let span = self.start(name, None);
+        let value = f();
+        span.end();
+        value
+    }
+
+    /// Times a future until it completes (not only until its first `.await`). It is not
+    /// nested under the spans open where it was created, since it may run elsewhere.
+    ///
+    /// ```
+    /// # use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let tracker = Tracker::new(RunInfo::named("io"), TrackerOptions::default());
+    /// tracker.measure_async("sleep", tokio::time::sleep(std::time::Duration::from_millis(30))).await;
+    /// let report = tracker.finish().unwrap();
+    /// assert!(report.events[0].duration_ms >= 30.0);
+    /// # });
+    /// ```
+    pub async fn measure_async<F: Future>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        future: F,
+    ) -> F::Output {
+        let span = match &self.inner {
+            None => Span { open: None },
+            Some(inner) => Span {
+                open: Some(OpenSpan::begin(inner.clone(), name.into(), None, false)),
+            },
+        };
+        let value = future.await;
+        span.end();
+        value
+    }
+
+    /// A function that times every call of `f` as `name`.
+    pub fn wrap<A, T>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        f: impl Fn(A) -> T,
+        meta: Option<Value>,
+    ) -> impl Fn(A) -> T {
+        let tracker = self.clone();
+        let name: Cow<'static, str> = name.into();
+        move |arg| {
+            let span = tracker.start(name.clone(), meta.clone());
+            let value = f(arg);
+            span.end();
+            value
+        }
+    }
+
+    /// Ends the run: builds the report, hands it to `on_complete`, and returns it
+    /// (`None` for a disabled tracker). Spans still open are not in it.
+    pub fn finish(&self) -> Option<TrackerReport> {
+        let inner = self.inner.as_ref()?;
+        let now = inner.clock.now_ns();
+        let rss_now = if inner.options.track_memory {
+            memory::rss_bytes()
+        } else {
+            None
+        };
+        let memory_delta = match (inner.rss_at_start, rss_now) {
+            (Some(a), Some(b)) => Some(b as i64 - a as i64),
+            _ => None,
+        };
+        let report = inner.state.lock().report(
+            &inner.run,
+            &inner.options,
+            now.saturating_sub(inner.started_ns),
+            memory_delta,
+        );
+        if let Some(on_complete) = &inner.options.on_complete {
+            on_complete(&report);
+        }
+        Some(report)
+    }
+}
+
+struct OpenSpan {
+    inner: Arc<Inner>,
+    id: u64,
+    parent: Option<u64>,
+    depth: u32,
+    name: Cow<'static, str>,
+    meta: Option<Value>,
+    start_ns: u64,
+    gap_ns: u64,
+    memory: Option<(u64, u64)>,
+    on_stack: bool,
+}
+
+impl OpenSpan {
+    fn begin(
+        inner: Arc<Inner>,
+        name: Cow<'static, str>,
+        meta: Option<Value>,
+        on_stack: bool,
+    ) -> Self {
+        let id = inner.next_span.fetch_add(1, Ordering::Relaxed);
+        let (parent, depth) = OPEN.with(|open| {
+            let mut open = open.borrow_mut();
+            let mine = open.iter().filter(|o| o.0 == inner.id);
+            let parent = mine.clone().next_back().map(|o| o.1);
+            let depth = mine.count() as u32;
+            if on_stack {
+                open.push((inner.id, id, 0));
+            }
+            (parent, depth)
+        });
+        let memory = if inner.options.track_memory {
+            memory::thread_counters()
+        } else {
+            None
+        };
+        let start_ns = inner.clock.now_ns();
+        let gap_ns = start_ns.saturating_sub(inner.last_start_ns.swap(start_ns, Ordering::Relaxed));
+        OpenSpan {
+            inner,
+            id,
+            parent: if on_stack { parent } else { None },
+            depth: if on_stack { depth } else { 0 },
+            name,
+            meta,
+            start_ns,
+            gap_ns,
+            memory,
+            on_stack,
+        }
+    }
+
+    fn end(self, extra: Option<Value>) {
+        let inner = &self.inner;
+        let end_ns = inner.clock.now_ns();
+        let duration = end_ns.saturating_sub(self.start_ns);
+        let mut children = 0;
+        if self.on_stack {
+            OPEN.with(|open| {
+                let mut open = open.borrow_mut();
+                if let Some(i) = open.iter().rposition(|o| o.0 == inner.id && o.1 == self.id) {
+                    children = open.remove(i).2;
+                    if let Some(parent) = open[..i].iter_mut().rev().find(|o| o.0 == inner.id) {
+                        parent.2 += duration;
+                    }
+                }
+            });
+        }
+        let memory = self.memory.and_then(|(allocated, freed)| {
+            let (now_allocated, now_freed) = memory::thread_counters()?;
+            Some(MemoryDelta {
+                allocated: now_allocated.wrapping_sub(allocated),
+                freed: now_freed.wrapping_sub(freed),
+                rss_bytes: memory::rss_bytes(),
+            })
+        });
+        let event = TrackedEvent::operation(report::Operation {
+            id: self.id,
+            parent: self.parent,
+            depth: self.depth,
+            name: self.name,
+            start_ns: self.start_ns - inner.started_ns,
+            duration_ns: duration,
+            gap_ns: self.gap_ns,
+            self_ns: duration.saturating_sub(children),
+            meta: self.meta,
+            extra,
+            memory,
+            options: &inner.options,
+        });
+        inner
+            .state
+            .lock()
+            .record(event, &inner.options, Some(&inner.run));
+    }
+}
+
+/// A timed operation in progress. It ends on [`end`](Span::end), or when dropped.
+#[must_use = "the operation ends when this is dropped; bind it to a variable"]
+pub struct Span {
+    open: Option<OpenSpan>,
+}
+
+impl std::fmt::Debug for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.open {
+            None => f.write_str("Span(disabled)"),
+            Some(open) => write!(f, "Span({:?})", open.name),
+        }
+    }
+}
+
+impl Span {
+    /// Ends the operation now.
+    #[inline]
+    pub fn end(mut self) {
+        if let Some(open) = self.open.take() {
+            open.end(None);
+        }
+    }
+
+    /// Ends the operation now, adding `meta`'s fields to its metadata.
+    pub fn end_with(mut self, meta: Value) {
+        if let Some(open) = self.open.take() {
+            open.end(Some(meta));
+        }
+    }
+}
+
+impl Drop for Span {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.end(None);
+        }
+    }
+}

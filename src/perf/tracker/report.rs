@@ -1,0 +1,370 @@
+//! What a tracker records, and the report it ends with.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::memory::ResourceSnapshot;
+use super::{Precision, RunInfo, TrackerOptions};
+
+/// A mark or an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// An instant ([`Tracker::track`](super::Tracker::track)).
+    Mark,
+    /// A timed operation.
+    Operation,
+}
+
+/// Memory of one operation: what its thread allocated and freed meanwhile (with the
+/// counting allocator installed), and the process RSS when it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryDelta {
+    /// Bytes allocated.
+    pub allocated: u64,
+    /// Bytes freed.
+    pub freed: u64,
+    /// Resident set size at the end, bytes.
+    pub rss_bytes: Option<u64>,
+}
+
+impl MemoryDelta {
+    /// Allocated minus freed.
+    pub fn net(&self) -> i64 {
+        self.allocated as i64 - self.freed as i64
+    }
+}
+
+/// One recorded mark or operation. Times in milliseconds, at the tracker's precision.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackedEvent {
+    /// Unique within the run.
+    pub id: u64,
+    /// The operation it happened inside, on the same thread.
+    pub parent: Option<u64>,
+    /// Nesting depth (0 at the top).
+    pub depth: u32,
+    /// Its name.
+    pub name: Cow<'static, str>,
+    /// Mark or operation.
+    pub kind: EventKind,
+    /// When it started, from the run's start.
+    pub offset_ms: f64,
+    /// How long it took (0 for a mark).
+    pub duration_ms: f64,
+    /// Time since the previous event started.
+    pub gap_ms: f64,
+    /// Its duration less the durations of its children.
+    pub self_ms: f64,
+    /// Metadata given at start and end; an operation's metadata gains its `duration` (ms).
+    pub metadata: Option<Value>,
+    /// Memory, when tracked.
+    pub memory: Option<MemoryDelta>,
+    /// Whether it exceeded its threshold.
+    pub slow: bool,
+    #[serde(skip)]
+    pub(crate) start_ns: u64,
+    #[serde(skip)]
+    pub(crate) duration_ns: u64,
+}
+
+pub(crate) struct Operation<'a> {
+    pub id: u64,
+    pub parent: Option<u64>,
+    pub depth: u32,
+    pub name: Cow<'static, str>,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub gap_ns: u64,
+    pub self_ns: u64,
+    pub meta: Option<Value>,
+    pub extra: Option<Value>,
+    pub memory: Option<MemoryDelta>,
+    pub options: &'a TrackerOptions,
+}
+
+impl TrackedEvent {
+    pub(crate) fn mark(
+        id: u64,
+        parent: Option<u64>,
+        name: Cow<'static, str>,
+        start_ns: u64,
+        gap_ns: u64,
+        meta: Option<Value>,
+        options: &TrackerOptions,
+    ) -> Self {
+        let p = options.precision;
+        TrackedEvent {
+            id,
+            parent,
+            depth: 0,
+            name,
+            kind: EventKind::Mark,
+            offset_ms: p.ms(start_ns),
+            duration_ms: 0.0,
+            gap_ms: p.ms(gap_ns),
+            self_ms: 0.0,
+            metadata: if options.include_metadata { meta } else { None },
+            memory: None,
+            slow: false,
+            start_ns,
+            duration_ns: 0,
+        }
+    }
+
+    pub(crate) fn operation(op: Operation<'_>) -> Self {
+        let p = op.options.precision;
+        let duration_ms = p.ms(op.duration_ns);
+        let metadata = if op.options.include_metadata && (op.meta.is_some() || op.extra.is_some()) {
+            let mut fields = match op.meta {
+                Some(Value::Object(map)) => map,
+                Some(other) => serde_json::Map::from_iter([("value".to_string(), other)]),
+                None => serde_json::Map::new(),
+            };
+            match op.extra {
+                Some(Value::Object(map)) => fields.extend(map),
+                Some(other) => {
+                    fields.insert("end".to_string(), other);
+                }
+                None => {}
+            }
+            fields.insert("duration".to_string(), Value::from(duration_ms));
+            Some(Value::Object(fields))
+        } else {
+            None
+        };
+        TrackedEvent {
+            id: op.id,
+            parent: op.parent,
+            depth: op.depth,
+            slow: op.duration_ns as f64 / 1e6 > op.options.threshold_ms(&op.name),
+            name: op.name,
+            kind: EventKind::Operation,
+            offset_ms: p.ms(op.start_ns),
+            duration_ms,
+            gap_ms: p.ms(op.gap_ns),
+            self_ms: p.ms(op.self_ns),
+            metadata,
+            memory: op.memory,
+            start_ns: op.start_ns,
+            duration_ns: op.duration_ns,
+        }
+    }
+}
+
+/// An operation over its threshold.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowEvent {
+    /// The event's id.
+    pub id: u64,
+    /// Its name.
+    pub name: Cow<'static, str>,
+    /// When it started, from the run's start, ms.
+    pub offset_ms: f64,
+    /// How long it took, ms.
+    pub duration_ms: f64,
+    /// The threshold it exceeded, ms.
+    pub threshold_ms: f64,
+    /// `duration / threshold`.
+    pub slowness_ratio: f64,
+    /// CPU time and RSS when it was detected.
+    pub resources: ResourceSnapshot,
+}
+
+/// An operation whose thread allocated more than the memory threshold beyond what it freed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemorySpike {
+    /// The event's id.
+    pub id: u64,
+    /// Its name.
+    pub name: Cow<'static, str>,
+    /// When it started, from the run's start, ms.
+    pub offset_ms: f64,
+    /// Allocated minus freed, bytes.
+    pub net_bytes: i64,
+}
+
+/// Slow-operation statistics of one operation name, over every operation (dropped ones too).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowStats {
+    /// Operations.
+    pub count: u64,
+    /// Slow ones.
+    pub slow_count: u64,
+    /// `slow_count / count * 100`.
+    pub slow_percent: f64,
+    /// Mean duration, ms.
+    pub avg_ms: f64,
+    /// Shortest, ms.
+    pub min_ms: f64,
+    /// Longest, ms.
+    pub max_ms: f64,
+}
+
+/// The thresholds a run was judged by.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Thresholds {
+    /// Default slow threshold, ms.
+    pub slow_ms: f64,
+    /// Thresholds by name, ms.
+    pub by_name_ms: BTreeMap<String, f64>,
+    /// Memory spike threshold, bytes.
+    pub memory_bytes: u64,
+}
+
+/// Everything a tracker recorded in one run. Serializes to JSON.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackerReport {
+    /// The run.
+    pub run: RunInfo,
+    /// From the tracker's creation to `finish`, ms.
+    pub total_duration_ms: f64,
+    /// RSS at finish minus RSS at creation, bytes (with memory tracking).
+    pub total_memory_delta_bytes: Option<i64>,
+    /// Events recorded, dropped ones included.
+    pub event_count: u64,
+    /// The kept events, by start time.
+    pub events: Vec<TrackedEvent>,
+    /// Every slow operation.
+    pub slow_events: Vec<SlowEvent>,
+    /// Every memory spike.
+    pub memory_spikes: Vec<MemorySpike>,
+    /// The thresholds in force.
+    pub thresholds: Thresholds,
+    /// Events not kept because of `max_events` (never slow ones).
+    pub dropped: u64,
+    /// Slow-operation statistics by operation name (for the engine: by metric type).
+    pub stats: BTreeMap<String, SlowStats>,
+    /// The precision of the times above.
+    pub precision: Precision,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Running {
+    count: u64,
+    slow: u64,
+    sum_ns: u128,
+    min_ns: u64,
+    max_ns: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    events: Vec<TrackedEvent>,
+    dropped: u64,
+    running: HashMap<Cow<'static, str>, Running>,
+    slow: Vec<SlowEvent>,
+    spikes: Vec<MemorySpike>,
+}
+
+impl State {
+    pub(crate) fn record(
+        &mut self,
+        event: TrackedEvent,
+        options: &TrackerOptions,
+        _run: Option<&RunInfo>,
+    ) {
+        if event.kind == EventKind::Operation {
+            let running = self.running.entry(event.name.clone()).or_insert(Running {
+                min_ns: u64::MAX,
+                ..Running::default()
+            });
+            running.count += 1;
+            running.sum_ns += u128::from(event.duration_ns);
+            running.min_ns = running.min_ns.min(event.duration_ns);
+            running.max_ns = running.max_ns.max(event.duration_ns);
+            if event.slow {
+                running.slow += 1;
+                let threshold_ms = options.threshold_ms(&event.name);
+                let duration_ms = event.duration_ns as f64 / 1e6;
+                self.slow.push(SlowEvent {
+                    id: event.id,
+                    name: event.name.clone(),
+                    offset_ms: event.offset_ms,
+                    duration_ms: event.duration_ms,
+                    threshold_ms,
+                    slowness_ratio: if threshold_ms > 0.0 {
+                        duration_ms / threshold_ms
+                    } else {
+                        f64::INFINITY
+                    },
+                    resources: ResourceSnapshot::now(),
+                });
+            }
+            if let Some(memory) = event.memory
+                && memory.net() > options.memory_threshold_bytes as i64
+            {
+                self.spikes.push(MemorySpike {
+                    id: event.id,
+                    name: event.name.clone(),
+                    offset_ms: event.offset_ms,
+                    net_bytes: memory.net(),
+                });
+            }
+        }
+        if self.events.len() >= options.max_events && !event.slow {
+            self.dropped += 1;
+            return;
+        }
+        self.events.push(event);
+    }
+
+    pub(crate) fn report(
+        &mut self,
+        run: &RunInfo,
+        options: &TrackerOptions,
+        total_ns: u64,
+        memory_delta: Option<i64>,
+    ) -> TrackerReport {
+        let mut events = self.events.clone();
+        events.sort_by_key(|e| (e.start_ns, e.id));
+        let p = options.precision;
+        let stats = self
+            .running
+            .iter()
+            .map(|(name, r)| {
+                let count = r.count.max(1);
+                let stats = SlowStats {
+                    count: r.count,
+                    slow_count: r.slow,
+                    slow_percent: r.slow as f64 / count as f64 * 100.0,
+                    avg_ms: p.ms((r.sum_ns / u128::from(count)) as u64),
+                    min_ms: p.ms(if r.count == 0 { 0 } else { r.min_ns }),
+                    max_ms: p.ms(r.max_ns),
+                };
+                (name.to_string(), stats)
+            })
+            .collect();
+        TrackerReport {
+            run: run.clone(),
+            total_duration_ms: p.ms(total_ns),
+            total_memory_delta_bytes: memory_delta,
+            event_count: self.events.len() as u64 + self.dropped,
+            events,
+            slow_events: self.slow.clone(),
+            memory_spikes: self.spikes.clone(),
+            thresholds: Thresholds {
+                slow_ms: options.slow_threshold_ms,
+                by_name_ms: options
+                    .thresholds_ms
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
+                memory_bytes: options.memory_threshold_bytes,
+            },
+            dropped: self.dropped,
+            stats,
+            precision: p,
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Per-operation memory with the counting allocator installed, as a binary opts in.
+
+use backtest_perf::tracker::memory::{counting, thread_counters};
+use backtest_perf::tracker::{CountingAllocator, RunInfo, Tracker, TrackerOptions};
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator::new();
+
+#[test]
+fn operations_report_what_their_thread_allocated_and_spikes_are_flagged() {
+    let _warm = vec![0u8; 16]; // the allocator has counted something
+    assert!(counting());
+    let options = TrackerOptions {
+        track_memory: true,
+        memory_threshold_bytes: 1 << 20,
+        ..TrackerOptions::default()
+    };
+    let tracker = Tracker::new(RunInfo::named("memory"), options);
+    let kept = tracker.measure("allocate-2mib", || vec![1u8; 2 << 20]);
+    tracker.measure("allocate-and-free", || drop(vec![1u8; 4 << 20]));
+    let report = tracker.finish().unwrap();
+
+    let first = report.events[0].memory.expect("memory tracked");
+    assert!(
+        first.allocated >= 2 << 20 && first.allocated < (2 << 20) + 4096,
+        "{first:?}"
+    );
+    assert!(first.net() >= 2 << 20);
+    assert!(first.rss_bytes.unwrap() > 2 << 20);
+    let second = report.events[1].memory.unwrap();
+    assert!(
+        second.allocated >= 4 << 20 && second.freed >= 4 << 20,
+        "{second:?}"
+    );
+    assert!(second.net().abs() < 4096, "{second:?}");
+
+    assert_eq!(report.memory_spikes.len(), 1);
+    assert_eq!(report.memory_spikes[0].name, "allocate-2mib");
+    assert!(report.total_memory_delta_bytes.is_some());
+    drop(kept);
+}
+
+#[test]
+fn a_disabled_tracker_allocates_nothing() {
+    let _warm = vec![0u8; 16];
+    let tracker = Tracker::disabled();
+    let before = thread_counters().unwrap();
+    for _ in 0..1_000 {
+        let span = tracker.start("nothing", None);
+        span.end();
+        tracker.track("mark", None);
+        tracker.measure("closure", || ());
+    }
+    assert_eq!(thread_counters().unwrap(), before);
+}
