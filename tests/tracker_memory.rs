@@ -8,7 +8,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator::new();
 
 #[test]
 fn operations_report_what_their_thread_allocated_and_spikes_are_flagged() {
-    let _warm = vec![0u8; 16]; // the allocator has counted something
+    let _warm = Box::new(0u64); // a heap allocation: the allocator has counted something
     assert!(counting());
     let options = TrackerOptions {
         track_memory: true,
@@ -42,7 +42,7 @@ fn operations_report_what_their_thread_allocated_and_spikes_are_flagged() {
 
 #[test]
 fn a_disabled_tracker_allocates_nothing() {
-    let _warm = vec![0u8; 16];
+    let _warm = Box::new(0u64);
     let tracker = Tracker::disabled();
     let before = thread_counters().unwrap();
     for _ in 0..1_000 {
