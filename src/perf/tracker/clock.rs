@@ -1,7 +1,6 @@
 //! Time sources for the tracker: the monotonic clock, or a hand-driven one for tests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 /// A monotonic clock in nanoseconds from an arbitrary origin.
 pub trait Clock: Send + Sync {
@@ -9,24 +8,26 @@ pub trait Clock: Send + Sync {
     fn now_ns(&self) -> u64;
 }
 
-/// The machine's monotonic clock.
+/// The machine's monotonic clock, read through the CPU's time-stamp counter where it is
+/// invariant (a few nanoseconds a read) and the OS clock elsewhere ([`quanta`]).
 #[derive(Debug)]
 pub struct MonotonicClock {
-    origin: Instant,
+    clock: quanta::Clock,
+    origin: u64,
 }
 
 impl Default for MonotonicClock {
     fn default() -> Self {
-        MonotonicClock {
-            origin: Instant::now(),
-        }
+        let clock = quanta::Clock::new();
+        let origin = clock.raw();
+        MonotonicClock { clock, origin }
     }
 }
 
 impl Clock for MonotonicClock {
     #[inline]
     fn now_ns(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
+        self.clock.delta_as_nanos(self.origin, self.clock.raw())
     }
 }
 

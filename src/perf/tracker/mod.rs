@@ -27,7 +27,8 @@
 //! Nesting is per thread: an operation started while another of the same tracker is
 //! open on the same thread is its child, and the parent's self time leaves the child's
 //! duration out. Operations with the same name never overwrite each other: each `start`
-//! returns its own [`Span`].
+//! returns its own [`Span`], which stays on the thread that started it. The gap of an
+//! event is the time since the previous event (in start order) started.
 
 mod clock;
 pub mod memory;
@@ -35,9 +36,10 @@ mod report;
 pub mod timeline;
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +50,7 @@ use serde_json::Value;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use memory::{CountingAllocator, ResourceSnapshot};
+use report::Detail;
 pub use report::{
     EventKind, MemoryDelta, MemorySpike, SlowEvent, SlowStats, TrackedEvent, TrackerReport,
 };
@@ -219,21 +222,100 @@ impl RunInfo {
 
 static TRACKER_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// An open operation, kept on its thread's stack until it ends. Small, since it is
+/// copied on the way in and out: what is rarely there sits behind one box.
+struct Frame {
+    tracker: u64,
+    id: u64,
+    parent: Option<u64>,
+    depth: u32,
+    children_ns: u64,
+    start_ns: u64,
+    name: Cow<'static, str>,
+    extras: Option<Box<Extras>>,
+}
+
+/// Metadata and the allocation counters at the start, when there are any.
+struct Extras {
+    meta: Option<Value>,
+    memory: Option<(u64, u64)>,
+}
+
 thread_local! {
-    /// Open spans on this thread: (tracker id, span id, children's total ns).
-    static OPEN: RefCell<Vec<(u64, u64, u64)>> = const { RefCell::new(Vec::new()) };
+    /// Open operations on this thread, innermost last.
+    static OPEN: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    /// This thread's next event id: its thread number in the high bits, a count below.
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+static THREADS: AtomicU64 = AtomicU64::new(1);
+
+/// An event id unique in the process, without a shared counter on the hot path.
+#[inline]
+fn next_id() -> u64 {
+    NEXT_ID.with(|next| {
+        let mut id = next.get();
+        if id == 0 {
+            id = THREADS.fetch_add(1, Ordering::Relaxed) << 40;
+        }
+        next.set(id + 1);
+        id + 1
+    })
 }
 
 struct Inner {
     id: u64,
     run: RunInfo,
     options: TrackerOptions,
-    clock: Arc<dyn Clock>,
+    clock: ClockSource,
     started_ns: u64,
     rss_at_start: Option<u64>,
-    next_span: AtomicU64,
-    last_start_ns: AtomicU64,
     state: Mutex<report::State>,
+}
+
+/// The machine's clock, called directly (inlined), or another one through its trait.
+enum ClockSource {
+    Monotonic(MonotonicClock),
+    Other(Arc<dyn Clock>),
+}
+
+impl ClockSource {
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        match self {
+            ClockSource::Monotonic(clock) => clock.now_ns(),
+            ClockSource::Other(clock) => clock.now_ns(),
+        }
+    }
+}
+
+impl Inner {
+    #[inline]
+    fn now(&self) -> u64 {
+        self.clock.now_ns().saturating_sub(self.started_ns)
+    }
+
+    fn memory_now(&self) -> Option<(u64, u64)> {
+        if self.options.track_memory {
+            memory::thread_counters()
+        } else {
+            None
+        }
+    }
+
+    fn memory_since(&self, at_start: Option<(u64, u64)>) -> Option<MemoryDelta> {
+        let (allocated, freed) = at_start?;
+        let (now_allocated, now_freed) = memory::thread_counters()?;
+        Some(MemoryDelta {
+            allocated: now_allocated.wrapping_sub(allocated),
+            freed: now_freed.wrapping_sub(freed),
+            rss_bytes: memory::rss_bytes(),
+        })
+    }
+
+    fn record(&self, event: report::Raw) {
+        self.state.lock().record(event, &self.options);
+    }
 }
 
 /// The tracker of one run. Cheap to clone: clones record into the same run.
@@ -257,11 +339,19 @@ impl Tracker {
     /// A tracker for `run`, on the monotonic clock. Disabled when `options.enabled` is
     /// off or sampling leaves the run out.
     pub fn new(run: RunInfo, options: TrackerOptions) -> Self {
-        Self::with_clock(run, options, Arc::new(MonotonicClock::default()))
+        Self::build(
+            run,
+            options,
+            ClockSource::Monotonic(MonotonicClock::default()),
+        )
     }
 
     /// A tracker on a clock of your own (a [`ManualClock`] in tests).
     pub fn with_clock(run: RunInfo, options: TrackerOptions, clock: Arc<dyn Clock>) -> Self {
+        Self::build(run, options, ClockSource::Other(clock))
+    }
+
+    fn build(run: RunInfo, options: TrackerOptions, clock: ClockSource) -> Self {
         if !options.enabled || !options.samples(&run.id) {
             return Tracker::disabled();
         }
@@ -279,8 +369,6 @@ impl Tracker {
                 clock,
                 started_ns,
                 rss_at_start,
-                next_span: AtomicU64::new(1),
-                last_start_ns: AtomicU64::new(started_ns),
                 state: Mutex::new(report::State::default()),
             })),
         }
@@ -300,36 +388,33 @@ impl Tracker {
     /// Records an instant mark.
     pub fn track(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) {
         let Some(inner) = &self.inner else { return };
-        let now = inner.clock.now_ns();
-        let gap = now.saturating_sub(inner.last_start_ns.swap(now, Ordering::Relaxed));
         let parent = OPEN.with(|open| {
             open.borrow()
                 .iter()
                 .rev()
-                .find(|o| o.0 == inner.id)
-                .map(|o| o.1)
+                .find(|f| f.tracker == inner.id)
+                .map(|f| f.id)
         });
-        let id = inner.next_span.fetch_add(1, Ordering::Relaxed);
-        let event = TrackedEvent::mark(
-            id,
+        inner.record(report::Raw {
+            id: next_id(),
             parent,
-            name.into(),
-            now - inner.started_ns,
-            gap,
-            meta,
-            &inner.options,
-        );
-        inner.state.lock().record(event, &inner.options, None);
+            depth: 0,
+            name: name.into(),
+            kind: EventKind::Mark,
+            start_ns: inner.now(),
+            duration_ns: 0,
+            self_ns: 0,
+            detail: Detail::boxed(meta, None, None),
+            slow: false,
+        });
     }
 
     /// Starts a timed operation; it ends when the returned [`Span`] is ended or dropped.
-    #[inline]
-    pub fn start(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) -> Span {
+    #[inline(always)]
+    pub fn start(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) -> Span<'_> {
         match &self.inner {
-            None => Span { open: None },
-            Some(inner) => Span {
-                open: Some(OpenSpan::begin(inner.clone(), name.into(), meta, true)),
-            },
+            None => Span::NONE,
+            Some(inner) => begin(inner, name.into(), meta),
         }
     }
 
@@ -343,7 +428,7 @@ impl Tracker {
     }
 
     /// Times a future until it completes (not only until its first `.await`). It is not
-    /// nested under the spans open where it was created, since it may run elsewhere.
+    /// nested under the operations open where it was created, since it may run elsewhere.
     ///
     /// ```
     /// # use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
@@ -359,14 +444,26 @@ impl Tracker {
         name: impl Into<Cow<'static, str>>,
         future: F,
     ) -> F::Output {
-        let span = match &self.inner {
-            None => Span { open: None },
-            Some(inner) => Span {
-                open: Some(OpenSpan::begin(inner.clone(), name.into(), None, false)),
-            },
+        let Some(inner) = &self.inner else {
+            return future.await;
         };
+        let name = name.into();
+        let id = next_id();
+        let start_ns = inner.now();
         let value = future.await;
-        span.end();
+        let duration_ns = inner.now().saturating_sub(start_ns);
+        inner.record(report::Raw {
+            id,
+            parent: None,
+            depth: 0,
+            name,
+            kind: EventKind::Operation,
+            start_ns,
+            duration_ns,
+            self_ns: duration_ns,
+            detail: None,
+            slow: false,
+        });
         value
     }
 
@@ -388,10 +485,10 @@ impl Tracker {
     }
 
     /// Ends the run: builds the report, hands it to `on_complete`, and returns it
-    /// (`None` for a disabled tracker). Spans still open are not in it.
+    /// (`None` for a disabled tracker). Operations still open are not in it.
     pub fn finish(&self) -> Option<TrackerReport> {
         let inner = self.inner.as_ref()?;
-        let now = inner.clock.now_ns();
+        let total_ns = inner.now();
         let rss_now = if inner.options.track_memory {
             memory::rss_bytes()
         } else {
@@ -401,12 +498,10 @@ impl Tracker {
             (Some(a), Some(b)) => Some(b as i64 - a as i64),
             _ => None,
         };
-        let report = inner.state.lock().report(
-            &inner.run,
-            &inner.options,
-            now.saturating_sub(inner.started_ns),
-            memory_delta,
-        );
+        let report = inner
+            .state
+            .lock()
+            .report(&inner.run, &inner.options, total_ns, memory_delta);
         if let Some(on_complete) = &inner.options.on_complete {
             on_complete(&report);
         }
@@ -414,140 +509,113 @@ impl Tracker {
     }
 }
 
-struct OpenSpan {
-    inner: Arc<Inner>,
-    id: u64,
-    parent: Option<u64>,
-    depth: u32,
-    name: Cow<'static, str>,
-    meta: Option<Value>,
-    start_ns: u64,
-    gap_ns: u64,
-    memory: Option<(u64, u64)>,
-    on_stack: bool,
-}
-
-impl OpenSpan {
-    fn begin(
-        inner: Arc<Inner>,
-        name: Cow<'static, str>,
-        meta: Option<Value>,
-        on_stack: bool,
-    ) -> Self {
-        let id = inner.next_span.fetch_add(1, Ordering::Relaxed);
-        let (parent, depth) = OPEN.with(|open| {
-            let mut open = open.borrow_mut();
-            let mine = open.iter().filter(|o| o.0 == inner.id);
-            let parent = mine.clone().next_back().map(|o| o.1);
-            let depth = mine.count() as u32;
-            if on_stack {
-                open.push((inner.id, id, 0));
-            }
-            (parent, depth)
-        });
-        let memory = if inner.options.track_memory {
-            memory::thread_counters()
-        } else {
-            None
-        };
-        let start_ns = inner.clock.now_ns();
-        let gap_ns = start_ns.saturating_sub(inner.last_start_ns.swap(start_ns, Ordering::Relaxed));
-        OpenSpan {
-            inner,
+#[inline(never)]
+fn begin<'t>(inner: &'t Arc<Inner>, name: Cow<'static, str>, meta: Option<Value>) -> Span<'t> {
+    let id = next_id();
+    let memory = inner.memory_now();
+    let extras = (meta.is_some() || memory.is_some()).then(|| Box::new(Extras { meta, memory }));
+    let start_ns = inner.now();
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        let mut mine = open.iter().filter(|f| f.tracker == inner.id);
+        let parent = mine.next_back().map(|f| f.id);
+        let depth = parent.map_or(0, |_| 1 + mine.count() as u32);
+        open.push(Frame {
+            tracker: inner.id,
             id,
-            parent: if on_stack { parent } else { None },
-            depth: if on_stack { depth } else { 0 },
-            name,
-            meta,
+            parent,
+            depth,
+            children_ns: 0,
             start_ns,
-            gap_ns,
-            memory,
-            on_stack,
-        }
-    }
-
-    fn end(self, extra: Option<Value>) {
-        let inner = &self.inner;
-        let end_ns = inner.clock.now_ns();
-        let duration = end_ns.saturating_sub(self.start_ns);
-        let mut children = 0;
-        if self.on_stack {
-            OPEN.with(|open| {
-                let mut open = open.borrow_mut();
-                if let Some(i) = open.iter().rposition(|o| o.0 == inner.id && o.1 == self.id) {
-                    children = open.remove(i).2;
-                    if let Some(parent) = open[..i].iter_mut().rev().find(|o| o.0 == inner.id) {
-                        parent.2 += duration;
-                    }
-                }
-            });
-        }
-        let memory = self.memory.and_then(|(allocated, freed)| {
-            let (now_allocated, now_freed) = memory::thread_counters()?;
-            Some(MemoryDelta {
-                allocated: now_allocated.wrapping_sub(allocated),
-                freed: now_freed.wrapping_sub(freed),
-                rss_bytes: memory::rss_bytes(),
-            })
+            name,
+            extras,
         });
-        let event = TrackedEvent::operation(report::Operation {
-            id: self.id,
-            parent: self.parent,
-            depth: self.depth,
-            name: self.name,
-            start_ns: self.start_ns - inner.started_ns,
-            duration_ns: duration,
-            gap_ns: self.gap_ns,
-            self_ns: duration.saturating_sub(children),
-            meta: self.meta,
-            extra,
-            memory,
-            options: &inner.options,
-        });
-        inner
-            .state
-            .lock()
-            .record(event, &inner.options, Some(&inner.run));
+    });
+    Span {
+        open: Some((inner, id)),
+        _on_this_thread: PhantomData,
     }
 }
 
-/// A timed operation in progress. It ends on [`end`](Span::end), or when dropped.
+#[inline(never)]
+fn end(inner: &Inner, id: u64, extra: Option<Value>) {
+    let end_ns = inner.now();
+    let frame = OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        let i = open
+            .iter()
+            .rposition(|f| f.tracker == inner.id && f.id == id)?;
+        let frame = open.remove(i);
+        let duration = end_ns.saturating_sub(frame.start_ns);
+        if let Some(parent) = open[..i].iter_mut().rev().find(|f| f.tracker == inner.id) {
+            parent.children_ns += duration;
+        }
+        Some(frame)
+    });
+    // A span is !Send and its frame is removed only here: it is always found.
+    let Some(frame) = frame else { return };
+    let duration_ns = end_ns.saturating_sub(frame.start_ns);
+    let (meta, memory) = frame.extras.map_or((None, None), |e| (e.meta, e.memory));
+    inner.record(report::Raw {
+        id,
+        parent: frame.parent,
+        depth: frame.depth,
+        kind: EventKind::Operation,
+        slow: false, // judged when recorded
+        name: frame.name,
+        start_ns: frame.start_ns,
+        duration_ns,
+        self_ns: duration_ns.saturating_sub(frame.children_ns),
+        detail: Detail::boxed(meta, extra, inner.memory_since(memory)),
+    });
+}
+
+/// A timed operation in progress. It ends on [`end`](Span::end), or when dropped, on the
+/// thread that started it.
 #[must_use = "the operation ends when this is dropped; bind it to a variable"]
-pub struct Span {
-    open: Option<OpenSpan>,
+pub struct Span<'t> {
+    /// The tracker and the operation's id; `None` when disabled (one null word).
+    open: Option<(&'t Inner, u64)>,
+    /// Nesting lives in a thread-local stack: a span must end where it started.
+    _on_this_thread: PhantomData<*const ()>,
 }
 
-impl std::fmt::Debug for Span {
+impl std::fmt::Debug for Span<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.open {
+        match self.open {
             None => f.write_str("Span(disabled)"),
-            Some(open) => write!(f, "Span({:?})", open.name),
+            Some((_, id)) => write!(f, "Span({id})"),
         }
     }
 }
 
-impl Span {
+impl Span<'_> {
+    const NONE: Span<'static> = Span {
+        open: None,
+        _on_this_thread: PhantomData,
+    };
+
     /// Ends the operation now.
-    #[inline]
+    #[inline(always)]
     pub fn end(mut self) {
-        if let Some(open) = self.open.take() {
-            open.end(None);
+        if let Some((inner, id)) = self.open.take() {
+            end(inner, id, None);
         }
     }
 
     /// Ends the operation now, adding `meta`'s fields to its metadata.
     pub fn end_with(mut self, meta: Value) {
-        if let Some(open) = self.open.take() {
-            open.end(Some(meta));
+        if let Some((inner, id)) = self.open.take() {
+            end(inner, id, Some(meta));
         }
     }
 }
 
-impl Drop for Span {
-    #[inline]
+impl Drop for Span<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Some(open) = self.open.take() {
-            open.end(None);
+        if let Some((inner, id)) = self.open.take() {
+            end(inner, id, None);
         }
     }
 }

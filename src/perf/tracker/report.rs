@@ -73,60 +73,63 @@ pub struct TrackedEvent {
     pub(crate) duration_ns: u64,
 }
 
-pub(crate) struct Operation<'a> {
+/// An event as recorded on the hot path: raw nanoseconds, converted in the report.
+pub(crate) struct Raw {
     pub id: u64,
     pub parent: Option<u64>,
     pub depth: u32,
     pub name: Cow<'static, str>,
+    pub kind: EventKind,
     pub start_ns: u64,
     pub duration_ns: u64,
-    pub gap_ns: u64,
     pub self_ns: u64,
+    /// Metadata and memory, boxed: rare, and the event is moved on the hot path.
+    pub detail: Option<Box<Detail>>,
+    pub slow: bool,
+}
+
+/// The rarely present parts of a recorded event.
+#[derive(Default)]
+pub(crate) struct Detail {
     pub meta: Option<Value>,
     pub extra: Option<Value>,
     pub memory: Option<MemoryDelta>,
-    pub options: &'a TrackerOptions,
+}
+
+impl Detail {
+    /// `None` when there is nothing to keep.
+    pub fn boxed(
+        meta: Option<Value>,
+        extra: Option<Value>,
+        memory: Option<MemoryDelta>,
+    ) -> Option<Box<Detail>> {
+        (meta.is_some() || extra.is_some() || memory.is_some()).then(|| {
+            Box::new(Detail {
+                meta,
+                extra,
+                memory,
+            })
+        })
+    }
 }
 
 impl TrackedEvent {
-    pub(crate) fn mark(
-        id: u64,
-        parent: Option<u64>,
-        name: Cow<'static, str>,
-        start_ns: u64,
-        gap_ns: u64,
-        meta: Option<Value>,
-        options: &TrackerOptions,
-    ) -> Self {
+    fn from_raw(raw: &Raw, options: &TrackerOptions) -> Self {
         let p = options.precision;
-        TrackedEvent {
-            id,
-            parent,
-            depth: 0,
-            name,
-            kind: EventKind::Mark,
-            offset_ms: p.ms(start_ns),
-            duration_ms: 0.0,
-            gap_ms: p.ms(gap_ns),
-            self_ms: 0.0,
-            metadata: if options.include_metadata { meta } else { None },
-            memory: None,
-            slow: false,
-            start_ns,
-            duration_ns: 0,
-        }
-    }
-
-    pub(crate) fn operation(op: Operation<'_>) -> Self {
-        let p = op.options.precision;
-        let duration_ms = p.ms(op.duration_ns);
-        let metadata = if op.options.include_metadata && (op.meta.is_some() || op.extra.is_some()) {
-            let mut fields = match op.meta {
+        let duration_ms = p.ms(raw.duration_ns);
+        let empty = Detail::default();
+        let detail = raw.detail.as_deref().unwrap_or(&empty);
+        let metadata = if !options.include_metadata {
+            None
+        } else if raw.kind == EventKind::Mark {
+            detail.meta.clone()
+        } else if detail.meta.is_some() || detail.extra.is_some() {
+            let mut fields = match detail.meta.clone() {
                 Some(Value::Object(map)) => map,
                 Some(other) => serde_json::Map::from_iter([("value".to_string(), other)]),
                 None => serde_json::Map::new(),
             };
-            match op.extra {
+            match detail.extra.clone() {
                 Some(Value::Object(map)) => fields.extend(map),
                 Some(other) => {
                     fields.insert("end".to_string(), other);
@@ -139,20 +142,20 @@ impl TrackedEvent {
             None
         };
         TrackedEvent {
-            id: op.id,
-            parent: op.parent,
-            depth: op.depth,
-            slow: op.duration_ns as f64 / 1e6 > op.options.threshold_ms(&op.name),
-            name: op.name,
-            kind: EventKind::Operation,
-            offset_ms: p.ms(op.start_ns),
+            id: raw.id,
+            parent: raw.parent,
+            depth: raw.depth,
+            name: raw.name.clone(),
+            kind: raw.kind,
+            offset_ms: p.ms(raw.start_ns),
             duration_ms,
-            gap_ms: p.ms(op.gap_ns),
-            self_ms: p.ms(op.self_ns),
+            gap_ms: 0.0, // set in the report, from start order
+            self_ms: p.ms(raw.self_ns),
             metadata,
-            memory: op.memory,
-            start_ns: op.start_ns,
-            duration_ns: op.duration_ns,
+            memory: detail.memory,
+            slow: raw.slow,
+            start_ns: raw.start_ns,
+            duration_ns: raw.duration_ns,
         }
     }
 }
@@ -249,8 +252,27 @@ pub struct TrackerReport {
     pub precision: Precision,
 }
 
+fn slow_event(event: &Raw, options: &TrackerOptions) -> SlowEvent {
+    let threshold_ms = options.threshold_ms(&event.name);
+    let duration_ms = event.duration_ns as f64 / 1e6;
+    SlowEvent {
+        id: event.id,
+        name: event.name.clone(),
+        offset_ms: options.precision.ms(event.start_ns),
+        duration_ms: options.precision.ms(event.duration_ns),
+        threshold_ms,
+        slowness_ratio: if threshold_ms > 0.0 {
+            duration_ms / threshold_ms
+        } else {
+            f64::INFINITY
+        },
+        resources: ResourceSnapshot::now(),
+    }
+}
+
 #[derive(Clone, Copy, Default)]
 struct Running {
+    threshold_ns: u64,
     count: u64,
     slow: u64,
     sum_ns: u128,
@@ -258,56 +280,79 @@ struct Running {
     max_ns: u64,
 }
 
+type Fast = foldhash::fast::RandomState;
+
 #[derive(Default)]
 pub(crate) struct State {
-    events: Vec<TrackedEvent>,
+    events: Vec<Raw>,
     dropped: u64,
-    running: HashMap<Cow<'static, str>, Running>,
+    /// Running statistics by name, in order of first use.
+    running: Vec<(Cow<'static, str>, Running)>,
+    index: HashMap<Cow<'static, str>, usize, Fast>,
+    /// The last `&'static str` name looked up (address, length) and its slot: names in
+    /// code are static, and a pointer comparison finds them without hashing.
+    last_static: Option<(usize, usize, usize)>,
     slow: Vec<SlowEvent>,
     spikes: Vec<MemorySpike>,
 }
 
 impl State {
-    pub(crate) fn record(
-        &mut self,
-        event: TrackedEvent,
-        options: &TrackerOptions,
-        _run: Option<&RunInfo>,
-    ) {
+    /// The running statistics of `name`, created on first use.
+    fn running(&mut self, name: &Cow<'static, str>, options: &TrackerOptions) -> &mut Running {
+        let key = match name {
+            Cow::Borrowed(s) => Some((s.as_ptr() as usize, s.len())),
+            Cow::Owned(_) => None,
+        };
+        let slot = match (key, self.last_static) {
+            (Some(key), Some((ptr, len, slot))) if key == (ptr, len) => slot,
+            _ => {
+                let slot = match self.index.get(name.as_ref()) {
+                    Some(&slot) => slot,
+                    None => {
+                        self.running.push((
+                            name.clone(),
+                            Running {
+                                min_ns: u64::MAX,
+                                threshold_ns: (options.threshold_ms(name).max(0.0) * 1e6) as u64,
+                                ..Running::default()
+                            },
+                        ));
+                        self.index.insert(name.clone(), self.running.len() - 1);
+                        self.running.len() - 1
+                    }
+                };
+                if let Some((ptr, len)) = key {
+                    self.last_static = Some((ptr, len, slot));
+                }
+                slot
+            }
+        };
+        &mut self.running[slot].1
+    }
+}
+
+impl State {
+    /// Records an event; an operation is judged slow here, against the threshold of its
+    /// name (looked up once per name, then kept with its running statistics).
+    pub(crate) fn record(&mut self, mut event: Raw, options: &TrackerOptions) {
         if event.kind == EventKind::Operation {
-            let running = self.running.entry(event.name.clone()).or_insert(Running {
-                min_ns: u64::MAX,
-                ..Running::default()
-            });
+            let running = self.running(&event.name, options);
+            event.slow = event.duration_ns > running.threshold_ns;
             running.count += 1;
             running.sum_ns += u128::from(event.duration_ns);
             running.min_ns = running.min_ns.min(event.duration_ns);
             running.max_ns = running.max_ns.max(event.duration_ns);
             if event.slow {
                 running.slow += 1;
-                let threshold_ms = options.threshold_ms(&event.name);
-                let duration_ms = event.duration_ns as f64 / 1e6;
-                self.slow.push(SlowEvent {
-                    id: event.id,
-                    name: event.name.clone(),
-                    offset_ms: event.offset_ms,
-                    duration_ms: event.duration_ms,
-                    threshold_ms,
-                    slowness_ratio: if threshold_ms > 0.0 {
-                        duration_ms / threshold_ms
-                    } else {
-                        f64::INFINITY
-                    },
-                    resources: ResourceSnapshot::now(),
-                });
+                self.slow.push(slow_event(&event, options));
             }
-            if let Some(memory) = event.memory
+            if let Some(memory) = event.detail.as_ref().and_then(|d| d.memory)
                 && memory.net() > options.memory_threshold_bytes as i64
             {
                 self.spikes.push(MemorySpike {
                     id: event.id,
                     name: event.name.clone(),
-                    offset_ms: event.offset_ms,
+                    offset_ms: options.precision.ms(event.start_ns),
                     net_bytes: memory.net(),
                 });
             }
@@ -326,8 +371,17 @@ impl State {
         total_ns: u64,
         memory_delta: Option<i64>,
     ) -> TrackerReport {
-        let mut events = self.events.clone();
+        let mut events: Vec<TrackedEvent> = self
+            .events
+            .iter()
+            .map(|raw| TrackedEvent::from_raw(raw, options))
+            .collect();
         events.sort_by_key(|e| (e.start_ns, e.id));
+        let mut previous = 0;
+        for event in &mut events {
+            event.gap_ms = options.precision.ms(event.start_ns - previous);
+            previous = event.start_ns;
+        }
         let p = options.precision;
         let stats = self
             .running
