@@ -298,6 +298,8 @@ pub(crate) struct State {
 
 impl State {
     /// The running statistics of `name`, created on first use.
+    // A `&Cow`, not a `&str`: only a borrowed `'static` name may be found by its address.
+    #[allow(clippy::ptr_arg)]
     fn running(&mut self, name: &Cow<'static, str>, options: &TrackerOptions) -> &mut Running {
         let key = match name {
             Cow::Borrowed(s) => Some((s.as_ptr() as usize, s.len())),
