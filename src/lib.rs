@@ -45,6 +45,8 @@ mod perf;
 #[path = "../strategies/mod.rs"]
 pub mod strategies;
 
+#[cfg(feature = "tracing-layer")]
+pub use perf::tracing_layer;
 pub use perf::{
     dump, emitter, event, facade, key, listener, name, report, stats, storage, tracker,
 };

@@ -12,4 +12,6 @@ pub mod name;
 pub mod report;
 pub mod stats;
 pub mod storage;
+#[cfg(feature = "tracing-layer")]
+pub mod tracing_layer;
 pub mod tracker;
