@@ -5,8 +5,9 @@ use std::hint::black_box;
 
 use backtest_perf::engine::parallel::{Job, run_parallel};
 use backtest_perf::engine::synthetic::generate;
-use backtest_perf::engine::{Backtest, MemoryExchange, SyntheticConfig};
+use backtest_perf::engine::{Backtest, BacktestConfig, MemoryExchange, SyntheticConfig};
 use backtest_perf::strategies::SmaCrossover;
+use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::{PerformanceEmitter, PerformanceService};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -25,6 +26,23 @@ fn year(c: &mut Criterion) {
             b.iter(|| black_box(backtest.run(&mut SmaCrossover::default()).unwrap()))
         });
     }
+    // The run tracker on (every hook also a span, user spans possible), bus tracking off.
+    let bus = PerformanceEmitter::new();
+    bus.set_enabled(false);
+    let config = BacktestConfig {
+        tracker: TrackerOptions {
+            max_events: 10_000,
+            ..TrackerOptions::default()
+        },
+        ..BacktestConfig::default()
+    };
+    let backtest = Backtest::new(&exchange, "YEAR")
+        .unwrap()
+        .with_bus(bus)
+        .with_config(config);
+    group.bench_function("tracker_on_bus_off", |b| {
+        b.iter(|| black_box(backtest.run(&mut SmaCrossover::default()).unwrap()))
+    });
     group.finish();
 }
 

@@ -4,6 +4,12 @@ mod cli;
 
 use clap::Parser;
 
+/// Counts each thread's allocations, so that tracked operations report their memory
+/// (`backtest --timeline`); otherwise the system allocator.
+#[global_allocator]
+static ALLOCATOR: backtest_perf::tracker::CountingAllocator =
+    backtest_perf::tracker::CountingAllocator::new();
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {

@@ -143,3 +143,70 @@ fn bad_csv_names_the_file_and_line() {
         )
     );
 }
+
+#[test]
+fn timeline_prints_the_slowest_tick_and_slow_hooks_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "backtest",
+            "--synthetic",
+            "1",
+            "--strategy",
+            "sma-crossover",
+            "--timeline",
+            "--slow",
+            "tick=0",
+            "--out",
+        ])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    // Every tick is slow against 0 ms: the list shows ten, then the count of the rest.
+    let slow_line = stdout
+        .lines()
+        .find(|l| l.starts_with("slow hooks: "))
+        .expect("slow hooks listed");
+    let total: u64 = slow_line["slow hooks: ".len()..].parse().unwrap();
+    assert!(total > 10, "{slow_line}");
+    assert!(
+        stdout.contains("  tick at 2024-01-01T00:01:00+00:00: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("  ... and {} more", total - 10)),
+        "{stdout}"
+    );
+    // The timeline of the slowest tick: the tick, the signal function inside it, the fetch inside that.
+    let timeline = &stdout[stdout
+        .find("Performance timeline: SYNTH:sma-crossover:")
+        .expect("timeline")..];
+    let tree: Vec<&str> = timeline
+        .lines()
+        .skip_while(|l| !l.starts_with('─'))
+        .skip(1)
+        .take(3)
+        .collect();
+    assert!(tree[0].starts_with("tick "), "{timeline}");
+    assert!(tree[1].starts_with("  getSignal "), "{timeline}");
+    assert!(tree[2].starts_with("    getCandles "), "{timeline}");
+    assert!(!stdout.contains('\u{1b}'), "no colour when piped");
+}
+
+#[test]
+fn a_bad_threshold_is_refused_with_its_reason() {
+    let out = bin().args(["backtest", "--slow", "tick"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("`tick` is not HOOK=MS (for example getSignal=5)"),
+        "{stderr}"
+    );
+}

@@ -42,7 +42,24 @@ fn parallel_runs_equal_sequential_runs() {
         .map(Result::unwrap)
         .collect();
 
-    assert_eq!(parallel, sequential);
+    // Timings (slow hooks) differ from run to run; everything the backtest decided must not.
+    let decided = |results: &[backtest_perf::engine::BacktestResult]| -> Vec<_> {
+        results
+            .iter()
+            .map(|r| {
+                (
+                    r.symbol,
+                    r.strategy,
+                    r.frames,
+                    r.closed.clone(),
+                    r.rejected.clone(),
+                    r.cancelled.clone(),
+                    r.summary,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(decided(&parallel), decided(&sequential));
     assert_eq!(parallel.len(), 6);
     assert!(parallel.iter().all(|r| r.summary.signals > 0));
     // Each run has its own key, with the same number of events either way.

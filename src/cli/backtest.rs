@@ -6,12 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use backtest_perf::MetricStats;
+use backtest_perf::engine::BacktestConfig;
 use backtest_perf::engine::parallel::{Job, default_threads, run_parallel};
 use backtest_perf::engine::{
     Backtest, BacktestResult, CsvExchange, Exchange, StrategyEntry, SyntheticConfig,
     SyntheticExchange,
 };
 use backtest_perf::report::{Column, table, thousands};
+use backtest_perf::tracker::TrackerOptions;
+use backtest_perf::tracker::timeline::{TimelineStyle, render};
 use backtest_perf::{performance_service, strategies};
 
 use super::CliError;
@@ -38,6 +41,10 @@ pub struct BacktestArgs {
     pub strategies: Vec<String>,
     pub out: PathBuf,
     pub threads: usize,
+    /// Print the timeline of each strategy's slowest tick.
+    pub timeline: bool,
+    /// Slow-hook thresholds by hook name, ms, over the defaults.
+    pub thresholds: Vec<(String, f64)>,
 }
 
 impl Default for BacktestArgs {
@@ -48,6 +55,8 @@ impl Default for BacktestArgs {
             strategies: Vec::new(),
             out: PathBuf::from(backtest_perf::dump::DEFAULT_DUMP_DIR),
             threads: default_threads(),
+            timeline: false,
+            thresholds: Vec::new(),
         }
     }
 }
@@ -114,11 +123,29 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let (exchange, symbol) = load(args)?;
     let template = Backtest::new(exchange.as_ref(), &symbol)?;
     let frames = template.frame().count() * entries.len() as u64;
+    let mut tracker = if args.timeline {
+        // Every hook of the run is kept, to find the slowest tick afterwards.
+        TrackerOptions {
+            max_events: usize::MAX,
+            track_memory: true,
+            ..TrackerOptions::default()
+        }
+    } else {
+        TrackerOptions::disabled()
+    };
+    tracker
+        .thresholds_ms
+        .extend(args.thresholds.iter().cloned());
+    let config = BacktestConfig {
+        tracker,
+        ..BacktestConfig::default()
+    };
     let bar = progress_bar(frames);
     let jobs: Vec<Job> = entries
         .iter()
         .map(|entry| {
-            let mut backtest = Backtest::new(exchange.as_ref(), &symbol)?;
+            let mut backtest =
+                Backtest::new(exchange.as_ref(), &symbol)?.with_config(config.clone());
             if let Some(bar) = &bar {
                 let bar = bar.clone();
                 backtest = backtest.with_progress(Arc::new(move |n| bar.inc(n)));
@@ -134,6 +161,10 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     for result in results {
         let result = result?;
         print_result(&result);
+        print_slow_hooks(&result, &config.tracker);
+        if args.timeline {
+            print_slowest_tick(&result);
+        }
         let path = performance_service().dump_to(&result.symbol, &result.strategy, &args.out)?;
         println!("report: {}\n", path.display());
         done.push(result);
@@ -157,6 +188,46 @@ fn print_result(result: &BacktestResult) {
     );
     let stats = performance_service().get_data(&result.symbol, &result.strategy);
     print!("{}", table(&stats, &console_columns()));
+}
+
+/// The run's slow hooks, if any: the first ten, and how many more.
+fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
+    if result.slow_hooks_total == 0 {
+        return;
+    }
+    println!("slow hooks: {}", result.slow_hooks_total);
+    for slow in result.slow_hooks.iter().take(10) {
+        println!(
+            "  {} at {}: {:.3} ms, {:.1}x its {} ms threshold",
+            slow.metric_type,
+            slow.when.to_rfc3339(),
+            slow.duration_ms,
+            slow.slowness_ratio,
+            options.threshold_ms(slow.metric_type.as_str())
+        );
+    }
+    if result.slow_hooks_total > 10 {
+        println!("  ... and {} more", result.slow_hooks_total - 10);
+    }
+}
+
+/// The timeline of the run's slowest tick.
+fn print_slowest_tick(result: &BacktestResult) {
+    let Some(report) = &result.tracker else {
+        return;
+    };
+    let slowest = report
+        .events
+        .iter()
+        .filter(|e| e.name == "tick")
+        .max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms));
+    if let Some(tick) = slowest {
+        let style = TimelineStyle {
+            root: Some(tick.id),
+            ..TimelineStyle::for_stdout()
+        };
+        print!("{}", render(report, style));
+    }
 }
 
 /// Hooks take microseconds: the console shows them so (the dumped report keeps the

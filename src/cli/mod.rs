@@ -42,6 +42,13 @@ pub enum Command {
         /// Folder for the reports.
         #[arg(long, default_value = backtest_perf::dump::DEFAULT_DUMP_DIR)]
         out: PathBuf,
+        /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
+        #[arg(long)]
+        timeline: bool,
+        /// A slow-hook threshold, e.g. `getSignal=5` or `tick=0.5` (ms; repeat for several).
+        /// Defaults: getCandles 50, getSignal 5, the others 100.
+        #[arg(long = "slow", value_name = "HOOK=MS", value_parser = parse_threshold)]
+        slow: Vec<(String, f64)>,
         /// Backtests run at once (default: the number of cores).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
         threads: Option<u64>,
@@ -77,6 +84,22 @@ pub enum Command {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1_000))]
         types: u64,
     },
+}
+
+/// Reads `HOOK=MS`.
+fn parse_threshold(text: &str) -> Result<(String, f64), String> {
+    let (name, ms) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not HOOK=MS (for example getSignal=5)"))?;
+    let ms: f64 = ms
+        .parse()
+        .map_err(|_| format!("`{ms}` in `{text}` is not a number of milliseconds"))?;
+    if !(ms >= 0.0 && ms.is_finite()) {
+        return Err(format!(
+            "the threshold in `{text}` must be a finite number of ms >= 0"
+        ));
+    }
+    Ok((name.to_string(), ms))
 }
 
 /// Output formats of `stats`.
@@ -151,6 +174,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             symbol,
             strategies,
             out,
+            timeline,
+            slow,
             threads,
         }) => {
             let data = match (data, synthetic) {
@@ -168,6 +193,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 strategies,
                 out,
                 threads: threads.map_or(defaults.threads, |t| t as usize),
+                timeline,
+                thresholds: slow,
             };
             backtest::run(&args).map(drop)
         }

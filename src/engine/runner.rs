@@ -12,11 +12,12 @@ use super::signal::{
     pnl_percent,
 };
 use super::strategy::{Context, Strategy, average_price};
-use super::timing::{Hook, HookTimer};
+use super::timing::{Hook, HookTimer, SlowHook};
+use crate::tracker::{RunInfo, Tracker, TrackerOptions, TrackerReport};
 use crate::{Name, PerformanceEmitter, performance_emitter};
 
-/// How a run trades and what it waits for.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// How a run trades, what it waits for, and how it is tracked.
+#[derive(Clone, Debug)]
 pub struct BacktestConfig {
     /// Fee and slippage per side.
     pub costs: Costs,
@@ -24,6 +25,9 @@ pub struct BacktestConfig {
     pub entry_wait_minutes: i64,
     /// Candles in the VWAP.
     pub vwap_candles: usize,
+    /// The run's tracker (disabled by default), and the thresholds slow hooks are
+    /// judged by (those apply whenever hooks are timed).
+    pub tracker: TrackerOptions,
 }
 
 impl Default for BacktestConfig {
@@ -32,6 +36,7 @@ impl Default for BacktestConfig {
             costs: Costs::default(),
             entry_wait_minutes: 120,
             vwap_candles: 5,
+            tracker: TrackerOptions::disabled(),
         }
     }
 }
@@ -96,6 +101,12 @@ pub struct BacktestResult {
     pub cancelled: Vec<CancelledSignal>,
     /// Totals.
     pub summary: Summary,
+    /// Hooks slower than their thresholds (at most [`SLOW_HOOKS_KEPT`](super::timing::SLOW_HOOKS_KEPT)).
+    pub slow_hooks: Vec<SlowHook>,
+    /// How many hooks were slow, listed or not.
+    pub slow_hooks_total: u64,
+    /// The run tracker's report, when it was enabled.
+    pub tracker: Option<TrackerReport>,
 }
 
 /// A run failed: the strategy returned an error, or the exchange could not serve it.
@@ -190,7 +201,21 @@ impl<'a> Backtest<'a> {
     /// Runs `strategy`.
     pub fn run(&self, strategy: &mut dyn Strategy) -> Result<BacktestResult, BacktestError> {
         let strategy_name = Name::new(strategy.name());
-        let mut timer = HookTimer::new(self.bus.clone(), self.series.symbol(), strategy_name);
+        let symbol = self.series.symbol();
+        let mut timer = HookTimer::new(
+            self.bus.clone(),
+            symbol,
+            strategy_name,
+            &self.config.tracker,
+        );
+        let run = RunInfo {
+            id: format!("{symbol}:{strategy_name}:{}", self.frame.start),
+            symbol: Some(symbol.to_string()),
+            strategy: Some(strategy_name.to_string()),
+            from: Some(to_utc(self.frame.start)),
+            to: Some(to_utc(self.frame.end)),
+        };
+        let tracker = Tracker::new(run, self.config.tracker.clone());
         let mut result = BacktestResult {
             symbol: self.series.symbol(),
             strategy: strategy_name,
@@ -199,27 +224,34 @@ impl<'a> Backtest<'a> {
             rejected: Vec::new(),
             cancelled: Vec::new(),
             summary: Summary::default(),
+            slow_hooks: Vec::new(),
+            slow_hooks_total: 0,
+            tracker: None,
         };
         let throttle = strategy.interval().millis();
         let mut last_call: Option<Millis> = None;
         let (mut unreported, mut passed) = (0, 0);
         let mut when = self.frame.start;
         while when <= self.frame.end {
+            let tick_span = tracker.start(Hook::Tick.name(), None);
             let tick = timer.start();
             let mut next = when + self.frame.interval.millis();
             if last_call.is_none_or(|t| when - t >= throttle) {
                 last_call = Some(when);
+                let signal_span = tracker.start(Hook::GetSignal.name(), None);
                 let mut ctx = Context {
                     exchange: self.exchange,
                     series: self.series,
                     when,
                     timer: &mut timer,
+                    tracker: &tracker,
                     vwap_candles: self.config.vwap_candles,
                 };
                 let signal = strategy.get_signal(&mut ctx);
                 // The tick and the signal function start together; they end together too
                 // unless a signal is then handled.
                 let asked = timer.finish(Hook::GetSignal, tick, when);
+                signal_span.end();
                 let signal = signal.map_err(|source| BacktestError::Strategy {
                     strategy: strategy_name.to_string(),
                     when: to_utc(when).to_rfc3339(),
@@ -227,7 +259,9 @@ impl<'a> Backtest<'a> {
                 })?;
                 match signal {
                     Some(signal) => {
-                        if let Some(resume) = self.handle(signal, when, &mut timer, &mut result)? {
+                        if let Some(resume) =
+                            self.handle(signal, when, &mut timer, &tracker, &mut result)?
+                        {
                             next = next.max(self.frame.first_at_or_after(resume));
                         }
                         let _ = timer.finish(Hook::Tick, tick, when);
@@ -237,6 +271,7 @@ impl<'a> Backtest<'a> {
             } else {
                 let _ = timer.finish(Hook::Tick, tick, when);
             }
+            tick_span.end();
             result.frames += 1;
             // Progress counts frame positions passed, the skipped ones included.
             unreported += ((next - when) / self.frame.interval.millis()).max(1) as u64;
@@ -255,6 +290,8 @@ impl<'a> Backtest<'a> {
         }
         timer.flush();
         result.summary = Summary::of(&result.closed);
+        (result.slow_hooks, result.slow_hooks_total) = timer.take_slow();
+        result.tracker = tracker.finish();
         Ok(result)
     }
 
@@ -265,6 +302,7 @@ impl<'a> Backtest<'a> {
         signal: Signal,
         when: Millis,
         timer: &mut HookTimer,
+        tracker: &Tracker,
         result: &mut BacktestResult,
     ) -> Result<Option<Millis>, ExchangeError> {
         let entry = match signal.price_open {
@@ -275,6 +313,7 @@ impl<'a> Backtest<'a> {
                 when,
                 self.config.vwap_candles,
                 timer,
+                tracker,
             )?,
         };
         let checked = entry
@@ -291,9 +330,11 @@ impl<'a> Backtest<'a> {
                 return Ok(None);
             }
         };
+        let span = tracker.start(Hook::Backtest.name(), None);
         let started = timer.start();
-        let outcome = self.replay(&signal, entry, when, timer);
+        let outcome = self.replay(&signal, entry, when, timer, tracker);
         let _ = timer.finish(Hook::Backtest, started, when);
+        span.end();
         Ok(Some(match outcome? {
             Outcome::Closed(closed) => {
                 let resume = closed.closed_at.timestamp_millis();
@@ -316,6 +357,7 @@ impl<'a> Backtest<'a> {
         entry: f64,
         when: Millis,
         timer: &mut HookTimer,
+        tracker: &Tracker,
     ) -> Result<Outcome, ExchangeError> {
         let series = self.series;
         let wait = if signal.price_open.is_some() {
@@ -328,11 +370,13 @@ impl<'a> Backtest<'a> {
         // to tell whether the data goes on past them.
         let first = series.first_open_at_or_after(when);
         let last = series.first_open_at_or_after(when + wait + lifetime);
+        let span = tracker.start(Hook::GetCandles.name(), None);
         let fetched = timer.start();
         let candles =
             self.exchange
                 .get_candles(series.symbol(), series.interval(), when, last - first + 1);
         let _ = timer.finish(Hook::GetCandles, fetched, when);
+        span.end();
         let candles = candles?;
 
         let (opened_at, from) = if signal.price_open.is_some() {

@@ -7,6 +7,7 @@ use super::exchange::{Exchange, ExchangeError};
 use super::signal::Signal;
 use super::timing::{Hook, HookTimer};
 use crate::Name;
+use crate::tracker::Tracker;
 
 /// What a strategy's signal function may fail with: any error (`?` works on all of them).
 pub type StrategyError = Box<dyn std::error::Error + Send + Sync>;
@@ -55,6 +56,7 @@ pub struct Context<'r> {
     pub(crate) series: &'r CandleSeries,
     pub(crate) when: Millis,
     pub(crate) timer: &'r mut HookTimer,
+    pub(crate) tracker: &'r Tracker,
     pub(crate) vwap_candles: usize,
 }
 
@@ -79,9 +81,25 @@ impl<'r> Context<'r> {
         self.series.interval()
     }
 
+    /// The run's tracker: time your own steps with it, and they nest under the hook they
+    /// run in (disabled unless the run's config enables it; then each call is one branch).
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Context, Signal, StrategyError};
+    /// fn get_signal(ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+    ///     let candles = ctx.candles(200)?;
+    ///     let mean = ctx.tracker().measure("mean-close", || candles.iter().map(|c| c.close).sum::<f64>() / 200.0);
+    ///     Ok(None)
+    /// }
+    /// ```
+    pub fn tracker(&self) -> &'r Tracker {
+        self.tracker
+    }
+
     /// The last `limit` closed candles, oldest first (fewer near the start of the data).
     /// Fetched from the exchange and timed as `getCandles`.
     pub fn candles(&mut self, limit: usize) -> Result<&'r [Candle], ExchangeError> {
+        let _span = self.tracker.start(Hook::GetCandles.name(), None);
         let started = self.timer.start();
         let candles = self.exchange.get_closed_candles(
             self.series.symbol(),
@@ -102,6 +120,7 @@ impl<'r> Context<'r> {
             self.when,
             self.vwap_candles,
             self.timer,
+            self.tracker,
         )
     }
 }
@@ -113,7 +132,9 @@ pub(crate) fn average_price(
     when: Millis,
     n: usize,
     timer: &mut HookTimer,
+    tracker: &Tracker,
 ) -> Result<Option<f64>, ExchangeError> {
+    let _span = tracker.start(Hook::GetAveragePrice.name(), None);
     let started = timer.start();
     let result = exchange
         .get_closed_candles(series.symbol(), series.interval(), when, n)

@@ -89,6 +89,26 @@ pub fn thread_counters() -> Option<(u64, u64)> {
     counting().then(|| (ALLOCATED.with(Cell::get), FREED.with(Cell::get)))
 }
 
+/// Resident set size of this process in bytes, read at most once per millisecond (a
+/// read costs a few microseconds): what operations ending within the same millisecond
+/// report. Linux; `None` elsewhere.
+pub fn rss_bytes_sampled() -> Option<u64> {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    static LAST_READ_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+    static LAST_VALUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now_ms = BASE
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64;
+    if LAST_READ_MS.swap(now_ms, Ordering::Relaxed) != now_ms {
+        LAST_VALUE.store(rss_bytes()?, Ordering::Relaxed);
+    }
+    match LAST_VALUE.load(Ordering::Relaxed) {
+        0 => None,
+        bytes => Some(bytes),
+    }
+}
+
 /// Resident set size of this process in bytes (Linux; `None` elsewhere).
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

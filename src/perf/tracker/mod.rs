@@ -100,7 +100,7 @@ pub struct TrackerOptions {
     /// memory spike.
     pub memory_threshold_bytes: u64,
     /// Record allocation counts (with [`CountingAllocator`] installed) and RSS per
-    /// operation. Reading RSS costs a few microseconds per operation.
+    /// operation; RSS is read at most once per millisecond.
     pub track_memory: bool,
     /// Keep metadata in the events.
     pub include_metadata: bool,
@@ -309,7 +309,7 @@ impl Inner {
         Some(MemoryDelta {
             allocated: now_allocated.wrapping_sub(allocated),
             freed: now_freed.wrapping_sub(freed),
-            rss_bytes: memory::rss_bytes(),
+            rss_bytes: memory::rss_bytes_sampled(),
         })
     }
 

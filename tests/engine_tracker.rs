@@ -1,0 +1,105 @@
+//! The run tracker inside the engine: hooks as nested operations, user steps nested
+//! under them, slow hooks listed.
+
+use backtest_perf::engine::{
+    Backtest, BacktestConfig, Context, Signal, Strategy, StrategyError, SyntheticConfig,
+    SyntheticExchange,
+};
+use backtest_perf::tracker::TrackerOptions;
+use backtest_perf::{MetricType, PerformanceEmitter};
+
+/// Measures its own indicator with the run's tracker.
+struct Measured;
+
+impl Strategy for Measured {
+    fn name(&self) -> &str {
+        "measured"
+    }
+    fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+        let candles = ctx.candles(20)?;
+        let tracker = ctx.tracker();
+        let _mean = tracker.measure("mean", || candles.iter().map(|c| c.close).sum::<f64>());
+        Ok(None)
+    }
+}
+
+fn exchange() -> SyntheticExchange {
+    SyntheticExchange::new(
+        "TRK".into(),
+        SyntheticConfig {
+            minutes: 300,
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn hooks_and_user_steps_nest_in_the_run_report() {
+    let exchange = exchange();
+    let config = BacktestConfig {
+        tracker: TrackerOptions::default(),
+        ..BacktestConfig::default()
+    };
+    let result = Backtest::new(&exchange, "TRK")
+        .unwrap()
+        .with_bus(PerformanceEmitter::new())
+        .with_config(config)
+        .run(&mut Measured)
+        .unwrap();
+    let report = result.tracker.expect("enabled");
+    assert_eq!(report.run.symbol.as_deref(), Some("TRK"));
+    assert_eq!(report.run.strategy.as_deref(), Some("measured"));
+    assert_eq!(report.stats["tick"].count, result.frames);
+    assert_eq!(report.stats["getSignal"].count, result.frames);
+    assert_eq!(report.stats["getCandles"].count, result.frames);
+    assert_eq!(report.stats["mean"].count, result.frames);
+    let by_id = |id: u64| report.events.iter().find(|e| e.id == id).unwrap();
+    for mean in report.events.iter().filter(|e| e.name == "mean") {
+        let signal = by_id(mean.parent.expect("nested"));
+        assert_eq!(signal.name, "getSignal");
+        assert_eq!(by_id(signal.parent.expect("nested")).name, "tick");
+        assert_eq!(mean.depth, 2);
+    }
+}
+
+#[test]
+fn slow_hooks_are_listed_against_their_thresholds() {
+    let exchange = exchange();
+    // Every tick is slow against a zero threshold; nothing else is.
+    let tracker = TrackerOptions {
+        thresholds_ms: [("tick".to_string(), 0.0)].into(),
+        slow_threshold_ms: 1e9,
+        ..TrackerOptions::disabled()
+    };
+    let config = BacktestConfig {
+        tracker,
+        ..BacktestConfig::default()
+    };
+    let result = Backtest::new(&exchange, "TRK")
+        .unwrap()
+        .with_bus(PerformanceEmitter::new())
+        .with_config(config)
+        .run(&mut Measured)
+        .unwrap();
+    assert!(result.tracker.is_none(), "the tracker itself stays off");
+    assert_eq!(result.slow_hooks_total, result.frames);
+    assert_eq!(result.slow_hooks.len(), 100);
+    let first = &result.slow_hooks[0];
+    assert_eq!(
+        (first.metric_type, first.threshold_ms, first.slowness_ratio),
+        (MetricType::Tick, 0.0, f64::INFINITY)
+    );
+    assert_eq!(first.when.timestamp_millis(), 1_704_067_200_000 + 60_000);
+}
+
+#[test]
+fn by_default_no_tracker_and_no_slow_hooks_on_a_quick_run() {
+    let exchange = exchange();
+    let result = Backtest::new(&exchange, "TRK")
+        .unwrap()
+        .with_bus(PerformanceEmitter::new())
+        .run(&mut Measured)
+        .unwrap();
+    assert!(result.tracker.is_none());
+    assert_eq!(result.slow_hooks_total, result.slow_hooks.len() as u64);
+}
