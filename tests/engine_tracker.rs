@@ -2,8 +2,8 @@
 //! under them, slow hooks listed.
 
 use backtest_perf::engine::{
-    Backtest, BacktestConfig, Context, Signal, Strategy, StrategyError, SyntheticConfig,
-    SyntheticExchange,
+    Backtest, BacktestConfig, BacktestResult, Context, Signal, Strategy, StrategyError,
+    SyntheticConfig, SyntheticExchange,
 };
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::{MetricType, PerformanceEmitter};
@@ -33,19 +33,24 @@ fn exchange() -> SyntheticExchange {
     )
 }
 
-#[test]
-fn hooks_and_user_steps_nest_in_the_run_report() {
+/// Five hours of 1-minute candles, the `Measured` strategy, on a bus of its own.
+fn run_with(tracker: TrackerOptions) -> BacktestResult {
     let exchange = exchange();
     let config = BacktestConfig {
-        tracker: TrackerOptions::default(),
+        tracker,
         ..BacktestConfig::default()
     };
-    let result = Backtest::new(&exchange, "TRK")
+    Backtest::new(&exchange, "TRK")
         .unwrap()
         .with_bus(PerformanceEmitter::new())
         .with_config(config)
         .run(&mut Measured)
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn hooks_and_user_steps_nest_in_the_run_report() {
+    let result = run_with(TrackerOptions::default());
     let report = result.tracker.expect("enabled");
     assert_eq!(report.run.symbol.as_deref(), Some("TRK"));
     assert_eq!(report.run.strategy.as_deref(), Some("measured"));
@@ -64,23 +69,13 @@ fn hooks_and_user_steps_nest_in_the_run_report() {
 
 #[test]
 fn slow_hooks_are_listed_against_their_thresholds() {
-    let exchange = exchange();
     // Every tick is slow against a zero threshold; nothing else is.
     let tracker = TrackerOptions {
         thresholds_ms: [("tick".to_string(), 0.0)].into(),
         slow_threshold_ms: 1e9,
         ..TrackerOptions::disabled()
     };
-    let config = BacktestConfig {
-        tracker,
-        ..BacktestConfig::default()
-    };
-    let result = Backtest::new(&exchange, "TRK")
-        .unwrap()
-        .with_bus(PerformanceEmitter::new())
-        .with_config(config)
-        .run(&mut Measured)
-        .unwrap();
+    let result = run_with(tracker);
     assert!(result.tracker.is_none(), "the tracker itself stays off");
     assert_eq!(result.slow_hooks_total, result.frames);
     assert_eq!(result.slow_hooks.len(), 100);
@@ -94,12 +89,7 @@ fn slow_hooks_are_listed_against_their_thresholds() {
 
 #[test]
 fn by_default_no_tracker_and_no_slow_hooks_on_a_quick_run() {
-    let exchange = exchange();
-    let result = Backtest::new(&exchange, "TRK")
-        .unwrap()
-        .with_bus(PerformanceEmitter::new())
-        .run(&mut Measured)
-        .unwrap();
+    let result = run_with(TrackerOptions::disabled());
     assert!(result.tracker.is_none());
     assert_eq!(result.slow_hooks_total, result.slow_hooks.len() as u64);
 }
