@@ -210,3 +210,159 @@ fn a_bad_threshold_is_refused_with_its_reason() {
         "{stderr}"
     );
 }
+
+/// Writes `json` with every `getCandles` duration (events and statistics) scaled by `factor`.
+fn scaled(json: &str, factor: f64) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(json).unwrap();
+    for e in doc["events"].as_array_mut().unwrap() {
+        if e["metricType"] == "getCandles" {
+            e["duration"] = (e["duration"].as_f64().unwrap() * factor).into();
+        }
+    }
+    let stats = doc["metricStats"]["getCandles"].as_object_mut().unwrap();
+    for field in [
+        "avgDuration",
+        "median",
+        "p95",
+        "p99",
+        "minDuration",
+        "maxDuration",
+        "totalDuration",
+    ] {
+        stats[field] = (stats[field].as_f64().unwrap() * factor).into();
+    }
+    doc.to_string()
+}
+
+#[test]
+fn json_reports_feed_compare_which_fails_only_on_a_confirmed_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "backtest",
+            "--synthetic",
+            "2",
+            "--strategy",
+            "sma-crossover",
+            "--format",
+            "md,json",
+            "--trace",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "sma-crossover.json",
+            "sma-crossover.md",
+            "sma-crossover.trace.json"
+        ]
+    );
+    let baseline = dir.path().join("sma-crossover.json");
+    let json = std::fs::read_to_string(&baseline).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(report["environment"]["cores"].as_u64().unwrap() >= 1);
+    assert!(
+        report["environment"]["trackingOverheadNs"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        report["environment"]["rustc"]
+            .as_str()
+            .unwrap()
+            .starts_with("rustc ")
+    );
+
+    let same = bin()
+        .arg("compare")
+        .arg(&baseline)
+        .arg(&baseline)
+        .output()
+        .unwrap();
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(same.stdout)
+            .unwrap()
+            .matches("| unchanged |")
+            .count(),
+        5
+    );
+
+    let slower = dir.path().join("slower.json");
+    std::fs::write(&slower, scaled(&json, 1.5)).unwrap();
+    let regressed = bin()
+        .arg("compare")
+        .arg(&baseline)
+        .arg(&slower)
+        .output()
+        .unwrap();
+    assert_eq!(regressed.status.code(), Some(1));
+    let table = String::from_utf8(regressed.stdout).unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| getCandles |"))
+        .unwrap();
+    assert!(
+        row.ends_with("| REGRESSION |") && row.contains("(+50.0%)"),
+        "{row}"
+    );
+    assert_eq!(
+        String::from_utf8(regressed.stderr).unwrap(),
+        "error: performance regressed beyond 20% (Mann-Whitney p < 0.05): getCandles\n"
+    );
+
+    // Faster is reported, never a failure; a small change is not flagged at all.
+    std::fs::write(&slower, scaled(&json, 0.5)).unwrap();
+    let faster = bin()
+        .arg("compare")
+        .arg(&baseline)
+        .arg(&slower)
+        .output()
+        .unwrap();
+    assert!(faster.status.success());
+    assert!(
+        String::from_utf8(faster.stdout)
+            .unwrap()
+            .contains("| improvement |")
+    );
+    std::fs::write(&slower, scaled(&json, 1.1)).unwrap();
+    let small = bin()
+        .arg("compare")
+        .arg(&baseline)
+        .arg(&slower)
+        .output()
+        .unwrap();
+    assert!(small.status.success());
+}
+
+#[test]
+fn compare_names_a_file_that_is_not_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.json");
+    std::fs::write(&path, "{\"hello\": 1}").unwrap();
+    let out = bin().arg("compare").arg(&path).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!("error: {} is not a backtest-perf JSON report (write one with `backtest --format json`): missing field", path.display())),
+        "{stderr}"
+    );
+}

@@ -297,3 +297,18 @@ fn a_folder_that_cannot_be_created_is_named_in_the_error() {
         blocker.join("sub").display()
     )));
 }
+
+#[cfg(unix)]
+#[test]
+fn dumped_reports_are_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_bus, service) = fixed_service();
+    let dir = tempfile::tempdir().unwrap();
+    let path = service
+        .dump_to("BTCUSDT", "my-strategy", dir.path())
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}

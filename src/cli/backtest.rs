@@ -12,6 +12,8 @@ use backtest_perf::engine::{
     Backtest, BacktestResult, CsvExchange, Exchange, StrategyEntry, SyntheticConfig,
     SyntheticExchange,
 };
+use backtest_perf::export::chrome_trace::write_chrome_trace;
+use backtest_perf::export::json::write_json;
 use backtest_perf::report::{Column, table, thousands};
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
@@ -45,6 +47,10 @@ pub struct BacktestArgs {
     pub timeline: bool,
     /// Slow-hook thresholds by hook name, ms, over the defaults.
     pub thresholds: Vec<(String, f64)>,
+    /// Report files to write.
+    pub formats: Vec<super::ReportFormat>,
+    /// Write each run's Chrome trace.
+    pub trace: bool,
 }
 
 impl Default for BacktestArgs {
@@ -57,6 +63,8 @@ impl Default for BacktestArgs {
             threads: default_threads(),
             timeline: false,
             thresholds: Vec::new(),
+            formats: vec![super::ReportFormat::Md],
+            trace: false,
         }
     }
 }
@@ -123,7 +131,9 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let (exchange, symbol) = load(args)?;
     let template = Backtest::new(exchange.as_ref(), &symbol)?;
     let frames = template.frame().count() * entries.len() as u64;
-    let mut tracker = if args.timeline {
+    let mut tracker = if args.trace && !args.timeline {
+        TrackerOptions::default()
+    } else if args.timeline {
         // Every hook of the run is kept, to find the slowest tick afterwards.
         TrackerOptions {
             max_events: usize::MAX,
@@ -165,8 +175,26 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         if args.timeline {
             print_slowest_tick(&result);
         }
-        let path = performance_service().dump_to(&result.symbol, &result.strategy, &args.out)?;
-        println!("report: {}\n", path.display());
+        let stats = performance_service().get_data(&result.symbol, &result.strategy);
+        for format in &args.formats {
+            let path = match format {
+                super::ReportFormat::Md => {
+                    performance_service().dump_to(&result.symbol, &result.strategy, &args.out)?
+                }
+                super::ReportFormat::Json => write_json(&stats, &args.out)?,
+            };
+            println!("report: {}", path.display());
+        }
+        if args.trace
+            && let Some(report) = &result.tracker
+        {
+            let path = write_chrome_trace(report, &args.out, &result.strategy)?;
+            println!(
+                "trace: {} (open in ui.perfetto.dev or chrome://tracing)",
+                path.display()
+            );
+        }
+        println!();
         done.push(result);
     }
     Ok(done)

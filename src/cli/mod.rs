@@ -2,6 +2,7 @@
 
 pub mod backtest;
 pub mod bench;
+pub mod compare;
 pub mod jsonl;
 pub mod stats;
 
@@ -42,6 +43,14 @@ pub enum Command {
         /// Folder for the reports.
         #[arg(long, default_value = backtest_perf::dump::DEFAULT_DUMP_DIR)]
         out: PathBuf,
+        /// Reports to write: md, json (statistics and events, with the environment, for
+        /// `compare`), comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "md")]
+        format: Vec<ReportFormat>,
+        /// Also write each run's timeline as Chrome Trace Event JSON (Perfetto,
+        /// chrome://tracing) into the output folder.
+        #[arg(long)]
+        trace: bool,
         /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
         #[arg(long)]
         timeline: bool,
@@ -72,6 +81,19 @@ pub enum Command {
         #[arg(long = "stats", value_enum, default_value_t = PresetArg::Seed)]
         preset: PresetArg,
     },
+    /// Compare two JSON reports (`backtest --format json`) and fail on a confirmed regression.
+    Compare {
+        /// The baseline report.
+        baseline: PathBuf,
+        /// The current report.
+        current: PathBuf,
+        /// A change beyond this many percent (of the mean, median, p95 or p99) counts.
+        #[arg(long, default_value_t = 20.0)]
+        threshold: f64,
+        /// The Mann-Whitney test must reach this p-value for a change to count.
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+    },
     /// Push synthetic events through the default pipeline and print one JSON line of timings.
     Bench {
         /// Events to emit.
@@ -100,6 +122,15 @@ fn parse_threshold(text: &str) -> Result<(String, f64), String> {
         ));
     }
     Ok((name.to_string(), ms))
+}
+
+/// Report files `backtest` writes.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// The markdown report.
+    Md,
+    /// Statistics and events as JSON, with the environment: the input of `compare`.
+    Json,
 }
 
 /// Output formats of `stats`.
@@ -156,6 +187,16 @@ pub enum CliError {
     /// No strategy has that name.
     #[error("unknown strategy {name:?}; the known strategies are: {known}")]
     UnknownStrategy { name: String, known: String },
+    /// A file was not a JSON report.
+    #[error("{} is not a backtest-perf JSON report (write one with `backtest --format json`): {reason}", path.display())]
+    Report { path: PathBuf, reason: String },
+    /// `compare` found a confirmed regression.
+    #[error("performance regressed beyond {threshold}% (Mann-Whitney p < {alpha}): {metrics}")]
+    Regression {
+        metrics: String,
+        threshold: f64,
+        alpha: f64,
+    },
     /// Some input lines were bad (each was reported above).
     #[error("{0} bad line(s) in the input were skipped (see above); fix or remove them")]
     BadLines(u64),
@@ -174,6 +215,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             symbol,
             strategies,
             out,
+            format,
+            trace,
             timeline,
             slow,
             threads,
@@ -195,6 +238,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 threads: threads.map_or(defaults.threads, |t| t as usize),
                 timeline,
                 thresholds: slow,
+                formats: format,
+                trace,
             };
             backtest::run(&args).map(drop)
         }
@@ -218,6 +263,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Some(Command::Compare {
+            baseline,
+            current,
+            threshold,
+            alpha,
+        }) => compare::run(&baseline, &current, threshold, alpha),
         Some(Command::Bench {
             events,
             pairs,

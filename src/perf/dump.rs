@@ -108,11 +108,12 @@ pub fn write_atomic(dir: &Path, file_name: &str, text: &str) -> Result<PathBuf, 
         path: path.clone(),
         source,
     };
-    let mut file = tempfile::Builder::new()
-        .prefix(".report-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(write_err)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".report-").suffix(".tmp");
+    // A report is an ordinary file (the temporary file would otherwise stay private).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut file = builder.tempfile_in(dir).map_err(write_err)?;
     file.write_all(text.as_bytes()).map_err(write_err)?;
     file.as_file().sync_all().map_err(write_err)?;
     file.persist(&path).map_err(|e| write_err(e.error))?;

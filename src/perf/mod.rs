@@ -2,9 +2,11 @@
 //!
 //! It depends on nothing else in the crate; the engine uses it through its public API.
 
+pub mod compare;
 pub mod dump;
 pub mod emitter;
 pub mod event;
+pub mod export;
 pub mod facade;
 pub mod key;
 pub mod listener;

@@ -67,10 +67,12 @@ pub struct TrackedEvent {
     pub memory: Option<MemoryDelta>,
     /// Whether it exceeded its threshold.
     pub slow: bool,
+    /// Start from the run's start, ns, as measured (the fields above are rounded).
     #[serde(skip)]
-    pub(crate) start_ns: u64,
+    pub start_ns: u64,
+    /// Duration, ns, as measured.
     #[serde(skip)]
-    pub(crate) duration_ns: u64,
+    pub duration_ns: u64,
 }
 
 /// An event as recorded on the hot path: raw nanoseconds, converted in the report.

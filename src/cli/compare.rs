@@ -1,0 +1,119 @@
+//! `backtest-perf compare BASELINE.json CURRENT.json`: a regression gate for CI.
+
+use std::path::Path;
+
+use backtest_perf::compare::{MetricComparison, Verdict, compare};
+use backtest_perf::export::environment::Environment;
+use backtest_perf::export::json::JsonReport;
+
+use super::CliError;
+
+fn load(path: &Path) -> Result<JsonReport, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Input {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| CliError::Report {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn describe(env: &Environment) -> String {
+    format!(
+        "{}, {} cores, {}, {}, {} build, tracking overhead {:.0} ns/event",
+        env.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        env.cores,
+        env.os,
+        env.rustc,
+        env.build_profile,
+        env.tracking_overhead_ns
+    )
+}
+
+fn cell(comparison: &MetricComparison, i: usize) -> String {
+    match (
+        comparison.baseline,
+        comparison.current,
+        comparison.change_percent,
+    ) {
+        (Some(b), Some(c), Some(d)) => {
+            format!("{:.2} → {:.2} ({:+.1}%)", b[i] * 1e3, c[i] * 1e3, d[i])
+        }
+        (Some(b), None, _) => format!("{:.2} → -", b[i] * 1e3),
+        (None, Some(c), _) => format!("- → {:.2}", c[i] * 1e3),
+        _ => "-".into(),
+    }
+}
+
+/// Compares, prints the table, and fails on a confirmed regression.
+pub fn run(baseline: &Path, current: &Path, threshold: f64, alpha: f64) -> Result<(), CliError> {
+    let (base, cur) = (load(baseline)?, load(current)?);
+    println!(
+        "baseline: {} ({})",
+        baseline.display(),
+        describe(&base.environment)
+    );
+    println!(
+        "current:  {} ({})",
+        current.display(),
+        describe(&cur.environment)
+    );
+    let (b, c) = (&base.environment, &cur.environment);
+    let differs: Vec<&str> = [
+        ("CPU", b.cpu_model != c.cpu_model),
+        ("cores", b.cores != c.cores),
+        ("OS", b.os != c.os),
+        ("compiler", b.rustc != c.rustc),
+        ("build profile", b.build_profile != c.build_profile),
+    ]
+    .into_iter()
+    .filter_map(|(what, differs)| differs.then_some(what))
+    .collect();
+    if !differs.is_empty() {
+        println!(
+            "warning: measured with a different {}: the comparison may not be fair",
+            differs.join(", ")
+        );
+    }
+    println!();
+    println!(
+        "| Metric | Samples | Mean (µs) | Median (µs) | P95 (µs) | P99 (µs) | p (slower) | Verdict |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let rows = compare(&base.statistics, &cur.statistics, threshold, alpha);
+    for row in &rows {
+        let verdict = match row.verdict {
+            Verdict::Regression => "REGRESSION",
+            Verdict::Improvement => "improvement",
+            Verdict::Unconfirmed => "not confirmed",
+            Verdict::Unchanged => "unchanged",
+            Verdict::Missing => "missing on one side",
+        };
+        println!(
+            "| {} | {} → {} | {} | {} | {} | {} | {:.4} | {verdict} |",
+            row.metric_type,
+            row.samples.0,
+            row.samples.1,
+            cell(row, 0),
+            cell(row, 1),
+            cell(row, 2),
+            cell(row, 3),
+            row.p_slower
+        );
+    }
+    let regressed: Vec<String> = rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Regression)
+        .map(|r| r.metric_type.to_string())
+        .collect();
+    if regressed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Regression {
+            metrics: regressed.join(", "),
+            threshold,
+            alpha,
+        })
+    }
+}

@@ -1,0 +1,5 @@
+//! Exports to the tools people already run.
+
+pub mod chrome_trace;
+pub mod environment;
+pub mod json;
