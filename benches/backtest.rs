@@ -26,6 +26,19 @@ fn year(c: &mut Criterion) {
             b.iter(|| black_box(backtest.run(&mut SmaCrossover::default()).unwrap()))
         });
     }
+    // Tracking on with the Prometheus exporter also on the bus.
+    #[cfg(feature = "prometheus")]
+    {
+        let bus = PerformanceEmitter::new();
+        let _service = PerformanceService::attached(&bus);
+        let exporter =
+            std::sync::Arc::new(backtest_perf::export::prometheus::PrometheusExporter::default());
+        bus.add_sink(exporter);
+        let backtest = Backtest::new(&exchange, "YEAR").unwrap().with_bus(bus);
+        group.bench_function("tracking_on_prometheus", |b| {
+            b.iter(|| black_box(backtest.run(&mut SmaCrossover::default()).unwrap()))
+        });
+    }
     // The run tracker on (every hook also a span, user spans possible), bus tracking off.
     let bus = PerformanceEmitter::new();
     bus.set_enabled(false);

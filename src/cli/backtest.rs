@@ -51,6 +51,12 @@ pub struct BacktestArgs {
     pub formats: Vec<super::ReportFormat>,
     /// Write each run's Chrome trace.
     pub trace: bool,
+    /// Serve Prometheus metrics here while running.
+    #[cfg(feature = "prometheus")]
+    pub metrics_addr: Option<String>,
+    /// Write the Prometheus metrics as a textfile at the end.
+    #[cfg(feature = "prometheus")]
+    pub metrics_textfile: bool,
 }
 
 impl Default for BacktestArgs {
@@ -65,6 +71,10 @@ impl Default for BacktestArgs {
             thresholds: Vec::new(),
             formats: vec![super::ReportFormat::Md],
             trace: false,
+            #[cfg(feature = "prometheus")]
+            metrics_addr: None,
+            #[cfg(feature = "prometheus")]
+            metrics_textfile: false,
         }
     }
 }
@@ -163,7 +173,11 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
             Ok((backtest, (entry.build)()))
         })
         .collect::<Result<_, CliError>>()?;
+    #[cfg(feature = "prometheus")]
+    let metrics = Metrics::start(args, &config.tracker)?;
     let results = run_parallel(jobs, args.threads);
+    #[cfg(feature = "prometheus")]
+    metrics.finish(args)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -216,6 +230,52 @@ fn print_result(result: &BacktestResult) {
     );
     let stats = performance_service().get_data(&result.symbol, &result.strategy);
     print!("{}", table(&stats, &console_columns()));
+}
+
+/// The Prometheus exporter of a `backtest` call, and its endpoint.
+#[cfg(feature = "prometheus")]
+struct Metrics {
+    exporter: Option<Arc<backtest_perf::export::prometheus::PrometheusExporter>>,
+    _server: Option<backtest_perf::export::prometheus::MetricsServer>,
+}
+
+#[cfg(feature = "prometheus")]
+impl Metrics {
+    fn start(args: &BacktestArgs, thresholds: &TrackerOptions) -> Result<Self, CliError> {
+        use backtest_perf::export::prometheus::PrometheusExporter;
+        if args.metrics_addr.is_none() && !args.metrics_textfile {
+            return Ok(Metrics {
+                exporter: None,
+                _server: None,
+            });
+        }
+        let storage = performance_service().storage().clone();
+        let exporter = Arc::new(PrometheusExporter::new(thresholds.clone(), Some(storage)));
+        backtest_perf::performance_emitter().add_sink(exporter.clone());
+        let server = match &args.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let server = exporter.serve(addr).map_err(|source| CliError::Serve {
+                    addr: addr.clone(),
+                    source,
+                })?;
+                println!("metrics: http://{}/metrics", server.addr());
+                Some(server)
+            }
+        };
+        Ok(Metrics {
+            exporter: Some(exporter),
+            _server: server,
+        })
+    }
+
+    fn finish(&self, args: &BacktestArgs) -> Result<(), CliError> {
+        if let (Some(exporter), true) = (&self.exporter, args.metrics_textfile) {
+            let path = exporter.write_textfile(&args.out, "backtest-perf")?;
+            println!("metrics: {}", path.display());
+        }
+        Ok(())
+    }
 }
 
 /// The run's slow hooks, if any: the first ten, and how many more.

@@ -51,6 +51,16 @@ pub enum Command {
         /// chrome://tracing) into the output folder.
         #[arg(long)]
         trace: bool,
+        /// Serve Prometheus metrics on http://ADDR/metrics while the backtests run
+        /// (default 127.0.0.1:9464 when given without an address).
+        #[cfg(feature = "prometheus")]
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+        metrics_addr: Option<String>,
+        /// Write the Prometheus metrics to OUT/backtest-perf.prom at the end (for the
+        /// node_exporter textfile collector or a Pushgateway).
+        #[cfg(feature = "prometheus")]
+        #[arg(long)]
+        metrics_textfile: bool,
         /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
         #[arg(long)]
         timeline: bool,
@@ -175,6 +185,12 @@ pub enum CliError {
     /// A report could not be written.
     #[error(transparent)]
     Dump(#[from] DumpError),
+    /// The metrics endpoint could not start.
+    #[error("cannot serve metrics on {addr}: {source}; pick another address or port")]
+    Serve {
+        addr: String,
+        source: std::io::Error,
+    },
     /// Candle data could not be read.
     #[error(transparent)]
     Data(#[from] backtest_perf::engine::csv::DataError),
@@ -220,6 +236,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             timeline,
             slow,
             threads,
+            #[cfg(feature = "prometheus")]
+            metrics_addr,
+            #[cfg(feature = "prometheus")]
+            metrics_textfile,
         }) => {
             let data = match (data, synthetic) {
                 (Some(path), _) => backtest::Data::Csv(path),
@@ -240,6 +260,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 thresholds: slow,
                 formats: format,
                 trace,
+                #[cfg(feature = "prometheus")]
+                metrics_addr,
+                #[cfg(feature = "prometheus")]
+                metrics_textfile,
             };
             backtest::run(&args).map(drop)
         }

@@ -3,3 +3,5 @@
 pub mod chrome_trace;
 pub mod environment;
 pub mod json;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
