@@ -185,7 +185,7 @@ pub enum CliError {
     /// A report could not be written.
     #[error(transparent)]
     Dump(#[from] DumpError),
-        /// The metrics endpoint could not start.
+    /// The metrics endpoint could not start.
     #[cfg(feature = "prometheus")]
     #[error("cannot serve metrics on {addr}: {source}; pick another address or port")]
     Serve {
