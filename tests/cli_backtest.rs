@@ -366,3 +366,70 @@ fn compare_names_a_file_that_is_not_a_report() {
         "{stderr}"
     );
 }
+
+#[test]
+fn alert_rules_fire_into_the_log_and_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.json");
+    std::fs::write(
+        &rules,
+        r#"[{"name": "any signal", "condition": {"kind": "above", "metric": "getSignal", "statistic": "max", "bound": 0}, "severity": "critical"},
+            {"name": "rejects", "condition": {"kind": "rejectedAbove", "bound": 0}, "severity": "critical"}]"#,
+    )
+    .unwrap();
+    let log = dir.path().join("alerts.jsonl");
+    let out = bin()
+        .args([
+            "backtest",
+            "--synthetic",
+            "1",
+            "--strategy",
+            "sma-crossover",
+            "--out",
+        ])
+        .arg(dir.path())
+        .arg("--alerts")
+        .arg(&rules)
+        .arg("--alert-file")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("alert [Critical] any signal: max of getSignal is "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(", above 0.000 µs (SYNTH:sma-crossover)"),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "nothing was rejected");
+    assert_eq!(lines[0]["rule"], "any signal");
+    assert_eq!(lines[0]["strategy"], "sma-crossover");
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"[{"name": 1}]"#).unwrap();
+    let out = bin()
+        .args(["backtest", "--alerts"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "error: {}: invalid type: integer `1`, expected a string at line 1 column 11; the file must be a JSON array of rules (see the README)\n",
+            bad.display()
+        )
+    );
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use backtest_perf::MetricStats;
+use backtest_perf::alerts::{AlertManager, FileSink, LogSink, rules_from_json};
 use backtest_perf::engine::BacktestConfig;
 use backtest_perf::engine::parallel::{Job, default_threads, run_parallel};
 use backtest_perf::engine::{
@@ -51,6 +52,8 @@ pub struct BacktestArgs {
     pub formats: Vec<super::ReportFormat>,
     /// Write each run's Chrome trace.
     pub trace: bool,
+    /// Check these alert rules on each run's statistics.
+    pub alerts: Option<AlertManager>,
     /// Serve Prometheus metrics here while running.
     #[cfg(feature = "prometheus")]
     pub metrics_addr: Option<String>,
@@ -71,6 +74,7 @@ impl Default for BacktestArgs {
             thresholds: Vec::new(),
             formats: vec![super::ReportFormat::Md],
             trace: false,
+            alerts: None,
             #[cfg(feature = "prometheus")]
             metrics_addr: None,
             #[cfg(feature = "prometheus")]
@@ -190,6 +194,9 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
             print_slowest_tick(&result);
         }
         let stats = performance_service().get_data(&result.symbol, &result.strategy);
+        if let Some(alerts) = &args.alerts {
+            alerts.evaluate_now(&stats);
+        }
         for format in &args.formats {
             let path = match format {
                 super::ReportFormat::Md => {
@@ -276,6 +283,31 @@ impl Metrics {
         }
         Ok(())
     }
+}
+
+/// The alert rules of `rules` (a JSON array), delivered to the log and the given sinks.
+pub fn alert_manager(
+    rules: &std::path::Path,
+    file: Option<PathBuf>,
+    #[cfg(feature = "webhook")] webhook: Option<String>,
+) -> Result<AlertManager, CliError> {
+    let text = std::fs::read_to_string(rules).map_err(|source| CliError::Input {
+        path: rules.to_path_buf(),
+        source,
+    })?;
+    let rules_read = rules_from_json(&text).map_err(|e| CliError::Rules {
+        path: rules.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut manager = AlertManager::new(rules_read).with_sink(Arc::new(LogSink));
+    if let Some(file) = file {
+        manager = manager.with_sink(Arc::new(FileSink::new(file)));
+    }
+    #[cfg(feature = "webhook")]
+    if let Some(url) = webhook {
+        manager = manager.with_sink(Arc::new(backtest_perf::alerts::WebhookSink::new(url)));
+    }
+    Ok(manager)
 }
 
 /// The run's slow hooks, if any: the first ten, and how many more.

@@ -22,6 +22,8 @@ pub struct Cli {
 /// The subcommands; none runs the default job (every bundled strategy on the bundled
 /// EURUSD hourly data, reports in ./dump/performance).
 #[derive(Subcommand, Debug)]
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Backtest strategies on a symbol; print trades and timings; dump one report per strategy.
     Backtest {
@@ -61,6 +63,17 @@ pub enum Command {
         #[cfg(feature = "prometheus")]
         #[arg(long)]
         metrics_textfile: bool,
+        /// Alert rules (a JSON array, see the README), checked on each run's statistics at
+        /// its end; what fires is logged on stderr.
+        #[arg(long, value_name = "RULES.json")]
+        alerts: Option<PathBuf>,
+        /// Also append fired alerts as JSON lines to this file.
+        #[arg(long, value_name = "FILE", requires = "alerts")]
+        alert_file: Option<PathBuf>,
+        /// Also POST fired alerts as JSON to this URL.
+        #[cfg(feature = "webhook")]
+        #[arg(long, value_name = "URL", requires = "alerts")]
+        alert_webhook: Option<String>,
         /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
         #[arg(long)]
         timeline: bool,
@@ -204,6 +217,9 @@ pub enum CliError {
     /// No strategy has that name.
     #[error("unknown strategy {name:?}; the known strategies are: {known}")]
     UnknownStrategy { name: String, known: String },
+    /// The alert rules could not be read.
+    #[error("{}: {reason}; the file must be a JSON array of rules (see the README)", path.display())]
+    Rules { path: PathBuf, reason: String },
     /// A file was not a JSON report.
     #[error("{} is not a backtest-perf JSON report (write one with `backtest --format json`): {reason}", path.display())]
     Report { path: PathBuf, reason: String },
@@ -234,6 +250,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             out,
             format,
             trace,
+            alerts,
+            alert_file,
+            #[cfg(feature = "webhook")]
+            alert_webhook,
             timeline,
             slow,
             threads,
@@ -261,6 +281,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 thresholds: slow,
                 formats: format,
                 trace,
+                alerts: match alerts {
+                    None => None,
+                    Some(rules) => Some(backtest::alert_manager(
+                        &rules,
+                        alert_file,
+                        #[cfg(feature = "webhook")]
+                        alert_webhook,
+                    )?),
+                },
                 #[cfg(feature = "prometheus")]
                 metrics_addr,
                 #[cfg(feature = "prometheus")]

@@ -1,0 +1,470 @@
+//! Alerts: rules on a bucket's statistics, each with a severity and a cooldown, delivered
+//! to sinks (a log, a JSON-lines file, and with the `webhook` feature a webhook POST).
+//!
+//! Rules are evaluated against [`PerformanceStatistics`] at a time you pass in: the wall
+//! clock ([`AlertManager::evaluate_now`]) or a backtest's simulated time
+//! ([`AlertManager::evaluate`]). After a rule fires for a `symbol:strategy`, it stays
+//! quiet for that key until its cooldown passed (default 5 minutes for critical, 15 for
+//! warning).
+//!
+//! ```
+//! use chrono::{TimeZone, Utc};
+//! use backtest_perf::alerts::{AlertManager, AlertRule, Condition, Severity, Statistic};
+//! use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+//!
+//! let bus = PerformanceEmitter::new();
+//! let service = PerformanceService::attached(&bus);
+//! for d in [1.0, 2.0, 9.0] {
+//!     bus.emit(PerformanceContract::new(MetricType::GetSignal, d, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+//! }
+//! let rule = AlertRule::new(
+//!     "slow signals",
+//!     Condition::Above { metric: MetricType::GetSignal, statistic: Statistic::P95, bound: 5.0 },
+//!     Severity::Warning,
+//! );
+//! let manager = AlertManager::new(vec![rule]);
+//! let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+//! let fired = manager.evaluate(&service.get_data("A", "s"), at);
+//! assert_eq!(fired[0].message, "slow signals: p95 of getSignal is 9.000 ms, above 5.000 ms (A:s)");
+//! assert!(manager.evaluate(&service.get_data("A", "s"), at).is_empty(), "cooling down");
+//! ```
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::MetricType;
+use crate::key::StorageKey;
+use crate::stats::{MetricStats, PerformanceStatistics};
+
+/// How bad an alert is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Look at it soon.
+    Warning,
+    /// Look at it now.
+    Critical,
+}
+
+impl Severity {
+    /// The default cooldown: 5 minutes for critical, 15 for warning.
+    pub fn default_cooldown(self) -> Duration {
+        match self {
+            Severity::Critical => Duration::from_secs(5 * 60),
+            Severity::Warning => Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A statistic of one metric type, in ms (or percent for the slow share).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Statistic {
+    /// Mean duration.
+    Avg,
+    /// Median.
+    P50,
+    /// 95th percentile.
+    P95,
+    /// 99th percentile.
+    P99,
+    /// Longest duration.
+    Max,
+}
+
+impl Statistic {
+    fn of(self, m: &MetricStats) -> f64 {
+        match self {
+            Statistic::Avg => m.avg_duration,
+            Statistic::P50 => m.median,
+            Statistic::P95 => m.p95,
+            Statistic::P99 => m.p99,
+            Statistic::Max => m.max_duration,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Statistic::Avg => "avg",
+            Statistic::P50 => "p50",
+            Statistic::P95 => "p95",
+            Statistic::P99 => "p99",
+            Statistic::Max => "max",
+        }
+    }
+}
+
+/// When a rule fires.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Condition {
+    /// A statistic of a metric type is above `bound` ms.
+    Above {
+        /// The metric type.
+        metric: MetricType,
+        /// The statistic.
+        statistic: Statistic,
+        /// The bound, ms.
+        bound: f64,
+    },
+    /// More than `bound_percent` of a metric type's events took longer than `threshold` ms.
+    SlowShareAbove {
+        /// The metric type.
+        metric: MetricType,
+        /// What counts as slow, ms.
+        threshold: f64,
+        /// The share, percent.
+        bound_percent: f64,
+    },
+    /// More than `bound` events were rejected.
+    RejectedAbove {
+        /// The bound.
+        bound: u64,
+    },
+    /// More than `bound` events were dropped from a full storage.
+    DroppedAbove {
+        /// The bound.
+        bound: u64,
+    },
+}
+
+/// `12.500 ms`, or `3.200 µs` below a millisecond.
+fn duration(ms: f64) -> String {
+    if ms >= 1.0 {
+        format!("{ms:.3} ms")
+    } else {
+        format!("{:.3} µs", ms * 1e3)
+    }
+}
+
+impl Condition {
+    /// `(value, bound, description)` when the condition holds for `stats`.
+    fn check(&self, stats: &PerformanceStatistics) -> Option<(f64, f64, String)> {
+        match self {
+            Condition::Above {
+                metric,
+                statistic,
+                bound,
+            } => {
+                let value = statistic.of(stats.metric_stats.get(metric)?);
+                (value > *bound).then(|| {
+                    let text = format!(
+                        "{} of {metric} is {}, above {}",
+                        statistic.name(),
+                        duration(value),
+                        duration(*bound)
+                    );
+                    (value, *bound, text)
+                })
+            }
+            Condition::SlowShareAbove {
+                metric,
+                threshold,
+                bound_percent,
+            } => {
+                let events: Vec<f64> = stats
+                    .events
+                    .iter()
+                    .filter(|e| e.metric_type == *metric)
+                    .map(|e| e.duration)
+                    .collect();
+                if events.is_empty() {
+                    return None;
+                }
+                let share = events.iter().filter(|&&d| d > *threshold).count() as f64
+                    / events.len() as f64
+                    * 100.0;
+                (share > *bound_percent).then(|| {
+                    let text = format!(
+                        "{share:.1}% of {metric} took over {threshold} ms, above {bound_percent}%"
+                    );
+                    (share, *bound_percent, text)
+                })
+            }
+            Condition::RejectedAbove { bound } => (stats.rejected > *bound).then(|| {
+                let text = format!("{} events rejected, above {bound}", stats.rejected);
+                (stats.rejected as f64, *bound as f64, text)
+            }),
+            Condition::DroppedAbove { bound } => (stats.dropped > *bound).then(|| {
+                let text = format!("{} events dropped, above {bound}", stats.dropped);
+                (stats.dropped as f64, *bound as f64, text)
+            }),
+        }
+    }
+}
+
+/// A named condition with a severity and a cooldown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRule {
+    /// Its name, first in every message.
+    pub name: String,
+    /// When it fires.
+    pub condition: Condition,
+    /// How bad it is.
+    pub severity: Severity,
+    /// Quiet time per key after firing; the severity's default when absent.
+    #[serde(default, with = "optional_seconds")]
+    pub cooldown: Option<Duration>,
+}
+
+impl AlertRule {
+    /// A rule with the severity's default cooldown.
+    pub fn new(name: impl Into<String>, condition: Condition, severity: Severity) -> Self {
+        AlertRule {
+            name: name.into(),
+            condition,
+            severity,
+            cooldown: None,
+        }
+    }
+
+    /// The cooldown in force.
+    pub fn cooldown(&self) -> Duration {
+        self.cooldown
+            .unwrap_or_else(|| self.severity.default_cooldown())
+    }
+}
+
+mod optional_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let seconds = Option::<f64>::deserialize(d)?;
+        seconds
+            .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// A fired rule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    /// The rule's name.
+    pub rule: String,
+    /// Its severity.
+    pub severity: Severity,
+    /// The symbol.
+    pub symbol: String,
+    /// The strategy.
+    pub strategy: String,
+    /// The value that crossed the bound.
+    pub value: f64,
+    /// The bound.
+    pub bound: f64,
+    /// When it fired (wall or simulated time, as evaluated).
+    pub at: DateTime<Utc>,
+    /// `rule: what happened (symbol:strategy)`.
+    pub message: String,
+}
+
+/// Where alerts go. A sink that fails is counted and logged; the others still get the alert.
+pub trait AlertSink: Send + Sync {
+    /// Delivers one alert.
+    fn deliver(&self, alert: &Alert) -> Result<(), String>;
+}
+
+/// Logs alerts with `tracing` (error for critical, warn for warning) and on stderr.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl AlertSink for LogSink {
+    fn deliver(&self, alert: &Alert) -> Result<(), String> {
+        match alert.severity {
+            Severity::Critical => {
+                tracing::error!(target: "backtest_perf::alerts", "{}", alert.message)
+            }
+            Severity::Warning => {
+                tracing::warn!(target: "backtest_perf::alerts", "{}", alert.message)
+            }
+        }
+        eprintln!("alert [{:?}] {}", alert.severity, alert.message);
+        Ok(())
+    }
+}
+
+/// Appends each alert as one JSON line to a file, creating its folder.
+#[derive(Debug)]
+pub struct FileSink {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl FileSink {
+    /// A sink appending to `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileSink {
+            path: path.into(),
+            lock: Mutex::new(()),
+        }
+    }
+}
+
+impl AlertSink for FileSink {
+    fn deliver(&self, alert: &Alert) -> Result<(), String> {
+        let _one_writer = self.lock.lock();
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let mut line = serde_json::to_string(alert).map_err(|e| e.to_string())?;
+        line.push('\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        // One write of the whole line: readers never see half an alert.
+        file.write_all(line.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
+}
+
+/// POSTs each alert as JSON to a URL (feature `webhook`), with a 5-second timeout.
+#[cfg(feature = "webhook")]
+#[derive(Debug)]
+pub struct WebhookSink {
+    url: String,
+    agent: ureq::Agent,
+}
+
+#[cfg(feature = "webhook")]
+impl WebhookSink {
+    /// A sink posting to `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build();
+        WebhookSink {
+            url: url.into(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+}
+
+#[cfg(feature = "webhook")]
+impl AlertSink for WebhookSink {
+    fn deliver(&self, alert: &Alert) -> Result<(), String> {
+        let body = serde_json::to_string(alert).map_err(|e| e.to_string())?;
+        self.agent
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .send(body)
+            .map(drop)
+            .map_err(|e| format!("POST {} failed: {e}", self.url))
+    }
+}
+
+/// Evaluates rules and delivers what fires; see the [module documentation](self).
+pub struct AlertManager {
+    rules: Vec<AlertRule>,
+    sinks: Vec<Arc<dyn AlertSink>>,
+    last_fired: Mutex<HashMap<(usize, StorageKey), DateTime<Utc>>>,
+    failures: AtomicU64,
+}
+
+impl std::fmt::Debug for AlertManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertManager")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlertManager {
+    /// A manager with `rules` and no sinks (fired alerts are only returned).
+    pub fn new(rules: Vec<AlertRule>) -> Self {
+        AlertManager {
+            rules,
+            sinks: Vec::new(),
+            last_fired: Mutex::new(HashMap::new()),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds a sink.
+    pub fn with_sink(mut self, sink: Arc<dyn AlertSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Deliveries that failed.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Evaluates every rule on `stats` at wall-clock now.
+    pub fn evaluate_now(&self, stats: &PerformanceStatistics) -> Vec<Alert> {
+        self.evaluate(stats, DateTime::<Utc>::from(std::time::SystemTime::now()))
+    }
+
+    /// Evaluates every rule on `stats` at time `now`; delivers and returns what fires.
+    pub fn evaluate(&self, stats: &PerformanceStatistics, now: DateTime<Utc>) -> Vec<Alert> {
+        let key = StorageKey::new(&stats.symbol, &stats.strategy_name);
+        let mut fired = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let Some((value, bound, what)) = rule.condition.check(stats) else {
+                continue;
+            };
+            {
+                let mut last = self.last_fired.lock();
+                let cooldown =
+                    chrono::Duration::from_std(rule.cooldown()).unwrap_or(chrono::Duration::MAX);
+                if let Some(previous) = last.get(&(index, key))
+                    && now < *previous + cooldown
+                {
+                    continue;
+                }
+                last.insert((index, key), now);
+            }
+            let alert = Alert {
+                rule: rule.name.clone(),
+                severity: rule.severity,
+                symbol: key.symbol.to_string(),
+                strategy: key.strategy.to_string(),
+                value,
+                bound,
+                at: now,
+                message: format!("{}: {what} ({key})", rule.name),
+            };
+            for sink in &self.sinks {
+                if let Err(why) = sink.deliver(&alert) {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "backtest_perf::alerts", "alert delivery failed: {why}");
+                }
+            }
+            fired.push(alert);
+        }
+        fired
+    }
+}
+
+/// Reads rules from JSON: an array of rules.
+///
+/// ```
+/// let rules = backtest_perf::alerts::rules_from_json(
+///     r#"[{"name": "rejects", "condition": {"kind": "rejectedAbove", "bound": 0}, "severity": "critical", "cooldown": 60}]"#,
+/// ).unwrap();
+/// assert_eq!(rules[0].cooldown(), std::time::Duration::from_secs(60));
+/// ```
+pub fn rules_from_json(text: &str) -> Result<Vec<AlertRule>, serde_json::Error> {
+    serde_json::from_str(text)
+}
