@@ -14,9 +14,11 @@ use backtest_perf::engine::{
     SyntheticExchange,
 };
 use backtest_perf::export::chrome_trace::write_chrome_trace;
+use backtest_perf::export::html::write_html;
 use backtest_perf::export::json::write_json;
 use backtest_perf::report::{Column, table, thousands};
 use backtest_perf::tracker::TrackerOptions;
+use backtest_perf::tracker::TrackerReport;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
 use backtest_perf::{performance_service, strategies};
 
@@ -203,6 +205,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                     performance_service().dump_to(&result.symbol, &result.strategy, &args.out)?
                 }
                 super::ReportFormat::Json => write_json(&stats, &args.out)?,
+                super::ReportFormat::Html => write_html(&stats, slowest_tick(&result), &args.out)?,
             };
             println!("report: {}", path.display());
         }
@@ -331,19 +334,22 @@ fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
     }
 }
 
-/// The timeline of the run's slowest tick.
-fn print_slowest_tick(result: &BacktestResult) {
-    let Some(report) = &result.tracker else {
-        return;
-    };
-    let slowest = report
+/// The run's tracker report and the id of its slowest tick, if it was tracked.
+fn slowest_tick(result: &BacktestResult) -> Option<(&TrackerReport, u64)> {
+    let report = result.tracker.as_ref()?;
+    let tick = report
         .events
         .iter()
         .filter(|e| e.name == "tick")
-        .max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms));
-    if let Some(tick) = slowest {
+        .max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms))?;
+    Some((report, tick.id))
+}
+
+/// The timeline of the run's slowest tick.
+fn print_slowest_tick(result: &BacktestResult) {
+    if let Some((report, root)) = slowest_tick(result) {
         let style = TimelineStyle {
-            root: Some(tick.id),
+            root: Some(root),
             ..TimelineStyle::for_stdout()
         };
         print!("{}", render(report, style));

@@ -46,7 +46,7 @@ pub enum Command {
         #[arg(long, default_value = backtest_perf::dump::DEFAULT_DUMP_DIR)]
         out: PathBuf,
         /// Reports to write: md, json (statistics and events, with the environment, for
-        /// `compare`), comma-separated.
+        /// `compare`), html (charts), comma-separated.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "md")]
         format: Vec<ReportFormat>,
         /// Also write each run's timeline as Chrome Trace Event JSON (Perfetto,
@@ -154,6 +154,8 @@ pub enum ReportFormat {
     Md,
     /// Statistics and events as JSON, with the environment: the input of `compare`.
     Json,
+    /// A self-contained HTML page with charts (the slowest tick with `--timeline`).
+    Html,
 }
 
 /// Output formats of `stats`.

@@ -2,6 +2,7 @@
 
 pub mod chrome_trace;
 pub mod environment;
+pub mod html;
 pub mod json;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;

@@ -233,7 +233,7 @@ fn line(
 }
 
 /// `root` and every event inside it, by start time.
-fn subtree(report: &TrackerReport, root: u64) -> Vec<&TrackedEvent> {
+pub fn subtree(report: &TrackerReport, root: u64) -> Vec<&TrackedEvent> {
     let mut inside = vec![root];
     let mut found = Vec::new();
     for e in &report.events {

@@ -1,0 +1,280 @@
+//! A self-contained HTML report per strategy: the statistics, the time distribution, a
+//! latency histogram per metric type, and the slowest tick's timeline, all as inline SVG.
+//! No scripts, no fonts or images from elsewhere: the file opens offline.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use crate::dump::{DumpError, safe_file_stem, write_atomic};
+use crate::report::thousands;
+use crate::stats::{MetricStats, PerformanceStatistics};
+use crate::tracker::timeline::subtree;
+use crate::tracker::{EventKind, TrackerReport};
+
+/// Histogram bin edges, ms: log-spaced from 100 ns to 10 s, three bins a decade.
+fn edges() -> Vec<f64> {
+    (0..=24)
+        .map(|i| 10f64.powf(-4.0 + f64::from(i) / 3.0))
+        .collect()
+}
+
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn short(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.0}s", ms / 1000.0)
+    } else if ms >= 1.0 {
+        format!("{ms:.0}ms")
+    } else if ms >= 0.001 {
+        format!("{:.0}µs", ms * 1000.0)
+    } else {
+        format!("{:.0}ns", ms * 1e6)
+    }
+}
+
+/// A duration for people: `12.35 ms`, `420.1 µs`, `230 ns`.
+fn human(ms: f64) -> String {
+    if ms >= 1.0 || ms == 0.0 {
+        format!("{ms:.2} ms")
+    } else if ms >= 0.001 {
+        format!("{:.1} µs", ms * 1000.0)
+    } else {
+        format!("{:.0} ns", ms * 1e6)
+    }
+}
+
+/// The table's columns: the report's, with durations at a readable scale.
+fn columns() -> Vec<(&'static str, fn(&MetricStats) -> String)> {
+    vec![
+        ("Metric", |m| m.metric_type.to_string()),
+        ("Count", |m| m.count.to_string()),
+        ("Avg", |m| human(m.avg_duration)),
+        ("Min", |m| human(m.min_duration)),
+        ("Max", |m| human(m.max_duration)),
+        ("Median", |m| human(m.median)),
+        ("P95", |m| human(m.p95)),
+        ("P99", |m| human(m.p99)),
+        ("Std Dev", |m| human(m.std_dev)),
+        ("Avg Wait", |m| human(m.avg_wait_time)),
+        ("Min Wait", |m| human(m.min_wait_time)),
+        ("Max Wait", |m| human(m.max_wait_time)),
+    ]
+}
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222;max-width:1100px}\
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}table{border-collapse:collapse;font-variant-numeric:tabular-nums}\
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}th:first-child,td:first-child{text-align:left}\
+th{background:#f3f3f3}.meta span{margin-right:1.5rem}figure{margin:1rem 0}figcaption{font-weight:600}\
+svg text{font:11px system-ui,sans-serif;fill:#333}.slow{fill:#d9822b}.bar{fill:#4a7fb5}.op{fill:#7fa7d0}";
+
+fn distribution_svg(rows: &[&MetricStats], total: f64) -> String {
+    let (width, row) = (700.0, 24.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"time distribution\">",
+        row * rows.len() as f64 + 4.0
+    );
+    for (i, m) in rows.iter().enumerate() {
+        let share = if total > 0.0 {
+            m.total_duration / total
+        } else {
+            0.0
+        };
+        let y = i as f64 * row;
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"bar\" x=\"150\" y=\"{}\" width=\"{:.1}\" height=\"16\"/><text x=\"{:.1}\" y=\"{}\">{:.1}% ({} ms)</text>",
+            y + 14.0,
+            esc(m.metric_type.as_str()),
+            y + 2.0,
+            share * 400.0,
+            156.0 + share * 400.0,
+            y + 14.0,
+            share * 100.0,
+            thousands(m.total_duration, 2)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn histogram_svg(durations: &[f64]) -> String {
+    let edges = edges();
+    let mut counts = vec![0u64; edges.len() + 1];
+    for &d in durations {
+        counts[edges.partition_point(|&e| e < d)] += 1;
+    }
+    let max = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let (bar, height) = (28.0, 120.0);
+    let width = bar * counts.len() as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"latency histogram\">",
+        height + 34.0
+    );
+    for (i, &n) in counts.iter().enumerate() {
+        let h = n as f64 / max * height;
+        let x = i as f64 * bar;
+        let _ = write!(
+            svg,
+            "<rect class=\"bar\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\"><title>{n} events</title></rect>",
+            x + 2.0,
+            height - h,
+            bar - 4.0
+        );
+        // Bin i holds durations below edges[i]: its label marks the bin's right side.
+        if i % 3 == 0 && i < edges.len() {
+            let _ = write!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{}\">{}</text>",
+                x + bar - 10.0,
+                height + 14.0,
+                short(edges[i])
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"0\" y=\"{}\">duration (log scale); bar height: events</text></svg>",
+        height + 30.0
+    );
+    svg
+}
+
+fn timeline_svg(report: &TrackerReport, root: u64) -> Option<String> {
+    let events = subtree(report, root);
+    let first = events.first()?;
+    let (start, span) = (first.start_ns, first.duration_ns.max(1) as f64);
+    let base_depth = first.depth;
+    let (width, row) = (900.0, 22.0);
+    let rows = events
+        .iter()
+        .map(|e| e.depth - base_depth)
+        .max()
+        .unwrap_or(0) as f64
+        + 1.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"slowest tick timeline\">",
+        rows * row + 20.0
+    );
+    for e in &events {
+        let x = (e.start_ns - start) as f64 / span * width;
+        let w = (e.duration_ns as f64 / span * width).max(1.0);
+        let y = f64::from(e.depth - base_depth) * row;
+        let class = if e.slow { "slow" } else { "op" };
+        let label = match e.kind {
+            EventKind::Operation => format!("{} {:.3} ms", e.name, e.duration_ms),
+            EventKind::Mark => format!("• {}", e.name),
+        };
+        let _ = write!(
+            svg,
+            "<rect class=\"{class}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"18\"><title>{}</title></rect><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            esc(&label),
+            x + 3.0,
+            y + 13.0,
+            esc(&label)
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"0\" y=\"{:.1}\">0 to {:.3} ms</text></svg>",
+        rows * row + 14.0,
+        first.duration_ms
+    );
+    Some(svg)
+}
+
+/// The page for `stats`; with `timeline`, the run's report and the id of its slowest tick.
+pub fn render_html(
+    stats: &PerformanceStatistics,
+    timeline: Option<(&TrackerReport, u64)>,
+) -> String {
+    let title = format!("Performance Report: {}", stats.strategy_name);
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
+        esc(&title),
+        esc(&title)
+    );
+    if stats.total_events == 0 {
+        html.push_str("<p>No performance metrics recorded yet.</p></body></html>\n");
+        return html;
+    }
+    let _ = writeln!(
+        html,
+        "<p class=\"meta\"><span>Symbol: <b>{}</b></span><span>Total events: <b>{}</b></span><span>Total execution time: <b>{} ms</b></span><span>Metric types: <b>{}</b></span><span>Rejected: <b>{}</b></span><span>Dropped: <b>{}</b></span></p>",
+        esc(&stats.symbol),
+        thousands(stats.total_events as f64, 0),
+        thousands(stats.total_duration, 2),
+        stats.metric_stats.len(),
+        stats.rejected,
+        stats.dropped
+    );
+    let mut rows: Vec<&MetricStats> = stats.metric_stats.values().collect();
+    rows.sort_by(|a, b| {
+        b.total_duration
+            .total_cmp(&a.total_duration)
+            .then_with(|| a.metric_type.cmp(&b.metric_type))
+    });
+    html.push_str("<h2>Detailed metrics</h2>\n<table><thead><tr>");
+    let columns = columns();
+    for (label, _) in &columns {
+        let _ = write!(html, "<th>{label}</th>");
+    }
+    html.push_str("</tr></thead><tbody>\n");
+    for m in &rows {
+        html.push_str("<tr>");
+        for (_, format) in &columns {
+            let _ = write!(html, "<td>{}</td>", esc(&format(m)));
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody></table>\n<h2>Time distribution</h2>\n");
+    html.push_str(&distribution_svg(&rows, stats.total_duration));
+    html.push_str("\n<h2>Latency histograms</h2>\n");
+    for m in &rows {
+        let durations: Vec<f64> = stats
+            .events
+            .iter()
+            .filter(|e| e.metric_type == m.metric_type)
+            .map(|e| e.duration)
+            .collect();
+        let _ = writeln!(
+            html,
+            "<figure><figcaption>{} ({} events)</figcaption>{}</figure>",
+            esc(m.metric_type.as_str()),
+            durations.len(),
+            histogram_svg(&durations)
+        );
+    }
+    html.push_str("<h2>Slowest tick</h2>\n");
+    match timeline.and_then(|(report, root)| timeline_svg(report, root)) {
+        Some(svg) => html.push_str(&svg),
+        None => {
+            html.push_str("<p>Not tracked: run with <code>--timeline</code> to include it.</p>")
+        }
+    }
+    html.push_str("\n</body></html>\n");
+    html
+}
+
+/// Writes the page atomically to `dir/<strategy>.html`; returns the path.
+pub fn write_html(
+    stats: &PerformanceStatistics,
+    timeline: Option<(&TrackerReport, u64)>,
+    dir: &Path,
+) -> Result<PathBuf, DumpError> {
+    let name = format!("{}.html", safe_file_stem(&stats.strategy_name));
+    write_atomic(dir, &name, &render_html(stats, timeline))
+}
