@@ -57,8 +57,11 @@ fn human(ms: f64) -> String {
     }
 }
 
+/// How a table cell is written from a row's statistics.
+type Cell = fn(&MetricStats) -> String;
+
 /// The table's columns: the report's, with durations at a readable scale.
-fn columns() -> Vec<(&'static str, fn(&MetricStats) -> String)> {
+fn columns() -> Vec<(&'static str, Cell)> {
     vec![
         ("Metric", |m| m.metric_type.to_string()),
         ("Count", |m| m.count.to_string()),
