@@ -39,6 +39,53 @@ fn year(c: &mut Criterion) {
             b.iter(|| black_box(backtest.run(&mut SmaCrossover::default()).unwrap()))
         });
     }
+    // Tracking on with Prometheus and OpenTelemetry on the bus. The OTel spans are built on
+    // a listener's worker (the other core): the run is timed, the drain after it is not,
+    // and is printed apart.
+    #[cfg(all(feature = "prometheus", feature = "otel"))]
+    {
+        #[derive(Debug)]
+        struct Discard;
+        impl opentelemetry_sdk::trace::SpanExporter for Discard {
+            fn export(
+                &self,
+                _batch: Vec<opentelemetry_sdk::trace::SpanData>,
+            ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send
+            {
+                std::future::ready(Ok(()))
+            }
+        }
+        let bus = PerformanceEmitter::new();
+        let _service = PerformanceService::attached(&bus);
+        bus.add_sink(std::sync::Arc::new(
+            backtest_perf::export::prometheus::PrometheusExporter::default(),
+        ));
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(Discard)
+            .build();
+        let spans = backtest_perf::export::otel::listen(&bus, &provider, TrackerOptions::default());
+        let backtest = Backtest::new(&exchange, "YEAR").unwrap().with_bus(bus);
+        let mut drains = Vec::new();
+        group.bench_function("tracking_on_prometheus_otel", |b| {
+            b.iter_custom(|iterations| {
+                let mut timed = std::time::Duration::ZERO;
+                for _ in 0..iterations {
+                    let start = std::time::Instant::now();
+                    black_box(backtest.run(&mut SmaCrossover::default()).unwrap());
+                    timed += start.elapsed();
+                    let drain = std::time::Instant::now();
+                    spans.flush();
+                    drains.push(drain.elapsed().as_secs_f64() * 1000.0);
+                }
+                timed
+            })
+        });
+        drains.sort_by(f64::total_cmp);
+        println!(
+            "OpenTelemetry spans drained after each run in {:.0} ms (median)",
+            drains[drains.len() / 2]
+        );
+    }
     // The run tracker on (every hook also a span, user spans possible), bus tracking off.
     let bus = PerformanceEmitter::new();
     bus.set_enabled(false);

@@ -62,6 +62,12 @@ pub struct BacktestArgs {
     /// Write the Prometheus metrics as a textfile at the end.
     #[cfg(feature = "prometheus")]
     pub metrics_textfile: bool,
+    /// Send spans to this OTLP/HTTP endpoint.
+    #[cfg(feature = "otel")]
+    pub otlp_endpoint: Option<String>,
+    /// Write spans to this OTLP-JSON file.
+    #[cfg(feature = "otel")]
+    pub otlp_file: Option<PathBuf>,
 }
 
 impl Default for BacktestArgs {
@@ -81,6 +87,10 @@ impl Default for BacktestArgs {
             metrics_addr: None,
             #[cfg(feature = "prometheus")]
             metrics_textfile: false,
+            #[cfg(feature = "otel")]
+            otlp_endpoint: None,
+            #[cfg(feature = "otel")]
+            otlp_file: None,
         }
     }
 }
@@ -181,9 +191,13 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         .collect::<Result<_, CliError>>()?;
     #[cfg(feature = "prometheus")]
     let metrics = Metrics::start(args, &config.tracker)?;
+    #[cfg(feature = "otel")]
+    let spans = Spans::start(args, &config.tracker)?;
     let results = run_parallel(jobs, args.threads);
     #[cfg(feature = "prometheus")]
     metrics.finish(args)?;
+    #[cfg(feature = "otel")]
+    spans.finish()?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -311,6 +325,67 @@ pub fn alert_manager(
         manager = manager.with_sink(Arc::new(backtest_perf::alerts::WebhookSink::new(url)));
     }
     Ok(manager)
+}
+
+/// The OpenTelemetry spans of a `backtest` call.
+#[cfg(feature = "otel")]
+struct Spans {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    subscription: Option<backtest_perf::Subscription>,
+}
+
+#[cfg(feature = "otel")]
+impl Spans {
+    fn start(args: &BacktestArgs, thresholds: &TrackerOptions) -> Result<Self, CliError> {
+        use backtest_perf::export::otel::{
+            Batched, OtlpHttpExporter, OtlpJsonFileExporter, listen,
+        };
+        if args.otlp_endpoint.is_none() && args.otlp_file.is_none() {
+            return Ok(Spans {
+                provider: None,
+                subscription: None,
+            });
+        }
+        let mut builder = opentelemetry_sdk::trace::SdkTracerProvider::builder();
+        if let Some(url) = &args.otlp_endpoint {
+            builder =
+                builder.with_simple_exporter(Batched::new(OtlpHttpExporter::new(url.clone()), 512));
+        }
+        if let Some(path) = &args.otlp_file {
+            let exporter =
+                OtlpJsonFileExporter::create(path).map_err(|source| CliError::Input {
+                    path: path.clone(),
+                    source,
+                })?;
+            builder = builder.with_simple_exporter(Batched::new(exporter, 512));
+        }
+        let provider = builder.build();
+        let subscription = listen(
+            backtest_perf::performance_emitter(),
+            &provider,
+            thresholds.clone(),
+        );
+        Ok(Spans {
+            provider: Some(provider),
+            subscription: Some(subscription),
+        })
+    }
+
+    /// Waits until every span was built and exported.
+    fn finish(self) -> Result<(), CliError> {
+        if let Some(subscription) = self.subscription {
+            subscription.flush();
+        }
+        if let Some(provider) = self.provider {
+            provider
+                .force_flush()
+                .map_err(|e| CliError::Spans(e.to_string()))?;
+            provider
+                .shutdown()
+                .map_err(|e| CliError::Spans(e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 /// The run's slow hooks, if any: the first ten, and how many more.

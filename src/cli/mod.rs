@@ -74,6 +74,15 @@ pub enum Command {
         #[cfg(feature = "webhook")]
         #[arg(long, value_name = "URL", requires = "alerts")]
         alert_webhook: Option<String>,
+        /// Send one OpenTelemetry span per hook to this OTLP/HTTP endpoint
+        /// (e.g. http://localhost:4318/v1/traces).
+        #[cfg(feature = "otel")]
+        #[arg(long, value_name = "URL")]
+        otlp_endpoint: Option<String>,
+        /// Write one OpenTelemetry span per hook to this file as OTLP-JSON lines.
+        #[cfg(feature = "otel")]
+        #[arg(long, value_name = "FILE")]
+        otlp_file: Option<PathBuf>,
         /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
         #[arg(long)]
         timeline: bool,
@@ -219,6 +228,10 @@ pub enum CliError {
     /// No strategy has that name.
     #[error("unknown strategy {name:?}; the known strategies are: {known}")]
     UnknownStrategy { name: String, known: String },
+    /// Spans could not be exported.
+    #[cfg(feature = "otel")]
+    #[error("OpenTelemetry export failed: {0}; check the endpoint or the file")]
+    Spans(String),
     /// The alert rules could not be read.
     #[error("{}: {reason}; the file must be a JSON array of rules (see the README)", path.display())]
     Rules { path: PathBuf, reason: String },
@@ -263,6 +276,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             metrics_addr,
             #[cfg(feature = "prometheus")]
             metrics_textfile,
+            #[cfg(feature = "otel")]
+            otlp_endpoint,
+            #[cfg(feature = "otel")]
+            otlp_file,
         }) => {
             let data = match (data, synthetic) {
                 (Some(path), _) => backtest::Data::Csv(path),
@@ -296,6 +313,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 metrics_addr,
                 #[cfg(feature = "prometheus")]
                 metrics_textfile,
+                #[cfg(feature = "otel")]
+                otlp_endpoint,
+                #[cfg(feature = "otel")]
+                otlp_file,
             };
             backtest::run(&args).map(drop)
         }
