@@ -22,7 +22,7 @@ use backtest_perf::tracker::TrackerReport;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
 use backtest_perf::{performance_service, strategies};
 
-use super::CliError;
+use super::{CliError, ReportFormat, parse_threshold};
 
 /// The data the default job runs on, bundled into the binary.
 pub const BUNDLED_NAME: &str = "examples/data/EURUSD.csv";
@@ -92,6 +92,120 @@ impl Default for BacktestArgs {
             #[cfg(feature = "otel")]
             otlp_file: None,
         }
+    }
+}
+
+/// The flags of `backtest-perf backtest`.
+#[derive(clap::Args, Debug)]
+pub struct BacktestCli {
+    /// Candles from this CSV file (unnamed time column, then Open, High, Low, Close, Volume).
+    #[arg(long, conflicts_with = "synthetic")]
+    pub data: Option<PathBuf>,
+    /// Seeded synthetic 1-minute candles for this many days instead.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_650))]
+    pub synthetic: Option<u64>,
+    /// Seed of the synthetic candles.
+    #[arg(long, default_value_t = 42, requires = "synthetic")]
+    pub seed: u64,
+    /// The symbol's name (default: the file name, SYNTH, or EURUSD for the bundled data).
+    #[arg(long)]
+    pub symbol: Option<String>,
+    /// A strategy to run (repeat for several; default: all bundled ones).
+    #[arg(long = "strategy")]
+    pub strategies: Vec<String>,
+    /// Folder for the reports.
+    #[arg(long, default_value = backtest_perf::dump::DEFAULT_DUMP_DIR)]
+    pub out: PathBuf,
+    /// Reports to write: md, json (statistics and events, with the environment, for
+    /// `compare`), html (charts), comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "md")]
+    pub format: Vec<ReportFormat>,
+    /// Also write each run's timeline as Chrome Trace Event JSON (Perfetto,
+    /// chrome://tracing) into the output folder.
+    #[arg(long)]
+    pub trace: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics while the backtests run
+    /// (default 127.0.0.1:9464 when given without an address).
+    #[cfg(feature = "prometheus")]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    pub metrics_addr: Option<String>,
+    /// Write the Prometheus metrics to OUT/backtest-perf.prom at the end (for the
+    /// node_exporter textfile collector or a Pushgateway).
+    #[cfg(feature = "prometheus")]
+    #[arg(long)]
+    pub metrics_textfile: bool,
+    /// Alert rules (a JSON array, see the README), checked on each run's statistics at
+    /// its end; what fires is logged on stderr.
+    #[arg(long, value_name = "RULES.json")]
+    pub alerts: Option<PathBuf>,
+    /// Also append fired alerts as JSON lines to this file.
+    #[arg(long, value_name = "FILE", requires = "alerts")]
+    pub alert_file: Option<PathBuf>,
+    /// Also POST fired alerts as JSON to this URL.
+    #[cfg(feature = "webhook")]
+    #[arg(long, value_name = "URL", requires = "alerts")]
+    pub alert_webhook: Option<String>,
+    /// Send one OpenTelemetry span per hook to this OTLP/HTTP endpoint
+    /// (e.g. http://localhost:4318/v1/traces).
+    #[cfg(feature = "otel")]
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Write one OpenTelemetry span per hook to this file as OTLP-JSON lines.
+    #[cfg(feature = "otel")]
+    #[arg(long, value_name = "FILE")]
+    pub otlp_file: Option<PathBuf>,
+    /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
+    #[arg(long)]
+    pub timeline: bool,
+    /// A slow-hook threshold, e.g. `getSignal=5` or `tick=0.5` (ms; repeat for several).
+    /// Defaults: getCandles 50, getSignal 5, the others 100.
+    #[arg(long = "slow", value_name = "HOOK=MS", value_parser = parse_threshold)]
+    pub slow: Vec<(String, f64)>,
+    /// Backtests run at once (default: the number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub threads: Option<u64>,
+}
+
+impl BacktestArgs {
+    /// What the flags ask for, with the defaults filled in and the alert rules read.
+    pub fn from_cli(cli: BacktestCli) -> Result<Self, CliError> {
+        let data = match (cli.data, cli.synthetic) {
+            (Some(path), _) => Data::Csv(path),
+            (None, Some(days)) => Data::Synthetic {
+                days: days as usize,
+                seed: cli.seed,
+            },
+            (None, None) => Data::Bundled,
+        };
+        let alerts = match cli.alerts {
+            None => None,
+            Some(rules) => Some(alert_manager(
+                &rules,
+                cli.alert_file,
+                #[cfg(feature = "webhook")]
+                cli.alert_webhook,
+            )?),
+        };
+        Ok(BacktestArgs {
+            data,
+            symbol: cli.symbol,
+            strategies: cli.strategies,
+            out: cli.out,
+            threads: cli.threads.map_or_else(default_threads, |t| t as usize),
+            timeline: cli.timeline,
+            thresholds: cli.slow,
+            formats: cli.format,
+            trace: cli.trace,
+            alerts,
+            #[cfg(feature = "prometheus")]
+            metrics_addr: cli.metrics_addr,
+            #[cfg(feature = "prometheus")]
+            metrics_textfile: cli.metrics_textfile,
+            #[cfg(feature = "otel")]
+            otlp_endpoint: cli.otlp_endpoint,
+            #[cfg(feature = "otel")]
+            otlp_file: cli.otlp_file,
+        })
     }
 }
 

@@ -26,74 +26,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Backtest strategies on a symbol; print trades and timings; dump one report per strategy.
-    Backtest {
-        /// Candles from this CSV file (unnamed time column, then Open, High, Low, Close, Volume).
-        #[arg(long, conflicts_with = "synthetic")]
-        data: Option<PathBuf>,
-        /// Seeded synthetic 1-minute candles for this many days instead.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_650))]
-        synthetic: Option<u64>,
-        /// Seed of the synthetic candles.
-        #[arg(long, default_value_t = 42, requires = "synthetic")]
-        seed: u64,
-        /// The symbol's name (default: the file name, SYNTH, or EURUSD for the bundled data).
-        #[arg(long)]
-        symbol: Option<String>,
-        /// A strategy to run (repeat for several; default: all bundled ones).
-        #[arg(long = "strategy")]
-        strategies: Vec<String>,
-        /// Folder for the reports.
-        #[arg(long, default_value = backtest_perf::dump::DEFAULT_DUMP_DIR)]
-        out: PathBuf,
-        /// Reports to write: md, json (statistics and events, with the environment, for
-        /// `compare`), html (charts), comma-separated.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "md")]
-        format: Vec<ReportFormat>,
-        /// Also write each run's timeline as Chrome Trace Event JSON (Perfetto,
-        /// chrome://tracing) into the output folder.
-        #[arg(long)]
-        trace: bool,
-        /// Serve Prometheus metrics on http://ADDR/metrics while the backtests run
-        /// (default 127.0.0.1:9464 when given without an address).
-        #[cfg(feature = "prometheus")]
-        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
-        metrics_addr: Option<String>,
-        /// Write the Prometheus metrics to OUT/backtest-perf.prom at the end (for the
-        /// node_exporter textfile collector or a Pushgateway).
-        #[cfg(feature = "prometheus")]
-        #[arg(long)]
-        metrics_textfile: bool,
-        /// Alert rules (a JSON array, see the README), checked on each run's statistics at
-        /// its end; what fires is logged on stderr.
-        #[arg(long, value_name = "RULES.json")]
-        alerts: Option<PathBuf>,
-        /// Also append fired alerts as JSON lines to this file.
-        #[arg(long, value_name = "FILE", requires = "alerts")]
-        alert_file: Option<PathBuf>,
-        /// Also POST fired alerts as JSON to this URL.
-        #[cfg(feature = "webhook")]
-        #[arg(long, value_name = "URL", requires = "alerts")]
-        alert_webhook: Option<String>,
-        /// Send one OpenTelemetry span per hook to this OTLP/HTTP endpoint
-        /// (e.g. http://localhost:4318/v1/traces).
-        #[cfg(feature = "otel")]
-        #[arg(long, value_name = "URL")]
-        otlp_endpoint: Option<String>,
-        /// Write one OpenTelemetry span per hook to this file as OTLP-JSON lines.
-        #[cfg(feature = "otel")]
-        #[arg(long, value_name = "FILE")]
-        otlp_file: Option<PathBuf>,
-        /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
-        #[arg(long)]
-        timeline: bool,
-        /// A slow-hook threshold, e.g. `getSignal=5` or `tick=0.5` (ms; repeat for several).
-        /// Defaults: getCandles 50, getSignal 5, the others 100.
-        #[arg(long = "slow", value_name = "HOOK=MS", value_parser = parse_threshold)]
-        slow: Vec<(String, f64)>,
-        /// Backtests run at once (default: the number of cores).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
-        threads: Option<u64>,
-    },
+    Backtest(backtest::BacktestCli),
     /// Statistics of performance events read from a JSONL file.
     Stats {
         /// One event per line: a PerformanceContract, or a backtest-kit
@@ -256,69 +189,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let stderr = std::io::stderr();
     match cli.command {
         None => backtest::run(&backtest::BacktestArgs::default()).map(drop),
-        Some(Command::Backtest {
-            data,
-            synthetic,
-            seed,
-            symbol,
-            strategies,
-            out,
-            format,
-            trace,
-            alerts,
-            alert_file,
-            #[cfg(feature = "webhook")]
-            alert_webhook,
-            timeline,
-            slow,
-            threads,
-            #[cfg(feature = "prometheus")]
-            metrics_addr,
-            #[cfg(feature = "prometheus")]
-            metrics_textfile,
-            #[cfg(feature = "otel")]
-            otlp_endpoint,
-            #[cfg(feature = "otel")]
-            otlp_file,
-        }) => {
-            let data = match (data, synthetic) {
-                (Some(path), _) => backtest::Data::Csv(path),
-                (None, Some(days)) => backtest::Data::Synthetic {
-                    days: days as usize,
-                    seed,
-                },
-                (None, None) => backtest::Data::Bundled,
-            };
-            let defaults = backtest::BacktestArgs::default();
-            let args = backtest::BacktestArgs {
-                data,
-                symbol,
-                strategies,
-                out,
-                threads: threads.map_or(defaults.threads, |t| t as usize),
-                timeline,
-                thresholds: slow,
-                formats: format,
-                trace,
-                alerts: match alerts {
-                    None => None,
-                    Some(rules) => Some(backtest::alert_manager(
-                        &rules,
-                        alert_file,
-                        #[cfg(feature = "webhook")]
-                        alert_webhook,
-                    )?),
-                },
-                #[cfg(feature = "prometheus")]
-                metrics_addr,
-                #[cfg(feature = "prometheus")]
-                metrics_textfile,
-                #[cfg(feature = "otel")]
-                otlp_endpoint,
-                #[cfg(feature = "otel")]
-                otlp_file,
-            };
-            backtest::run(&args).map(drop)
+        Some(Command::Backtest(cli)) => {
+            backtest::run(&backtest::BacktestArgs::from_cli(cli)?).map(drop)
         }
         Some(Command::Stats {
             input,

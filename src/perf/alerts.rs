@@ -341,35 +341,21 @@ impl AlertSink for FileSink {
 /// POSTs each alert as JSON to a URL (feature `webhook`), with a 5-second timeout.
 #[cfg(feature = "webhook")]
 #[derive(Debug)]
-pub struct WebhookSink {
-    url: String,
-    agent: ureq::Agent,
-}
+pub struct WebhookSink(crate::export::http::JsonPost);
 
 #[cfg(feature = "webhook")]
 impl WebhookSink {
     /// A sink posting to `url`.
     pub fn new(url: impl Into<String>) -> Self {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build();
-        WebhookSink {
-            url: url.into(),
-            agent: ureq::Agent::new_with_config(config),
-        }
+        WebhookSink(crate::export::http::JsonPost::new(url))
     }
 }
 
 #[cfg(feature = "webhook")]
 impl AlertSink for WebhookSink {
     fn deliver(&self, alert: &Alert) -> Result<(), String> {
-        let body = serde_json::to_string(alert).map_err(|e| e.to_string())?;
-        self.agent
-            .post(&self.url)
-            .header("Content-Type", "application/json")
-            .send(body)
-            .map(drop)
-            .map_err(|e| format!("POST {} failed: {e}", self.url))
+        self.0
+            .send(serde_json::to_string(alert).map_err(|e| e.to_string())?)
     }
 }
 

@@ -196,21 +196,12 @@ impl SpanExporter for OtlpJsonFileExporter {
 
 /// Posts each exported batch as OTLP/HTTP JSON to a collector, with a 5-second timeout.
 #[derive(Debug)]
-pub struct OtlpHttpExporter {
-    url: String,
-    agent: ureq::Agent,
-}
+pub struct OtlpHttpExporter(super::http::JsonPost);
 
 impl OtlpHttpExporter {
     /// An exporter posting to `url`, e.g. `http://localhost:4318/v1/traces`.
     pub fn new(url: impl Into<String>) -> Self {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build();
-        OtlpHttpExporter {
-            url: url.into(),
-            agent: ureq::Agent::new_with_config(config),
-        }
+        OtlpHttpExporter(super::http::JsonPost::new(url))
     }
 }
 
@@ -219,15 +210,11 @@ impl SpanExporter for OtlpHttpExporter {
         &self,
         batch: Vec<SpanData>,
     ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        let body = otlp_json(&batch).to_string();
-        let result = self
-            .agent
-            .post(&self.url)
-            .header("Content-Type", "application/json")
-            .send(body)
-            .map(drop)
-            .map_err(|e| OTelSdkError::InternalFailure(format!("POST {} failed: {e}", self.url)));
-        std::future::ready(result)
+        std::future::ready(
+            self.0
+                .send(otlp_json(&batch).to_string())
+                .map_err(OTelSdkError::InternalFailure),
+        )
     }
 }
 

@@ -1,0 +1,33 @@
+//! Posting JSON over HTTP(S): what webhook alerts and the OTLP/HTTP exporter share.
+
+use std::time::Duration;
+
+/// Posts JSON bodies to one URL, with a 5-second timeout per request.
+#[derive(Debug)]
+pub struct JsonPost {
+    url: String,
+    agent: ureq::Agent,
+}
+
+impl JsonPost {
+    /// A poster to `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build();
+        JsonPost {
+            url: url.into(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    /// POSTs `body` as `application/json`; the error names the URL.
+    pub fn send(&self, body: String) -> Result<(), String> {
+        self.agent
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .send(body)
+            .map(drop)
+            .map_err(|e| format!("POST {} failed: {e}", self.url))
+    }
+}
