@@ -332,9 +332,11 @@ fn run_worker(shared: Arc<ListenerShared>, mut callback: Callback) {
                 shared.close();
             }
             shared.handled.fetch_add(1, Ordering::SeqCst);
-            if shared.flush_waiters.load(Ordering::SeqCst) > 0 {
-                shared.drained.notify_waiters();
-            }
+        }
+        // Once a batch, not once an event: a flush waits for whole batches anyway, and
+        // waking it takes a lock.
+        if shared.flush_waiters.load(Ordering::SeqCst) > 0 {
+            shared.drained.notify_waiters();
         }
         batch.clear();
     }
