@@ -304,9 +304,9 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         })
         .collect::<Result<_, CliError>>()?;
     #[cfg(feature = "prometheus")]
-    let metrics = Metrics::start(args, &config.tracker)?;
+    let metrics = super::exporters::Metrics::start(args, &config.tracker)?;
     #[cfg(feature = "otel")]
-    let spans = Spans::start(args, &config.tracker)?;
+    let spans = super::exporters::Spans::start(args, &config.tracker)?;
     let results = run_parallel(jobs, args.threads);
     #[cfg(feature = "prometheus")]
     metrics.finish(args)?;
@@ -370,52 +370,6 @@ fn print_result(result: &BacktestResult) {
     print!("{}", table(&stats, &console_columns()));
 }
 
-/// The Prometheus exporter of a `backtest` call, and its endpoint.
-#[cfg(feature = "prometheus")]
-struct Metrics {
-    exporter: Option<Arc<backtest_perf::export::prometheus::PrometheusExporter>>,
-    _server: Option<backtest_perf::export::prometheus::MetricsServer>,
-}
-
-#[cfg(feature = "prometheus")]
-impl Metrics {
-    fn start(args: &BacktestArgs, thresholds: &TrackerOptions) -> Result<Self, CliError> {
-        use backtest_perf::export::prometheus::PrometheusExporter;
-        if args.metrics_addr.is_none() && !args.metrics_textfile {
-            return Ok(Metrics {
-                exporter: None,
-                _server: None,
-            });
-        }
-        let storage = performance_service().storage().clone();
-        let exporter = Arc::new(PrometheusExporter::new(thresholds.clone(), Some(storage)));
-        backtest_perf::performance_emitter().add_sink(exporter.clone());
-        let server = match &args.metrics_addr {
-            None => None,
-            Some(addr) => {
-                let server = exporter.serve(addr).map_err(|source| CliError::Serve {
-                    addr: addr.clone(),
-                    source,
-                })?;
-                println!("metrics: http://{}/metrics", server.addr());
-                Some(server)
-            }
-        };
-        Ok(Metrics {
-            exporter: Some(exporter),
-            _server: server,
-        })
-    }
-
-    fn finish(&self, args: &BacktestArgs) -> Result<(), CliError> {
-        if let (Some(exporter), true) = (&self.exporter, args.metrics_textfile) {
-            let path = exporter.write_textfile(&args.out, "backtest-perf")?;
-            println!("metrics: {}", path.display());
-        }
-        Ok(())
-    }
-}
-
 /// The alert rules of `rules` (a JSON array), delivered to the log and the given sinks.
 pub fn alert_manager(
     rules: &std::path::Path,
@@ -439,67 +393,6 @@ pub fn alert_manager(
         manager = manager.with_sink(Arc::new(backtest_perf::alerts::WebhookSink::new(url)));
     }
     Ok(manager)
-}
-
-/// The OpenTelemetry spans of a `backtest` call.
-#[cfg(feature = "otel")]
-struct Spans {
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-    subscription: Option<backtest_perf::Subscription>,
-}
-
-#[cfg(feature = "otel")]
-impl Spans {
-    fn start(args: &BacktestArgs, thresholds: &TrackerOptions) -> Result<Self, CliError> {
-        use backtest_perf::export::otel::{
-            Batched, OtlpHttpExporter, OtlpJsonFileExporter, listen,
-        };
-        if args.otlp_endpoint.is_none() && args.otlp_file.is_none() {
-            return Ok(Spans {
-                provider: None,
-                subscription: None,
-            });
-        }
-        let mut builder = opentelemetry_sdk::trace::SdkTracerProvider::builder();
-        if let Some(url) = &args.otlp_endpoint {
-            builder =
-                builder.with_simple_exporter(Batched::new(OtlpHttpExporter::new(url.clone()), 512));
-        }
-        if let Some(path) = &args.otlp_file {
-            let exporter =
-                OtlpJsonFileExporter::create(path).map_err(|source| CliError::Input {
-                    path: path.clone(),
-                    source,
-                })?;
-            builder = builder.with_simple_exporter(Batched::new(exporter, 512));
-        }
-        let provider = builder.build();
-        let subscription = listen(
-            backtest_perf::performance_emitter(),
-            &provider,
-            thresholds.clone(),
-        );
-        Ok(Spans {
-            provider: Some(provider),
-            subscription: Some(subscription),
-        })
-    }
-
-    /// Waits until every span was built and exported.
-    fn finish(self) -> Result<(), CliError> {
-        if let Some(subscription) = self.subscription {
-            subscription.flush();
-        }
-        if let Some(provider) = self.provider {
-            provider
-                .force_flush()
-                .map_err(|e| CliError::Spans(e.to_string()))?;
-            provider
-                .shutdown()
-                .map_err(|e| CliError::Spans(e.to_string()))?;
-        }
-        Ok(())
-    }
 }
 
 /// The run's slow hooks, if any: the first ten, and how many more.

@@ -3,6 +3,7 @@
 pub mod backtest;
 pub mod bench;
 pub mod compare;
+pub mod exporters;
 pub mod jsonl;
 pub mod stats;
 
