@@ -252,6 +252,14 @@ impl ListenerShared {
             }
             let ready = queue.events.len() >= WAKE_BACKLOG || queue.flush_requested || naps > 0;
             if ready && !queue.events.is_empty() {
+                // The emptied batch goes back to the producers: give it the capacity of the
+                // queue it replaces, so that a lagging listener's two buffers settle at one
+                // size instead of the emitting thread growing (and page-faulting) a small
+                // one on every swap. Done here, on the worker.
+                let capacity = queue.events.capacity();
+                if batch.capacity() < capacity {
+                    batch.reserve_exact(capacity - batch.len());
+                }
                 std::mem::swap(&mut queue.events, batch);
                 queue.worker = Worker::Busy;
                 queue.flush_requested = false;
