@@ -12,8 +12,8 @@ use backtest_perf::{PerformanceEmitter, PerformanceService};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn year(c: &mut Criterion) {
-    let exchange =
-        MemoryExchange::new().with_series(generate("YEAR".into(), &SyntheticConfig::days(365)));
+    let exchange = MemoryExchange::new()
+        .with_series(generate("YEAR".into(), &SyntheticConfig::days(365)).unwrap());
     let mut group = c.benchmark_group("year_1m_sma_crossover");
     group.sample_size(10);
     group.throughput(Throughput::Elements(525_600));
@@ -111,7 +111,7 @@ fn generate_year(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(525_600));
     group.bench_function("generate_year_of_1m_candles", |b| {
-        b.iter(|| black_box(generate("GEN".into(), &SyntheticConfig::days(365))))
+        b.iter(|| black_box(generate("GEN".into(), &SyntheticConfig::days(365)).unwrap()))
     });
     group.finish();
 }
@@ -124,7 +124,7 @@ fn parallel(c: &mut Criterion) {
             seed,
             ..SyntheticConfig::days(60)
         };
-        exchange = exchange.with_series(generate(format!("P{seed}").into(), &config));
+        exchange = exchange.with_series(generate(format!("P{seed}").into(), &config).unwrap());
     }
     let bus = PerformanceEmitter::new();
     let _service = PerformanceService::attached(&bus);

@@ -87,7 +87,7 @@ fn check(trace: &Value) -> Vec<String> {
 
 #[test]
 fn a_backtest_trace_is_well_formed_and_holds_every_hook() {
-    let exchange = SyntheticExchange::new("TRACE".into(), SyntheticConfig::days(1));
+    let exchange = SyntheticExchange::new("TRACE".into(), SyntheticConfig::days(1)).unwrap();
     let config = BacktestConfig {
         tracker: TrackerOptions::default(),
         ..BacktestConfig::default()

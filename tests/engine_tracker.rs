@@ -31,6 +31,7 @@ fn exchange() -> SyntheticExchange {
             ..Default::default()
         },
     )
+    .unwrap()
 }
 
 /// Five hours of 1-minute candles, the `Measured` strategy, on a bus of its own.

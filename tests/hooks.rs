@@ -16,7 +16,7 @@ fn a_backtest_emits_every_hook_and_dumps_its_report() {
             log.lock().unwrap().push(*e);
         }
     });
-    let exchange = SyntheticExchange::new("HOOKS".into(), SyntheticConfig::days(1));
+    let exchange = SyntheticExchange::new("HOOKS".into(), SyntheticConfig::days(1)).unwrap();
     let series_start = 1_704_067_200_000;
     let result = Backtest::new(&exchange, "HOOKS")
         .unwrap()

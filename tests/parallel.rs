@@ -13,7 +13,7 @@ fn parallel_runs_equal_sequential_runs() {
             seed,
             ..SyntheticConfig::days(2)
         };
-        exchange = exchange.with_series(generate(symbol.into(), &config));
+        exchange = exchange.with_series(generate(symbol.into(), &config).unwrap());
     }
     let jobs = |bus: &PerformanceEmitter| -> Vec<Job> {
         let mut jobs: Vec<Job> = Vec::new();

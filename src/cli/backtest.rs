@@ -256,10 +256,9 @@ fn load(args: &BacktestArgs) -> Result<(Box<dyn Exchange>, String), CliError> {
                 seed: *seed,
                 ..SyntheticConfig::days(*days)
             };
-            (
-                Box::new(SyntheticExchange::new((&symbol).into(), config)),
-                symbol,
-            )
+            let exchange = SyntheticExchange::new((&symbol).into(), config)
+                .map_err(|e| CliError::Synthetic(e.problem))?;
+            (Box::new(exchange), symbol)
         }
     })
 }

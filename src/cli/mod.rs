@@ -166,6 +166,9 @@ pub enum CliError {
     #[cfg(feature = "otel")]
     #[error("OpenTelemetry export failed: {0}; check the endpoint or the file")]
     Spans(String),
+    /// The synthetic candles could not be generated.
+    #[error("cannot generate synthetic candles: {0}")]
+    Synthetic(String),
     /// The alert rules could not be read.
     #[error("{}: {reason}; the file must be a JSON array of rules (see the README)", path.display())]
     Rules { path: PathBuf, reason: String },

@@ -48,7 +48,7 @@ pub trait Exchange: Send + Sync {
     ///
     /// ```
     /// use backtest_perf::engine::{Exchange, Interval, SyntheticExchange, SyntheticConfig};
-    /// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1));
+    /// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
     /// let start = ex.series("SYN".into()).unwrap().candles()[0].open_time;
     /// let c = ex.get_candles("SYN".into(), Interval::MINUTE, start + 90_000, 3).unwrap();
     /// assert_eq!(c.len(), 3);
@@ -187,9 +187,11 @@ impl CsvExchange {
 pub struct SyntheticExchange(MemoryExchange);
 
 impl SyntheticExchange {
-    /// Generates the candles of `symbol`.
-    pub fn new(symbol: Name, config: SyntheticConfig) -> Self {
-        SyntheticExchange(MemoryExchange::new().with_series(generate(symbol, &config)))
+    /// Generates the candles of `symbol`; fails on bad parameters (see [`generate`]).
+    pub fn new(symbol: Name, config: SyntheticConfig) -> Result<Self, super::candle::CandleError> {
+        Ok(SyntheticExchange(
+            MemoryExchange::new().with_series(generate(symbol, &config)?),
+        ))
     }
 }
 

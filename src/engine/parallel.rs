@@ -22,7 +22,7 @@ pub fn default_threads() -> usize {
 /// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
 /// use backtest_perf::strategies::{DonchianBreakout, SmaCrossover};
 ///
-/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1));
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
 /// let jobs: Vec<backtest_perf::engine::parallel::Job> = vec![
 ///     (Backtest::new(&exchange, "SYN").unwrap(), Box::new(SmaCrossover::default())),
 ///     (Backtest::new(&exchange, "SYN").unwrap(), Box::new(DonchianBreakout::default())),

@@ -137,7 +137,7 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 /// use backtest_perf::strategies::SmaCrossover;
 /// use backtest_perf::PerformanceEmitter;
 ///
-/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(2));
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(2)).unwrap();
 /// let bus = PerformanceEmitter::new(); // or leave it out for the global bus
 /// let backtest = Backtest::new(&exchange, "SYN").unwrap().with_bus(bus);
 /// assert_eq!(backtest.frame().count(), 2 * 1_440);

@@ -4,7 +4,7 @@
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::candle::{Candle, CandleSeries, Interval, Millis};
+use super::candle::{Candle, CandleError, CandleSeries, Interval, Millis};
 use crate::Name;
 
 const MINUTES_PER_YEAR: f64 = 525_600.0;
@@ -13,8 +13,8 @@ const MINUTES_PER_YEAR: f64 = 525_600.0;
 ///
 /// ```
 /// use backtest_perf::engine::synthetic::{generate, SyntheticConfig};
-/// let a = generate("SYN".into(), &SyntheticConfig { minutes: 1_000, ..Default::default() });
-/// let b = generate("SYN".into(), &SyntheticConfig { minutes: 1_000, ..Default::default() });
+/// let a = generate("SYN".into(), &SyntheticConfig { minutes: 1_000, ..Default::default() }).unwrap();
+/// let b = generate("SYN".into(), &SyntheticConfig { minutes: 1_000, ..Default::default() }).unwrap();
 /// assert_eq!(a.candles(), b.candles());
 /// assert_eq!(a.candles().len(), 1_000);
 /// ```
@@ -59,17 +59,36 @@ impl SyntheticConfig {
 
 /// Generates the candles. Each close follows the open by one GBM step; high and low
 /// reach beyond them by half-normal excursions; volume is log-normal.
-pub fn generate(symbol: Name, config: &SyntheticConfig) -> CandleSeries {
+///
+/// Fails, naming the parameter, for no minutes, a start price that is not a finite
+/// number above zero, a drift that is not finite, a volatility that is not finite and
+/// >= 0, or a path whose prices overflow.
+pub fn generate(symbol: Name, config: &SyntheticConfig) -> Result<CandleSeries, CandleError> {
+    let bad = |problem: String| CandleError { index: 0, problem };
+    if config.minutes == 0 {
+        return Err(bad("minutes is 0; generate at least two candles".into()));
+    }
+    if !(config.start_price.is_finite() && config.start_price > 0.0) {
+        return Err(bad(format!(
+            "start_price is {}; it must be a finite number above 0",
+            config.start_price
+        )));
+    }
+    if !config.drift.is_finite() {
+        return Err(bad(format!("drift is {}; it must be finite", config.drift)));
+    }
+    if !(config.volatility.is_finite() && config.volatility >= 0.0) {
+        return Err(bad(format!(
+            "volatility is {}; it must be finite and >= 0",
+            config.volatility
+        )));
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
     let dt = 1.0 / MINUTES_PER_YEAR;
     let step = config.volatility * dt.sqrt();
     let mean = (config.drift - config.volatility * config.volatility / 2.0) * dt;
     let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
-    let mut price = if config.start_price > 0.0 {
-        config.start_price
-    } else {
-        100.0
-    };
+    let mut price = config.start_price;
     let candles = (0..config.minutes)
         .map(|i| {
             let open = price;
@@ -88,8 +107,7 @@ pub fn generate(symbol: Name, config: &SyntheticConfig) -> CandleSeries {
             }
         })
         .collect();
-    // Every generated candle is valid and the times increase, so this cannot fail.
-    CandleSeries::new(symbol, candles, Some(Interval::MINUTE)).expect("generated candles are valid")
+    CandleSeries::new(symbol, candles, Some(Interval::MINUTE))
 }
 
 #[cfg(test)]
@@ -102,8 +120,8 @@ mod tests {
             minutes: 500,
             ..Default::default()
         };
-        let a = generate(Name::new("S"), &config);
-        let b = generate(Name::new("S"), &SyntheticConfig { seed: 7, ..config });
+        let a = generate(Name::new("S"), &config).unwrap();
+        let b = generate(Name::new("S"), &SyntheticConfig { seed: 7, ..config }).unwrap();
         assert_ne!(a.candles(), b.candles());
         assert_eq!(a.candles()[0].open, 100.0);
         assert_eq!(a.candles()[1].open, a.candles()[0].close);
