@@ -6,6 +6,16 @@ use backtest_perf::engine::{Context, Signal, Strategy, StrategyError};
 use super::brackets;
 
 /// Trades breakouts of the prior `period` candles' range.
+///
+/// ```
+/// use backtest_perf::engine::{Backtest, Strategy, SyntheticConfig, SyntheticExchange};
+/// use backtest_perf::strategies::DonchianBreakout;
+/// let mut s = DonchianBreakout::default(); // parameters are public fields
+/// s.period = 55;
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(2)).unwrap();
+/// let result = Backtest::new(&exchange, "SYN").unwrap().run(&mut s).unwrap();
+/// assert_eq!((s.name(), result.strategy.as_str()), ("donchian-breakout", "donchian-breakout"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct DonchianBreakout {
     /// Candles in the channel (before the last one).

@@ -6,6 +6,15 @@ use backtest_perf::engine::{Context, Interval, Signal, Strategy, StrategyError};
 use super::brackets;
 
 /// Fades RSI extremes with a limit entry.
+///
+/// ```
+/// use backtest_perf::engine::{Backtest, Strategy, SyntheticConfig, SyntheticExchange};
+/// use backtest_perf::strategies::RsiReversion;
+/// let mut s = RsiReversion { oversold: 25.0, overbought: 75.0, ..RsiReversion::default() };
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(2)).unwrap();
+/// let result = Backtest::new(&exchange, "SYN").unwrap().run(&mut s).unwrap();
+/// assert_eq!((s.name(), result.strategy.as_str()), ("rsi-reversion", "rsi-reversion"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct RsiReversion {
     /// Price changes in the RSI.

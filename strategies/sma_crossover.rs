@@ -6,6 +6,16 @@ use backtest_perf::engine::{Candle, Context, Signal, Strategy, StrategyError};
 use super::brackets;
 
 /// Trades the cross of two simple moving averages of the close.
+///
+/// ```
+/// use backtest_perf::engine::{Backtest, Strategy, SyntheticConfig, SyntheticExchange};
+/// use backtest_perf::strategies::SmaCrossover;
+/// let mut s = SmaCrossover::default(); // parameters are public fields
+/// (s.fast, s.slow) = (5, 20);
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(2)).unwrap();
+/// let result = Backtest::new(&exchange, "SYN").unwrap().run(&mut s).unwrap();
+/// assert_eq!((s.name(), result.strategy.as_str()), ("sma-crossover", "sma-crossover"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct SmaCrossover {
     /// Candles in the fast average.

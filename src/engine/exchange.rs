@@ -114,6 +114,11 @@ pub struct MemoryExchange {
 
 impl MemoryExchange {
     /// An exchange with no symbols.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Exchange, MemoryExchange};
+    /// assert!(MemoryExchange::new().symbols().is_empty());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -169,6 +174,13 @@ pub struct CsvExchange(MemoryExchange);
 
 impl CsvExchange {
     /// Reads `path` as the candles of `symbol` (see [`crate::engine::csv`]).
+    ///
+    /// ```
+    /// use backtest_perf::engine::{CsvExchange, Exchange, Interval};
+    /// let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/GOOG.csv");
+    /// let goog = CsvExchange::open(&path, "GOOG").unwrap();
+    /// assert_eq!(goog.series("GOOG".into()).unwrap().interval(), Interval::days(1));
+    /// ```
     pub fn open(path: &Path, symbol: &str) -> Result<Self, DataError> {
         let series = read_file(path, Name::new(symbol), None)?;
         Ok(CsvExchange(MemoryExchange::new().with_series(series)))
@@ -176,6 +188,12 @@ impl CsvExchange {
 
     /// CSV text held in memory (for example bundled with `include_str!`); `name` stands
     /// for the file in errors.
+    ///
+    /// ```
+    /// use backtest_perf::engine::CsvExchange;
+    /// let err = CsvExchange::from_text("mine.csv", ",Open,High,Low,Close\n", "X").unwrap_err();
+    /// assert!(err.to_string().starts_with("mine.csv:1: missing column Volume"));
+    /// ```
     pub fn from_text(name: &str, text: &str, symbol: &str) -> Result<Self, DataError> {
         let series = super::csv::read(Path::new(name), text.as_bytes(), Name::new(symbol), None)?;
         Ok(CsvExchange(MemoryExchange::new().with_series(series)))
@@ -188,6 +206,12 @@ pub struct SyntheticExchange(MemoryExchange);
 
 impl SyntheticExchange {
     /// Generates the candles of `symbol`; fails on bad parameters (see [`generate`]).
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Exchange, SyntheticConfig, SyntheticExchange};
+    /// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(2)).unwrap();
+    /// assert_eq!(ex.series("SYN".into()).unwrap().candles().len(), 2 * 1_440);
+    /// ```
     pub fn new(symbol: Name, config: SyntheticConfig) -> Result<Self, super::candle::CandleError> {
         Ok(SyntheticExchange(
             MemoryExchange::new().with_series(generate(symbol, &config)?),

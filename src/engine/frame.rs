@@ -23,6 +23,14 @@ pub struct Frame {
 
 impl Frame {
     /// From the first candle's close to the last one's, at the series' interval.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Candle, CandleSeries, Frame};
+    /// let c = |m: i64| Candle { open_time: m * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+    /// let series = CandleSeries::new("X".into(), (0..10).map(c).collect(), None).unwrap();
+    /// let frame = Frame::of_series(&series);
+    /// assert_eq!((frame.start, frame.end, frame.count()), (60_000, 600_000, 10));
+    /// ```
     pub fn of_series(series: &CandleSeries) -> Self {
         let last = series.candles().len() - 1;
         Frame {

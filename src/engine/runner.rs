@@ -17,6 +17,17 @@ use crate::tracker::{RunInfo, Tracker, TrackerOptions, TrackerReport};
 use crate::{Name, PerformanceEmitter, performance_emitter};
 
 /// How a run trades, what it waits for, and how it is tracked.
+///
+/// ```
+/// use backtest_perf::engine::{BacktestConfig, Costs};
+/// use backtest_perf::tracker::TrackerOptions;
+/// let config = BacktestConfig {
+///     costs: Costs { fee: 0.0005, slippage: 0.0 },
+///     tracker: TrackerOptions::default(), // track every hook of the run
+///     ..BacktestConfig::default()
+/// };
+/// assert_eq!((config.entry_wait_minutes, config.vwap_candles), (120, 5));
+/// ```
 #[derive(Clone, Debug)]
 pub struct BacktestConfig {
     /// Fee and slippage per side.
@@ -61,6 +72,12 @@ pub struct Summary {
 
 impl Summary {
     /// The totals of `closed`.
+    ///
+    /// ```
+    /// use backtest_perf::engine::Summary;
+    /// let none = Summary::of(&[]);
+    /// assert_eq!((none.signals, none.win_rate, none.avg_pnl), (0, 0.0, 0.0));
+    /// ```
     pub fn of(closed: &[ClosedSignal]) -> Self {
         let signals = closed.len();
         let wins = closed.iter().filter(|c| c.pnl_percent > 0.0).count();
@@ -156,6 +173,16 @@ pub struct Backtest<'a> {
 
 impl<'a> Backtest<'a> {
     /// A backtest of `symbol` over all its candles, default config, on the global bus.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+    /// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// assert!(Backtest::new(&exchange, "SYN").is_ok());
+    /// assert_eq!(
+    ///     Backtest::new(&exchange, "XYZ").err().unwrap().to_string(),
+    ///     "no candles for symbol XYZ; this exchange has: SYN"
+    /// );
+    /// ```
     pub fn new(exchange: &'a dyn Exchange, symbol: &str) -> Result<Self, ExchangeError> {
         let series = exchange.series(Name::new(symbol))?;
         Ok(Backtest {
@@ -169,18 +196,37 @@ impl<'a> Backtest<'a> {
     }
 
     /// Runs over `frame` instead.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Backtest, Frame, Interval, SyntheticConfig, SyntheticExchange};
+    /// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// let full = Backtest::new(&exchange, "SYN").unwrap().frame();
+    /// let hour = Frame { end: full.start + 59 * 60_000, ..full };
+    /// assert_eq!(Backtest::new(&exchange, "SYN").unwrap().with_frame(hour).frame().count(), 60);
+    /// ```
     pub fn with_frame(mut self, frame: Frame) -> Self {
         self.frame = frame;
         self
     }
 
-    /// Uses `config`.
+    /// Uses `config` (see [`BacktestConfig`]).
     pub fn with_config(mut self, config: BacktestConfig) -> Self {
         self.config = config;
         self
     }
 
     /// Times the hooks onto `bus` instead of the global one.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+    /// use backtest_perf::strategies::DonchianBreakout;
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService};
+    /// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// Backtest::new(&exchange, "SYN").unwrap().with_bus(bus).run(&mut DonchianBreakout::default()).unwrap();
+    /// assert!(service.get_data("SYN", "donchian-breakout").total_events > 0);
+    /// ```
     pub fn with_bus(mut self, bus: PerformanceEmitter) -> Self {
         self.bus = bus;
         self
@@ -188,6 +234,20 @@ impl<'a> Backtest<'a> {
 
     /// Reports progress now and then: frame positions passed since the last report
     /// (frames skipped while a position was open included), summing to the frame count.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    /// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+    /// use backtest_perf::strategies::SmaCrossover;
+    /// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// let done = Arc::new(AtomicU64::new(0));
+    /// let seen = done.clone();
+    /// let backtest = Backtest::new(&exchange, "SYN").unwrap().with_progress(Arc::new(move |n| {
+    ///     seen.fetch_add(n, Ordering::Relaxed);
+    /// }));
+    /// backtest.run(&mut SmaCrossover::default()).unwrap();
+    /// assert_eq!(done.load(Ordering::Relaxed), 1_440);
+    /// ```
     pub fn with_progress(mut self, progress: Progress) -> Self {
         self.progress = Some(progress);
         self
@@ -198,7 +258,8 @@ impl<'a> Backtest<'a> {
         self.frame
     }
 
-    /// Runs `strategy`.
+    /// Runs `strategy`: ticks every frame, asks for signals at most once per the
+    /// strategy's interval, checks, waits for and replays them, and times the hooks.
     pub fn run(&self, strategy: &mut dyn Strategy) -> Result<BacktestResult, BacktestError> {
         let strategy_name = Name::new(strategy.name());
         let symbol = self.series.symbol();

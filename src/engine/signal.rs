@@ -47,12 +47,23 @@ pub struct Signal {
 }
 
 impl Signal {
-    /// A long signal, opening at once.
+    /// A long signal, opening at once (at the VWAP).
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Position, Signal};
+    /// let s = Signal::long(110.0, 95.0);
+    /// assert_eq!((s.position, s.price_open, s.lifetime_minutes), (Position::Long, None, 1_440));
+    /// ```
     pub fn long(take_profit: f64, stop_loss: f64) -> Self {
         Self::new(Position::Long, take_profit, stop_loss)
     }
 
-    /// A short signal, opening at once.
+    /// A short signal, opening at once (at the VWAP).
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Position, Signal};
+    /// assert!(Signal::short(90.0, 105.0).check(100.0).is_ok());
+    /// ```
     pub fn short(take_profit: f64, stop_loss: f64) -> Self {
         Self::new(Position::Short, take_profit, stop_loss)
     }
@@ -67,19 +78,34 @@ impl Signal {
         }
     }
 
-    /// Waits for the price to touch `price` before opening.
+    /// Waits (at most 120 minutes by default) for the price to touch `price`.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::Signal;
+    /// assert_eq!(Signal::long(110.0, 95.0).at(99.0).price_open, Some(99.0));
+    /// ```
     pub fn at(mut self, price: f64) -> Self {
         self.price_open = Some(price);
         self
     }
 
     /// Sets the lifetime in minutes.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::Signal;
+    /// assert_eq!(Signal::long(110.0, 95.0).lifetime(60).lifetime_minutes, 60);
+    /// ```
     pub fn lifetime(mut self, minutes: u32) -> Self {
         self.lifetime_minutes = minutes;
         self
     }
 
     /// Checks the signal for an entry at `entry`.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Rejection, Signal};
+    /// assert_eq!(Signal::long(110.0, 95.0).lifetime(0).check(100.0), Err(Rejection::NoLifetime));
+    /// ```
     pub fn check(&self, entry: f64) -> Result<(), Rejection> {
         for (field, value) in [
             ("entry", entry),

@@ -61,7 +61,7 @@ pub struct Context<'r> {
 }
 
 impl<'r> Context<'r> {
-    /// The simulated time.
+    /// The simulated time (see the [`Strategy`] example for a whole signal function).
     pub fn when(&self) -> DateTime<Utc> {
         to_utc(self.when)
     }

@@ -49,6 +49,11 @@ impl Default for SyntheticConfig {
 
 impl SyntheticConfig {
     /// `days` days of candles, other parameters default.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::SyntheticConfig;
+    /// assert_eq!(SyntheticConfig::days(365).minutes, 525_600);
+    /// ```
     pub fn days(days: usize) -> Self {
         SyntheticConfig {
             minutes: days * 1_440,

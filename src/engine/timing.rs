@@ -43,7 +43,7 @@ pub const BATCH: usize = 1024;
 
 /// The hooks, in the order of [`MetricType::BUILT_IN`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
+pub(crate) enum Hook {
     /// A whole tick.
     Tick = 0,
     /// The strategy's signal function.
@@ -58,12 +58,12 @@ pub enum Hook {
 
 impl Hook {
     /// The metric type it is reported as.
-    pub fn metric_type(self) -> MetricType {
+    pub(crate) fn metric_type(self) -> MetricType {
         MetricType::BUILT_IN[self as usize]
     }
 
     /// Its name: the metric type's.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.metric_type().as_str()
     }
 }
@@ -71,10 +71,10 @@ impl Hook {
 /// A started hook: `None` when tracking was off at its start.
 #[derive(Clone, Copy, Debug)]
 #[must_use = "finish the hook to record it"]
-pub struct Started(Option<Instant>);
+pub(crate) struct Started(Option<Instant>);
 
 /// Times the hooks of one run of one symbol:strategy.
-pub struct HookTimer {
+pub(crate) struct HookTimer {
     bus: PerformanceEmitter,
     symbol: Name,
     strategy: Name,
@@ -93,7 +93,7 @@ pub struct HookTimer {
 impl HookTimer {
     /// A timer emitting onto `bus` for `symbol`:`strategy`, judging slowness by the
     /// thresholds of `options`.
-    pub fn new(
+    pub(crate) fn new(
         bus: PerformanceEmitter,
         symbol: Name,
         strategy: Name,
@@ -121,7 +121,7 @@ impl HookTimer {
 
     /// Starts timing a hook.
     #[inline]
-    pub fn start(&self) -> Started {
+    pub(crate) fn start(&self) -> Started {
         Started(self.bus.is_enabled().then(Instant::now))
     }
 
@@ -129,7 +129,7 @@ impl HookTimer {
     /// Returns the moment it finished, to start or finish an adjacent hook with (one clock
     /// read serves both).
     #[inline]
-    pub fn finish(&mut self, hook: Hook, started: Started, when: Millis) -> Started {
+    pub(crate) fn finish(&mut self, hook: Hook, started: Started, when: Millis) -> Started {
         let Some(start) = started.0 else {
             return Started(None);
         };
@@ -140,7 +140,7 @@ impl HookTimer {
 
     /// Finishes a hook at a moment already read by [`finish`](Self::finish).
     #[inline]
-    pub fn finish_at(&mut self, hook: Hook, started: Started, end: Started, when: Millis) {
+    pub(crate) fn finish_at(&mut self, hook: Hook, started: Started, end: Started, when: Millis) {
         if let (Some(start), Some(end)) = (started.0, end.0) {
             self.record(hook, start, end, when);
         }
@@ -192,12 +192,12 @@ impl HookTimer {
     }
 
     /// The slow hooks so far (at most [`SLOW_HOOKS_KEPT`]) and how many there were.
-    pub fn take_slow(&mut self) -> (Vec<SlowHook>, u64) {
+    pub(crate) fn take_slow(&mut self) -> (Vec<SlowHook>, u64) {
         (std::mem::take(&mut self.slow), self.slow_total)
     }
 
     /// Hands buffered events to the bus now.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         self.bus.emit_batch(&mut self.buffer);
     }
 }
