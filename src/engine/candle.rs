@@ -26,16 +26,31 @@ impl Interval {
     pub const MINUTE: Interval = Interval(60_000);
 
     /// An interval of `ms` milliseconds (at least 1).
+    ///
+    /// ```
+    /// # use backtest_perf::engine::Interval;
+    /// assert_eq!(Interval::from_millis(0).millis(), 1);
+    /// ```
     pub fn from_millis(ms: Millis) -> Self {
         Interval(ms.max(1))
     }
 
     /// `n` minutes.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::Interval;
+    /// assert_eq!(Interval::minutes(15).to_string(), "15m");
+    /// ```
     pub fn minutes(n: i64) -> Self {
         Self::from_millis(n * 60_000)
     }
 
     /// `n` hours.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::Interval;
+    /// assert_eq!(Interval::hours(4), Interval::minutes(240));
+    /// ```
     pub fn hours(n: i64) -> Self {
         Self::from_millis(n * 3_600_000)
     }
@@ -104,6 +119,12 @@ impl Candle {
     }
 
     /// What is wrong with this candle, if anything.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::Candle;
+    /// let c = Candle { open_time: 0, open: 10.0, high: 9.0, low: 8.0, close: 9.5, volume: 1.0 };
+    /// assert_eq!(c.check().unwrap_err(), "high 9 is below open 10, close 9.5 or low 8");
+    /// ```
     pub fn check(&self) -> Result<(), String> {
         for (field, value) in [
             ("open", self.open),
@@ -135,6 +156,10 @@ impl Candle {
 }
 
 /// Epoch milliseconds as a chrono date-time (clamped to chrono's range).
+///
+/// ```
+/// assert_eq!(backtest_perf::engine::candle::to_utc(86_400_000).to_rfc3339(), "1970-01-02T00:00:00+00:00");
+/// ```
 pub fn to_utc(ms: Millis) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
         DateTime::<Utc>::MIN_UTC
@@ -257,7 +282,14 @@ impl CandleSeries {
         self.close_times[index]
     }
 
-    /// Number of candles closed by `when`.
+    /// Number of candles closed by `when`: the ones a strategy may see then.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Candle, CandleSeries};
+    /// let c = |m: i64| Candle { open_time: m * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+    /// let s = CandleSeries::new("X".into(), (0..5).map(c).collect(), None).unwrap();
+    /// assert_eq!((s.closed_by(59_999), s.closed_by(60_000), s.closed_by(10_000_000)), (0, 1, 5));
+    /// ```
     #[inline]
     pub fn closed_by(&self, when: Millis) -> usize {
         if self.regular {

@@ -39,9 +39,21 @@ pub enum ExchangeError {
 /// candle queries come with it.
 pub trait Exchange: Send + Sync {
     /// The series of one symbol.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Exchange, SyntheticConfig, SyntheticExchange};
+    /// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// assert_eq!(ex.series("SYN".into()).unwrap().symbol(), "SYN");
+    /// ```
     fn series(&self, symbol: Name) -> Result<&CandleSeries, ExchangeError>;
 
-    /// The symbols served.
+    /// The symbols served, sorted.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Exchange, SyntheticConfig, SyntheticExchange};
+    /// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// assert_eq!(ex.symbols(), ["SYN"]);
+    /// ```
     fn symbols(&self) -> Vec<Name>;
 
     /// At most `limit` candles with open time >= `since`, oldest first.
@@ -69,6 +81,14 @@ pub trait Exchange: Send + Sync {
 
     /// The last `limit` candles that closed by `until`, oldest first: what a strategy
     /// may see at time `until`.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Exchange, Interval, SyntheticConfig, SyntheticExchange};
+    /// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// let start = ex.series("SYN".into()).unwrap().candles()[0].open_time;
+    /// // Two minutes in, two candles have closed.
+    /// assert_eq!(ex.get_closed_candles("SYN".into(), Interval::MINUTE, start + 120_000, 10).unwrap().len(), 2);
+    /// ```
     fn get_closed_candles(
         &self,
         symbol: Name,
@@ -82,6 +102,15 @@ pub trait Exchange: Send + Sync {
     }
 
     /// The series, if it serves `interval`.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Exchange, Interval, SyntheticConfig, SyntheticExchange};
+    /// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// assert_eq!(
+    ///     ex.checked("SYN".into(), Interval::hours(1)).unwrap_err().to_string(),
+    ///     "SYN candles are 1m; 1h candles were asked for"
+    /// );
+    /// ```
     fn checked(&self, symbol: Name, interval: Interval) -> Result<&CandleSeries, ExchangeError> {
         let series = self.series(symbol)?;
         if series.interval() != interval {
@@ -124,6 +153,13 @@ impl MemoryExchange {
     }
 
     /// Adds (or replaces) the candles of `symbol`; `interval` as in [`CandleSeries::new`].
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Candle, Exchange, MemoryExchange};
+    /// let c = |m: i64| Candle { open_time: m * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+    /// let ex = MemoryExchange::new().with("A", vec![c(0), c(1)], None).unwrap().with("B", vec![c(0), c(1)], None).unwrap();
+    /// assert_eq!(ex.symbols(), ["A", "B"]);
+    /// ```
     pub fn with(
         mut self,
         symbol: &str,

@@ -10,6 +10,10 @@ use super::strategy::Strategy;
 pub type Job<'a> = (Backtest<'a>, Box<dyn Strategy>);
 
 /// The number of threads to use by default: the machine's cores.
+///
+/// ```
+/// assert!(backtest_perf::engine::parallel::default_threads() >= 1);
+/// ```
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }

@@ -100,7 +100,17 @@ impl Summary {
     }
 }
 
-/// What a run did.
+/// What a run did. Serializes to JSON.
+///
+/// ```
+/// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+/// use backtest_perf::strategies::SmaCrossover;
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+/// let result = Backtest::new(&exchange, "SYN").unwrap().run(&mut SmaCrossover::default()).unwrap();
+/// assert_eq!(result.summary.signals, result.closed.len());
+/// let json = serde_json::to_value(&result).unwrap();
+/// assert_eq!(json["strategy"], "sma-crossover");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BacktestResult {
@@ -127,6 +137,20 @@ pub struct BacktestResult {
 }
 
 /// A run failed: the strategy returned an error, or the exchange could not serve it.
+///
+/// ```
+/// use backtest_perf::engine::{Backtest, Context, Signal, Strategy, StrategyError, SyntheticConfig, SyntheticExchange};
+/// struct Broken;
+/// impl Strategy for Broken {
+///     fn name(&self) -> &str { "broken" }
+///     fn get_signal(&mut self, _: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+///         Err("no model loaded".into())
+///     }
+/// }
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+/// let err = Backtest::new(&exchange, "SYN").unwrap().run(&mut Broken).unwrap_err();
+/// assert_eq!(err.to_string(), "strategy broken failed at 2024-01-01T00:01:00+00:00: no model loaded");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum BacktestError {
     /// The exchange could not serve the run. Fix: check the symbol and data.

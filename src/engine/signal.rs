@@ -180,7 +180,12 @@ pub enum Rejection {
     NoPrice,
 }
 
-/// Why a position closed.
+/// Why a position closed; serialized in snake case.
+///
+/// ```
+/// # use backtest_perf::engine::CloseReason;
+/// assert_eq!(serde_json::to_string(&CloseReason::TimeExpired).unwrap(), "\"time_expired\"");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CloseReason {
@@ -195,6 +200,11 @@ pub enum CloseReason {
 }
 
 /// Trading costs per side, as fractions (0.001 = 0.1%).
+///
+/// ```
+/// # use backtest_perf::engine::Costs;
+/// assert_eq!(Costs::default(), Costs { fee: 0.001, slippage: 0.001 });
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Costs {
     /// Fee per side.

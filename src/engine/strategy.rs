@@ -98,6 +98,16 @@ impl<'r> Context<'r> {
 
     /// The last `limit` closed candles, oldest first (fewer near the start of the data).
     /// Fetched from the exchange and timed as `getCandles`.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Context, Signal, StrategyError};
+    /// fn get_signal(ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+    ///     let candles = ctx.candles(20)?;
+    ///     // Never a candle that closes after ctx.when(): no look-ahead.
+    ///     assert!(candles.len() <= 20);
+    ///     Ok(None)
+    /// }
+    /// ```
     pub fn candles(&mut self, limit: usize) -> Result<&'r [Candle], ExchangeError> {
         let _span = self.tracker.start(Hook::GetCandles.name(), None);
         let started = self.timer.start();
@@ -112,7 +122,15 @@ impl<'r> Context<'r> {
     }
 
     /// The VWAP of the last closed candles (5 by default), timed as `getAveragePrice`;
-    /// `None` before the first candle closed.
+    /// `None` before the first candle closed. Immediate signals open at this price.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Context, Signal, StrategyError};
+    /// fn get_signal(ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+    ///     let Some(entry) = ctx.average_price()? else { return Ok(None) };
+    ///     Ok(Some(Signal::long(entry * 1.02, entry * 0.99)))
+    /// }
+    /// ```
     pub fn average_price(&mut self) -> Result<Option<f64>, ExchangeError> {
         average_price(
             self.exchange,

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::{MetricType, PerformanceContract, PerformanceEmitter};
 
 /// The machine, the build, and the cost of measuring itself.
+///
+/// ```
+/// let env = backtest_perf::export::environment::Environment::capture();
+/// assert!(env.rustc.starts_with("rustc ") && ["debug", "release"].contains(&env.build_profile.as_str()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Environment {

@@ -200,6 +200,16 @@ fn timeline_svg(report: &TrackerReport, root: u64) -> Option<String> {
 }
 
 /// The page for `stats`; with `timeline`, the run's report and the id of its slowest tick.
+///
+/// ```
+/// use backtest_perf::export::html::render_html;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 0.4, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+/// let page = render_html(&service.get_data("A", "s"), None);
+/// assert!(page.starts_with("<!DOCTYPE html>") && page.contains("<svg") && !page.contains("<script"));
+/// ```
 pub fn render_html(
     stats: &PerformanceStatistics,
     timeline: Option<(&TrackerReport, u64)>,
@@ -273,6 +283,14 @@ pub fn render_html(
 }
 
 /// Writes the page atomically to `dir/<strategy>.html`; returns the path.
+///
+/// ```
+/// # use backtest_perf::{PerformanceEmitter, PerformanceService};
+/// let service = PerformanceService::attached(&PerformanceEmitter::new());
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = backtest_perf::export::html::write_html(&service.get_data("A", "s"), None, dir.path()).unwrap();
+/// assert_eq!(path, dir.path().join("s.html"));
+/// ```
 pub fn write_html(
     stats: &PerformanceStatistics,
     timeline: Option<(&TrackerReport, u64)>,
