@@ -12,6 +12,12 @@ use super::candle::{Candle, CandleSeries, Interval, Millis};
 use crate::Name;
 
 /// Bad candle data: where (file, and line when known) and what is wrong.
+///
+/// ```
+/// use backtest_perf::engine::csv::DataError;
+/// let e = DataError { path: "a.csv".into(), line: Some(3), problem: "bad".into() };
+/// assert_eq!(e.to_string(), "a.csv:3: bad");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct DataError {
     /// The file (or the name given to in-memory text).
@@ -34,6 +40,14 @@ impl fmt::Display for DataError {
 const COLUMNS: [&str; 5] = ["Open", "High", "Low", "Close", "Volume"];
 
 /// Reads a CSV file into a checked series for `symbol`.
+///
+/// ```
+/// use backtest_perf::engine::csv::read_file;
+/// let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/BTCUSD.csv");
+/// assert_eq!(read_file(&path, "BTCUSD".into(), None).unwrap().candles().len(), 156);
+/// let missing = read_file("no/such.csv".as_ref(), "X".into(), None).unwrap_err();
+/// assert!(missing.to_string().starts_with("no/such.csv: cannot open: "));
+/// ```
 pub fn read_file(
     path: &Path,
     symbol: Name,

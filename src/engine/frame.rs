@@ -40,7 +40,13 @@ impl Frame {
         }
     }
 
-    /// Number of frame times.
+    /// Number of frame times (both ends included).
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Frame, Interval};
+    /// assert_eq!(Frame { start: 0, end: 3_600_000, interval: Interval::hours(1) }.count(), 2);
+    /// assert_eq!(Frame { start: 1, end: 0, interval: Interval::MINUTE }.count(), 0);
+    /// ```
     pub fn count(&self) -> u64 {
         if self.end < self.start {
             0
@@ -50,6 +56,12 @@ impl Frame {
     }
 
     /// The first frame time at or after `t` (may lie past `end`).
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Frame, Interval};
+    /// let f = Frame { start: 0, end: 600_000, interval: Interval::MINUTE };
+    /// assert_eq!((f.first_at_or_after(60_000), f.first_at_or_after(60_001)), (60_000, 120_000));
+    /// ```
     pub fn first_at_or_after(&self, t: Millis) -> Millis {
         if t <= self.start {
             return self.start;

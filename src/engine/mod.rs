@@ -1,5 +1,15 @@
 //! The host engine: candles, exchanges, frames, signals, strategies and the runner. It
 //! times five hooks onto the performance bus and uses only the plugin's public API.
+//!
+//! ```
+//! use backtest_perf::engine::{Backtest, CsvExchange};
+//! use backtest_perf::strategies::SmaCrossover;
+//!
+//! let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/EURUSD.csv");
+//! let exchange = CsvExchange::open(&path, "EURUSD").unwrap();
+//! let result = Backtest::new(&exchange, "EURUSD").unwrap().run(&mut SmaCrossover::default()).unwrap();
+//! println!("{} signals, total PnL {:.2}%", result.summary.signals, result.summary.total_pnl);
+//! ```
 
 pub mod candle;
 pub mod csv;

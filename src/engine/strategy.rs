@@ -10,6 +10,11 @@ use crate::Name;
 use crate::tracker::Tracker;
 
 /// What a strategy's signal function may fail with: any error (`?` works on all of them).
+///
+/// ```
+/// let err: backtest_perf::engine::StrategyError = "model not loaded".into();
+/// assert_eq!(err.to_string(), "model not loaded");
+/// ```
 pub type StrategyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A trading strategy: a name, a throttle interval, and a signal function.
@@ -62,21 +67,53 @@ pub struct Context<'r> {
 
 impl<'r> Context<'r> {
     /// The simulated time (see the [`Strategy`] example for a whole signal function).
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Context, Signal, StrategyError};
+    /// fn get_signal(ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+    ///     println!("{} at {} ({} ms), {} candles", ctx.symbol(), ctx.when(), ctx.when_millis(), ctx.interval());
+    ///     Ok(None)
+    /// }
+    /// ```
     pub fn when(&self) -> DateTime<Utc> {
         to_utc(self.when)
     }
 
     /// The simulated time, epoch ms.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Context, Signal, StrategyError};
+    /// fn get_signal(ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+    ///     println!("{} at {} ({} ms), {} candles", ctx.symbol(), ctx.when(), ctx.when_millis(), ctx.interval());
+    ///     Ok(None)
+    /// }
+    /// ```
     pub fn when_millis(&self) -> Millis {
         self.when
     }
 
     /// The symbol traded.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Context, Signal, StrategyError};
+    /// fn get_signal(ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+    ///     println!("{} at {} ({} ms), {} candles", ctx.symbol(), ctx.when(), ctx.when_millis(), ctx.interval());
+    ///     Ok(None)
+    /// }
+    /// ```
     pub fn symbol(&self) -> Name {
         self.series.symbol()
     }
 
     /// The candle interval of the data.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Context, Signal, StrategyError};
+    /// fn get_signal(ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+    ///     println!("{} at {} ({} ms), {} candles", ctx.symbol(), ctx.when(), ctx.when_millis(), ctx.interval());
+    ///     Ok(None)
+    /// }
+    /// ```
     pub fn interval(&self) -> Interval {
         self.series.interval()
     }

@@ -22,7 +22,18 @@ use crate::{MetricType, Name, PerformanceContract, PerformanceEmitter};
 /// Slow hooks listed per run; past it they are only counted.
 pub const SLOW_HOOKS_KEPT: usize = 100;
 
-/// A hook that took longer than its threshold.
+/// A hook that took longer than its threshold, as listed in a run's result.
+///
+/// ```
+/// use backtest_perf::engine::{Backtest, BacktestConfig, SyntheticConfig, SyntheticExchange};
+/// use backtest_perf::strategies::SmaCrossover;
+/// use backtest_perf::tracker::TrackerOptions;
+/// let tracker = TrackerOptions { thresholds_ms: [("tick".to_string(), 0.0)].into(), ..TrackerOptions::disabled() };
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+/// let config = BacktestConfig { tracker, ..BacktestConfig::default() };
+/// let result = Backtest::new(&exchange, "SYN").unwrap().with_config(config).run(&mut SmaCrossover::default()).unwrap();
+/// assert_eq!(result.slow_hooks[0].metric_type.as_str(), "tick");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlowHook {

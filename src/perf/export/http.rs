@@ -3,6 +3,13 @@
 use std::time::Duration;
 
 /// Posts JSON bodies to one URL, with a 5-second timeout per request.
+///
+/// ```
+/// # use backtest_perf::export::http::JsonPost;
+/// // Nothing listens on port 9 (discard): the error names the URL.
+/// let err = JsonPost::new("http://127.0.0.1:9/hook").send("{}".into()).unwrap_err();
+/// assert!(err.starts_with("POST http://127.0.0.1:9/hook failed: "));
+/// ```
 #[derive(Debug)]
 pub struct JsonPost {
     url: String,

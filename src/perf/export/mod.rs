@@ -1,4 +1,13 @@
-//! Exports to the tools people already run.
+//! Exports to the tools people already run: Chrome traces, JSON and HTML reports, and
+//! with features Prometheus and OpenTelemetry.
+//!
+//! ```
+//! use backtest_perf::export::chrome_trace::chrome_trace;
+//! use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+//! let tracker = Tracker::new(RunInfo::named("export"), TrackerOptions::default());
+//! tracker.measure("step", || ());
+//! assert!(chrome_trace(&tracker.finish().unwrap())["traceEvents"].is_array());
+//! ```
 
 pub mod chrome_trace;
 pub mod environment;

@@ -34,12 +34,26 @@ pub struct MemoryDelta {
 
 impl MemoryDelta {
     /// Allocated minus freed.
+    ///
+    /// ```
+    /// # use backtest_perf::tracker::MemoryDelta;
+    /// assert_eq!(MemoryDelta { allocated: 100, freed: 300, rss_bytes: None }.net(), -200);
+    /// ```
     pub fn net(&self) -> i64 {
         self.allocated as i64 - self.freed as i64
     }
 }
 
-/// One recorded mark or operation. Times in milliseconds, at the tracker's precision.
+/// One recorded mark or operation. Times in milliseconds, at the tracker's precision
+/// (see [`TrackerReport`] for a whole report).
+///
+/// ```
+/// use backtest_perf::tracker::{EventKind, RunInfo, Tracker, TrackerOptions};
+/// let tracker = Tracker::new(RunInfo::named("r"), TrackerOptions::default());
+/// tracker.track("ready", None);
+/// let event = &tracker.finish().unwrap().events[0];
+/// assert_eq!((event.kind, event.duration_ms, event.name.as_ref()), (EventKind::Mark, 0.0, "ready"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackedEvent {
@@ -227,6 +241,16 @@ pub struct Thresholds {
 }
 
 /// Everything a tracker recorded in one run. Serializes to JSON.
+///
+/// ```
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let tracker = Tracker::new(RunInfo::named("r"), TrackerOptions { slow_threshold_ms: 0.0, ..Default::default() });
+/// tracker.measure("step", || std::thread::sleep(std::time::Duration::from_millis(1)));
+/// let report = tracker.finish().unwrap();
+/// assert_eq!((report.event_count, report.slow_events.len(), report.stats["step"].slow_count), (1, 1, 1));
+/// assert!(report.slow_events[0].slowness_ratio.is_infinite());
+/// assert!(serde_json::to_value(&report).unwrap()["events"][0]["durationMs"].as_f64().unwrap() >= 1.0);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackerReport {
