@@ -56,11 +56,21 @@ impl Interval {
     }
 
     /// `n` days.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::Interval;
+    /// assert_eq!(Interval::days(2).to_string(), "2d");
+    /// ```
     pub fn days(n: i64) -> Self {
         Self::from_millis(n * 86_400_000)
     }
 
     /// The length in milliseconds.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::Interval;
+    /// assert_eq!(Interval::hours(1).millis(), 3_600_000);
+    /// ```
     pub fn millis(self) -> Millis {
         self.0
     }
@@ -263,6 +273,14 @@ impl CandleSeries {
     }
 
     /// The symbol.
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Candle, CandleSeries, Interval};
+    /// let c = |m: i64| Candle { open_time: m * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+    /// let s = CandleSeries::new("X".into(), vec![c(0), c(1)], None).unwrap();
+    /// assert_eq!((s.symbol().as_str(), s.interval(), s.candles().len()), ("X", Interval::MINUTE, 2));
+    /// assert_eq!((s.close_time(1), s.first_open_at_or_after(1)), (120_000, 1));
+    /// ```
     pub fn symbol(&self) -> Name {
         self.symbol
     }

@@ -3,7 +3,12 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// Long or short.
+/// Long or short; serialized in lowercase.
+///
+/// ```
+/// # use backtest_perf::engine::Position;
+/// assert_eq!(serde_json::to_string(&Position::Short).unwrap(), "\"short\"");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Position {
@@ -137,6 +142,11 @@ impl Signal {
 }
 
 /// Why a signal was not opened.
+///
+/// ```
+/// # use backtest_perf::engine::Rejection;
+/// assert_eq!(Rejection::NoPrice.to_string(), "no closed candle yet to price the entry at the VWAP");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Rejection {
@@ -248,6 +258,18 @@ pub fn pnl_percent(position: Position, open: f64, close: f64, costs: Costs) -> f
 }
 
 /// A position that opened and closed.
+///
+/// ```
+/// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+/// use backtest_perf::strategies::RsiReversion;
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(3)).unwrap();
+/// let r = Backtest::new(&exchange, "SYN").unwrap().run(&mut RsiReversion::default()).unwrap();
+/// for c in &r.closed {
+///     assert!(c.signalled_at <= c.opened_at && c.opened_at <= c.closed_at);
+/// }
+/// assert!(r.cancelled.iter().all(|c| (c.cancelled_at - c.at).num_minutes() == 120));
+/// assert!(r.rejected.iter().all(|x| !x.reason.to_string().is_empty()));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClosedSignal {
@@ -269,7 +291,7 @@ pub struct ClosedSignal {
     pub pnl_percent: f64,
 }
 
-/// A signal that failed its check; the run went on.
+/// A signal that failed its check; the run went on (see [`ClosedSignal`] for a run).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RejectedSignal {

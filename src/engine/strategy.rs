@@ -40,13 +40,24 @@ pub trait Strategy: Send {
     /// The name under which its performance is stored and reported.
     fn name(&self) -> &str;
 
-    /// One line on what it does.
+    /// One line on what it does (empty by default).
+    ///
+    /// ```
+    /// # use backtest_perf::engine::Strategy;
+    /// let sma = backtest_perf::strategies::SmaCrossover::default();
+    /// assert!(sma.description().starts_with("long when the fast SMA"));
+    /// ```
     fn description(&self) -> &str {
         ""
     }
 
     /// `get_signal` is called at most once per this interval (default: every frame of
     /// a 1-minute frame).
+    ///
+    /// ```
+    /// # use backtest_perf::engine::{Interval, Strategy};
+    /// assert_eq!(backtest_perf::strategies::RsiReversion::default().interval(), Interval::minutes(15));
+    /// ```
     fn interval(&self) -> Interval {
         Interval::MINUTE
     }

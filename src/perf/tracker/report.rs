@@ -176,7 +176,7 @@ impl TrackedEvent {
     }
 }
 
-/// An operation over its threshold.
+/// An operation over its threshold (see [`TrackerReport`] for one in a report).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlowEvent {
@@ -196,7 +196,8 @@ pub struct SlowEvent {
     pub resources: ResourceSnapshot,
 }
 
-/// An operation whose thread allocated more than the memory threshold beyond what it freed.
+/// An operation whose thread allocated more than the memory threshold beyond what it
+/// freed (needs the counting allocator; see [`crate::tracker::memory`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemorySpike {
