@@ -52,16 +52,37 @@ pub struct PerformanceService {
 
 impl PerformanceService {
     /// A service over `storage`, computing statistics with `preset`.
+    ///
+    /// ```
+    /// use backtest_perf::{PerformanceService, StatsPreset, StorageConfig, StorageService};
+    /// let service = PerformanceService::new(StorageService::new(StorageConfig::default()), StatsPreset::BacktestKit);
+    /// assert_eq!(service.preset(), StatsPreset::BacktestKit);
+    /// ```
     pub fn new(storage: Arc<StorageService>, preset: StatsPreset) -> Self {
         PerformanceService { storage, preset }
     }
 
     /// A service with default limits and preset, its storage subscribed to `bus`.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// assert_eq!(service.get_data("A", "s").total_events, 1);
+    /// ```
     pub fn attached(bus: &PerformanceEmitter) -> Self {
         Self::attached_with(bus, StorageConfig::default(), StatsPreset::default())
     }
 
     /// A service with the given limits and preset, its storage subscribed to `bus`.
+    ///
+    /// ```
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService, StatsPreset, StorageConfig};
+    /// let config = StorageConfig { max_events: 100, max_keys: 10 };
+    /// let service = PerformanceService::attached_with(&PerformanceEmitter::new(), config, StatsPreset::Seed);
+    /// assert_eq!(service.storage().config().max_events, 100);
+    /// ```
     pub fn attached_with(
         bus: &PerformanceEmitter,
         config: StorageConfig,
@@ -73,43 +94,110 @@ impl PerformanceService {
     }
 
     /// The storage behind the service.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// assert_eq!(service.storage().keys().len(), 1);
+    /// ```
     pub fn storage(&self) -> &Arc<StorageService> {
         &self.storage
     }
 
     /// The statistics preset.
+    ///
+    /// ```
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService, StatsPreset};
+    /// assert_eq!(PerformanceService::attached(&PerformanceEmitter::new()).preset(), StatsPreset::Seed);
+    /// ```
     pub fn preset(&self) -> StatsPreset {
         self.preset
     }
 
     /// Statistics of one `symbol:strategy` (empty text means `global`).
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// assert_eq!(service.get_data("A", "s").total_duration, 2.0);
+    /// assert_eq!(service.get_data("B", "s").total_events, 0);
+    /// ```
     pub fn get_data(&self, symbol: &str, strategy: &str) -> PerformanceStatistics {
         self.get_data_for(StorageKey::new(symbol, strategy))
     }
 
     /// Statistics of one key.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// let key = backtest_perf::StorageKey::new("A", "s");
+    /// assert_eq!(service.get_data_for(key).total_events, 1);
+    /// ```
     pub fn get_data_for(&self, key: StorageKey) -> PerformanceStatistics {
         let (events, rejected, dropped) = self.storage.snapshot(key).unwrap_or_default();
         PerformanceStatistics::compute(key, events, rejected, dropped, self.preset)
     }
 
     /// The markdown report of one `symbol:strategy`, default columns.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// assert!(service.get_report("A", "s").starts_with("# Performance Report: s\n"));
+    /// ```
     pub fn get_report(&self, symbol: &str, strategy: &str) -> String {
         self.get_report_with(symbol, strategy, &default_columns())
     }
 
     /// The markdown report with your own columns; hidden ones are left out.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// use backtest_perf::report::Column;
+    /// let report = service.get_report_with("A", "s", &[Column::new("metricType", "Metric", |m| m.metric_type.to_string())]);
+    /// assert!(report.contains("| Metric |\n|---|\n| tick |\n"));
+    /// ```
     pub fn get_report_with(&self, symbol: &str, strategy: &str, columns: &[Column]) -> String {
         render(&self.get_data(symbol, strategy), columns)
     }
 
     /// Writes the report to `./dump/performance/<strategy>.md`; returns the path.
+    ///
+    /// ```no_run
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService};
+    /// let service = PerformanceService::attached(&PerformanceEmitter::new());
+    /// let path = service.dump("A", "my-strategy")?;
+    /// assert_eq!(path, std::path::Path::new("./dump/performance/my-strategy.md"));
+    /// # Ok::<(), backtest_perf::DumpError>(())
+    /// ```
     pub fn dump(&self, symbol: &str, strategy: &str) -> Result<PathBuf, DumpError> {
         self.dump_to(symbol, strategy, DEFAULT_DUMP_DIR)
     }
 
     /// Writes the report to `<dir>/<strategy>.md` (the name made safe, see
     /// [`safe_file_stem`]) atomically, creating `dir`; returns the path.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = service.dump_to("A", "s", dir.path()).unwrap();
+    /// assert_eq!(std::fs::read_to_string(path).unwrap(), service.get_report("A", "s"));
+    /// ```
     pub fn dump_to(
         &self,
         symbol: &str,
@@ -123,11 +211,29 @@ impl PerformanceService {
     }
 
     /// Forgets one `symbol:strategy`; other keys stay, the storage stays subscribed.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// service.clear("A", "s");
+    /// assert_eq!(service.get_data("A", "s").total_events, 0);
+    /// ```
     pub fn clear(&self, symbol: &str, strategy: &str) {
         self.storage.clear(StorageKey::new(symbol, strategy));
     }
 
     /// Forgets every key; the storage stays subscribed.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// service.clear_all();
+    /// assert!(service.storage().keys().is_empty());
+    /// ```
     pub fn clear_all(&self) {
         self.storage.clear_all();
     }
@@ -159,6 +265,10 @@ pub fn performance_emitter() -> &'static PerformanceEmitter {
 }
 
 /// The service behind the [`Performance`] facade.
+///
+/// ```
+/// assert_eq!(backtest_perf::performance_service().preset(), backtest_perf::StatsPreset::Seed);
+/// ```
 pub fn performance_service() -> &'static PerformanceService {
     &defaults().service
 }
@@ -179,6 +289,13 @@ where
 }
 
 /// Listens to the process-wide bus with an async callback; see [`PerformanceEmitter::listen_async`].
+///
+/// ```
+/// let sub = backtest_perf::listen_performance_async(|e: backtest_perf::PerformanceContract| async move {
+///     println!("{}", e.metric_type);
+/// });
+/// sub.unsubscribe();
+/// ```
 pub fn listen_performance_async<F, Fut>(callback: F) -> Subscription
 where
     F: FnMut(PerformanceContract) -> Fut + Send + 'static,
@@ -189,6 +306,14 @@ where
 }
 
 /// Listens to the events that pass `filter`; see [`PerformanceEmitter::listen_filtered`].
+///
+/// ```
+/// use backtest_perf::PerformanceContract;
+/// let sub = backtest_perf::listen_performance_filtered(|e| e.duration > 100.0, |e: &PerformanceContract| {
+///     eprintln!("slow {}", e.metric_type);
+/// });
+/// sub.unsubscribe();
+/// ```
 pub fn listen_performance_filtered<P, F, R>(filter: P, callback: F) -> Subscription
 where
     P: Fn(&PerformanceContract) -> bool + Send + Sync + 'static,
@@ -199,6 +324,14 @@ where
 }
 
 /// Listens for the first event that passes `filter`; see [`PerformanceEmitter::listen_once`].
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract};
+/// let sub = backtest_perf::listen_performance_once(|e| e.metric_type == MetricType::Backtest, |e: &PerformanceContract| {
+///     println!("first replay: {} ms", e.duration);
+/// });
+/// sub.unsubscribe();
+/// ```
 pub fn listen_performance_once<P, F, R>(filter: P, callback: F) -> Subscription
 where
     P: Fn(&PerformanceContract) -> bool + Send + Sync + 'static,
@@ -221,26 +354,51 @@ pub struct Performance;
 
 impl Performance {
     /// Statistics of one `symbol:strategy`; see [`PerformanceService::get_data`].
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::Performance::get_data("NONE", "none").total_events, 0);
+    /// ```
     pub fn get_data(symbol: &str, strategy: &str) -> PerformanceStatistics {
         performance_service().get_data(symbol, strategy)
     }
 
     /// The markdown report; see [`PerformanceService::get_report`].
+    ///
+    /// ```
+    /// assert!(backtest_perf::Performance::get_report("NONE", "none").ends_with("No performance metrics recorded yet.\n"));
+    /// ```
     pub fn get_report(symbol: &str, strategy: &str) -> String {
         performance_service().get_report(symbol, strategy)
     }
 
     /// The markdown report with your own columns; see [`PerformanceService::get_report_with`].
+    ///
+    /// ```
+    /// let columns = backtest_perf::report::default_columns();
+    /// assert!(backtest_perf::Performance::get_report_with("NONE", "none", &columns).starts_with("# Performance Report: none"));
+    /// ```
     pub fn get_report_with(symbol: &str, strategy: &str, columns: &[Column]) -> String {
         performance_service().get_report_with(symbol, strategy, columns)
     }
 
     /// Writes the report to `./dump/performance/<strategy>.md`; see [`PerformanceService::dump`].
+    ///
+    /// ```no_run
+    /// let path = backtest_perf::Performance::dump("BTCUSDT", "my-strategy")?;
+    /// assert!(path.ends_with("dump/performance/my-strategy.md"));
+    /// # Ok::<(), backtest_perf::DumpError>(())
+    /// ```
     pub fn dump(symbol: &str, strategy: &str) -> Result<PathBuf, DumpError> {
         performance_service().dump(symbol, strategy)
     }
 
     /// Writes the report into `dir`; see [`PerformanceService::dump_to`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = backtest_perf::Performance::dump_to("NONE", "none", dir.path()).unwrap();
+    /// assert_eq!(path, dir.path().join("none.md"));
+    /// ```
     pub fn dump_to(
         symbol: &str,
         strategy: &str,
@@ -250,11 +408,20 @@ impl Performance {
     }
 
     /// Forgets one `symbol:strategy`; other keys stay.
+    ///
+    /// ```
+    /// backtest_perf::Performance::clear("NONE", "none");
+    /// assert_eq!(backtest_perf::Performance::get_data("NONE", "none").total_events, 0);
+    /// ```
     pub fn clear(symbol: &str, strategy: &str) {
         performance_service().clear(symbol, strategy)
     }
 
     /// Forgets every key.
+    ///
+    /// ```
+    /// backtest_perf::Performance::clear_all();
+    /// ```
     pub fn clear_all() {
         performance_service().clear_all()
     }
