@@ -112,6 +112,15 @@ pub struct Rejected {
 }
 
 /// Identifies one subscriber of one emitter, for [`PerformanceEmitter::remove`].
+///
+/// ```
+/// use std::sync::Arc;
+/// struct Nothing;
+/// impl backtest_perf::Sink for Nothing {}
+/// let bus = backtest_perf::PerformanceEmitter::new();
+/// let (a, b) = (bus.add_sink(Arc::new(Nothing)), bus.add_sink(Arc::new(Nothing)));
+/// assert_ne!(a, b);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SubscriberId(u64);
 
@@ -170,6 +179,13 @@ impl Drop for EmitterInner {
 /// The performance bus. Cheap to clone: clones share one bus.
 ///
 /// See the [module documentation](self) for the delivery contract.
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+/// let bus = PerformanceEmitter::new();
+/// let same_bus = bus.clone();
+/// assert!(same_bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).is_ok());
+/// ```
 #[derive(Clone)]
 pub struct PerformanceEmitter {
     pub(crate) inner: Arc<EmitterInner>,
@@ -229,6 +245,15 @@ impl PerformanceEmitter {
     }
 
     /// Switches tracking on or off. While off, `emit` drops events unseen.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// bus.set_enabled(false);
+    /// // Dropped unseen, even an invalid event: tracking is off.
+    /// assert!(bus.emit(PerformanceContract::new(MetricType::Tick, -1.0, 1.0)).is_ok());
+    /// assert_eq!(bus.rejected(), 0);
+    /// ```
     pub fn set_enabled(&self, enabled: bool) {
         self.inner.enabled.store(enabled, Ordering::Relaxed);
     }
@@ -416,6 +441,13 @@ impl PerformanceEmitter {
     }
 
     /// Removes a subscriber; returns whether it was there.
+    ///
+    /// ```
+    /// let bus = backtest_perf::PerformanceEmitter::new();
+    /// let sub = bus.listen(|_: &backtest_perf::PerformanceContract| {});
+    /// sub.detach();
+    /// assert_eq!(bus.subscriber_count(), 1);
+    /// ```
     pub fn remove(&self, id: SubscriberId) -> bool {
         let _edit = self.inner.edit.lock();
         let current = self.inner.subscribers.load();
@@ -431,11 +463,23 @@ impl PerformanceEmitter {
     }
 
     /// Number of current subscribers, sinks and listeners.
+    ///
+    /// ```
+    /// let bus = backtest_perf::PerformanceEmitter::new();
+    /// assert_eq!(bus.subscriber_count(), 0);
+    /// ```
     pub fn subscriber_count(&self) -> usize {
         self.inner.subscriber_count.load(Ordering::Acquire)
     }
 
     /// Number of events rejected as invalid since the bus was made.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let _ = bus.emit(PerformanceContract::new(MetricType::Tick, f64::NAN, 1.0));
+    /// assert_eq!(bus.rejected(), 1);
+    /// ```
     pub fn rejected(&self) -> u64 {
         self.inner.rejected.load(Ordering::Relaxed)
     }

@@ -396,6 +396,15 @@ pub(crate) fn subscribe(
 }
 
 /// A listener's handle. Dropping it unsubscribes; see the [module documentation](self).
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+/// let bus = PerformanceEmitter::new();
+/// let sub = bus.listen(|_: &PerformanceContract| {});
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+/// sub.flush();
+/// assert_eq!((sub.handled(), sub.failed(), sub.queue_depth(), sub.is_active()), (1, 0, 0, true));
+/// ```
 #[must_use = "dropping a Subscription unsubscribes at once; keep it, or call .detach()"]
 pub struct Subscription {
     shared: Arc<ListenerShared>,
@@ -443,6 +452,17 @@ impl Subscription {
     }
 
     /// Blocks until this listener handled every event queued before the call.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let sub = bus.listen(|_: &PerformanceContract| std::thread::sleep(std::time::Duration::from_millis(1)));
+    /// for i in 0..5 {
+    ///     bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, i as f64)).unwrap();
+    /// }
+    /// sub.flush();
+    /// assert_eq!(sub.handled(), 5);
+    /// ```
     pub fn flush(&self) {
         futures::executor::block_on(self.shared.flush_async());
     }
@@ -453,21 +473,45 @@ impl Subscription {
     }
 
     /// Events handled so far, failed calls included.
+    ///
+    /// ```
+    /// let sub = backtest_perf::PerformanceEmitter::new().listen(|_: &backtest_perf::PerformanceContract| {});
+    /// assert_eq!(sub.handled(), 0);
+    /// ```
     pub fn handled(&self) -> u64 {
         self.shared.handled.load(Ordering::SeqCst)
     }
 
     /// Calls that panicked or returned an error.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let sub = bus.listen(|_: &PerformanceContract| Err::<(), _>("no disk"));
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+    /// sub.flush();
+    /// assert_eq!(sub.failed(), 1);
+    /// ```
     pub fn failed(&self) -> u64 {
         self.shared.failed.load(Ordering::Relaxed)
     }
 
     /// Events accepted and not yet handled; 0 once the listener closed.
+    ///
+    /// ```
+    /// let sub = backtest_perf::PerformanceEmitter::new().listen(|_: &backtest_perf::PerformanceContract| {});
+    /// assert_eq!(sub.queue_depth(), 0);
+    /// ```
     pub fn queue_depth(&self) -> usize {
         self.shared.depth()
     }
 
     /// Whether the listener still receives events (a once-listener closes after its event).
+    ///
+    /// ```
+    /// let sub = backtest_perf::PerformanceEmitter::new().listen(|_: &backtest_perf::PerformanceContract| {});
+    /// assert!(sub.is_active());
+    /// ```
     pub fn is_active(&self) -> bool {
         !self.shared.closed.load(Ordering::SeqCst)
     }
@@ -500,6 +544,18 @@ impl PerformanceEmitter {
     }
 
     /// Subscribes an async callback; each future completes before the next call starts.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let sub = bus.listen_async(|e: PerformanceContract| async move {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    ///     assert_eq!(e.duration, 1.0);
+    /// });
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+    /// sub.flush();
+    /// assert_eq!((sub.handled(), sub.failed()), (1, 0));
+    /// ```
     pub fn listen_async<F, Fut>(&self, callback: F) -> Subscription
     where
         F: FnMut(PerformanceContract) -> Fut + Send + 'static,
