@@ -7,6 +7,14 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DUMP_DIR: &str = "./dump/performance";
 
 /// A report could not be written. The earlier file at that path, if any, is intact.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let blocker = dir.path().join("file");
+/// std::fs::write(&blocker, "x").unwrap();
+/// let err = backtest_perf::dump::write_atomic(&blocker.join("sub"), "r.md", "text").unwrap_err();
+/// assert!(matches!(err, backtest_perf::DumpError::CreateFolder { .. }));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
     /// The folder could not be created. Fix: check the path and its permissions.
@@ -29,6 +37,14 @@ pub enum DumpError {
 
 impl DumpError {
     /// The path that could not be written.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let blocker = dir.path().join("file");
+    /// std::fs::write(&blocker, "x").unwrap();
+    /// let err = backtest_perf::dump::write_atomic(&blocker.join("sub"), "r.md", "text").unwrap_err();
+    /// assert_eq!(err.path(), blocker.join("sub"));
+    /// ```
     pub fn path(&self) -> &Path {
         match self {
             DumpError::CreateFolder { path, .. } | DumpError::Write { path, .. } => path,

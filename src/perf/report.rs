@@ -52,6 +52,12 @@ impl std::fmt::Debug for Column {
 
 impl Column {
     /// A visible column.
+    ///
+    /// ```
+    /// use backtest_perf::report::Column;
+    /// let c = Column::new("count", "N", |m| m.count.to_string());
+    /// assert_eq!((c.key(), c.label(), c.is_visible()), ("count", "N", true));
+    /// ```
     pub fn new(
         key: impl Into<String>,
         label: impl Into<String>,
@@ -66,6 +72,13 @@ impl Column {
     }
 
     /// A visible column showing a number with 2 decimals and no separators.
+    ///
+    /// ```
+    /// use backtest_perf::report::Column;
+    /// use backtest_perf::stats::{MetricStats, StatsPreset};
+    /// let m = MetricStats::from_durations("tick".into(), &[1.0, 2.0], StatsPreset::Seed);
+    /// assert_eq!(Column::ms("avg", "Avg (ms)", |m| m.avg_duration).format(&m), "1.50");
+    /// ```
     pub fn ms(
         key: impl Into<String>,
         label: impl Into<String>,
@@ -75,32 +88,63 @@ impl Column {
     }
 
     /// The same column, shown only while `visible()` is true (asked at each render).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// static SHOW: AtomicBool = AtomicBool::new(false);
+    /// let c = backtest_perf::report::Column::ms("p99", "P99", |m| m.p99).with_visible(|| SHOW.load(Ordering::Relaxed));
+    /// assert!(!c.is_visible());
+    /// SHOW.store(true, Ordering::Relaxed);
+    /// assert!(c.is_visible());
+    /// ```
     pub fn with_visible(mut self, visible: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         self.visible = Arc::new(visible);
         self
     }
 
     /// The same column, never shown.
+    ///
+    /// ```
+    /// assert!(!backtest_perf::report::Column::ms("p99", "P99", |m| m.p99).hidden().is_visible());
+    /// ```
     pub fn hidden(self) -> Self {
         self.with_visible(|| false)
     }
 
     /// The column's key.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::report::default_columns()[0].key(), "metricType");
+    /// ```
     pub fn key(&self) -> &str {
         &self.key
     }
 
     /// The header label.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::report::default_columns()[1].label(), "Count");
+    /// ```
     pub fn label(&self) -> &str {
         &self.label
     }
 
     /// The cell text for one metric.
+    ///
+    /// ```
+    /// use backtest_perf::stats::{MetricStats, StatsPreset};
+    /// let m = MetricStats::from_durations("tick".into(), &[4.0], StatsPreset::Seed);
+    /// assert_eq!(backtest_perf::report::default_columns()[0].format(&m), "tick");
+    /// ```
     pub fn format(&self, stats: &MetricStats) -> String {
         (self.format)(stats)
     }
 
     /// Whether the column shows now.
+    ///
+    /// ```
+    /// assert!(backtest_perf::report::default_columns().iter().all(|c| c.is_visible()));
+    /// ```
     pub fn is_visible(&self) -> bool {
         (self.visible)()
     }
@@ -136,6 +180,13 @@ const NOTE: &str = "**Note:** All durations are in milliseconds. P95/P99 represe
 ///
 /// Rows and distribution lines are sorted by total duration, largest first, ties by name.
 /// No events gives the short "No performance metrics recorded yet." report.
+///
+/// ```
+/// use backtest_perf::report::{default_columns, render};
+/// use backtest_perf::stats::{PerformanceStatistics, StatsPreset};
+/// let empty = PerformanceStatistics::compute(backtest_perf::StorageKey::new("A", "s"), vec![], 0, 0, StatsPreset::Seed);
+/// assert_eq!(render(&empty, &default_columns()), "# Performance Report: s\n\nNo performance metrics recorded yet.\n");
+/// ```
 pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     let mut out = String::with_capacity(2048);
     let _ = writeln!(

@@ -89,6 +89,13 @@ impl KeyStorage {
 }
 
 /// Per-key event storage; see the [module documentation](self).
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+/// let storage = StorageService::new(StorageConfig::default());
+/// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
+/// assert_eq!(storage.keys(), [StorageKey::new("A", "s")]);
+/// ```
 pub struct StorageService {
     config: StorageConfig,
     shards: Box<[Mutex<Shard>]>,
@@ -115,6 +122,12 @@ pub type Snapshot = (Vec<PerformanceContract>, u64, u64);
 
 impl StorageService {
     /// An empty storage with the given limits (each raised to at least 1).
+    ///
+    /// ```
+    /// use backtest_perf::{StorageConfig, StorageService};
+    /// let storage = StorageService::new(StorageConfig { max_events: 0, max_keys: 0 });
+    /// assert_eq!(storage.config(), StorageConfig { max_events: 1, max_keys: 1 }, "raised to at least 1");
+    /// ```
     pub fn new(config: StorageConfig) -> Arc<Self> {
         let config = StorageConfig {
             max_events: config.max_events.max(1),
@@ -139,6 +152,11 @@ impl StorageService {
     }
 
     /// The limits in force.
+    ///
+    /// ```
+    /// use backtest_perf::{StorageConfig, StorageService};
+    /// assert_eq!(StorageService::new(StorageConfig::default()).config().max_events, 10_000);
+    /// ```
     pub fn config(&self) -> StorageConfig {
         self.config
     }
@@ -163,6 +181,15 @@ impl StorageService {
     }
 
     /// Unsubscribes from the bus it was attached to; stored events stay.
+    ///
+    /// ```
+    /// use backtest_perf::{PerformanceEmitter, StorageConfig, StorageService};
+    /// let bus = PerformanceEmitter::new();
+    /// let storage = StorageService::new(StorageConfig::default());
+    /// storage.attach(&bus);
+    /// storage.detach();
+    /// assert_eq!(bus.subscriber_count(), 0);
+    /// ```
     pub fn detach(&self) {
         if let Some((bus, id)) = self.subscription.lock().take() {
             if let Some(bus) = bus.upgrade() {
@@ -197,18 +224,42 @@ impl StorageService {
     }
 
     /// Stores a valid event under its key (the bus calls this; tests and tools may too).
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// let storage = StorageService::new(StorageConfig::default());
+    /// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
+    /// assert_eq!(storage.snapshot(StorageKey::new("A", "s")).unwrap().0.len(), 1);
+    /// ```
     pub fn record(&self, event: &PerformanceContract) {
         let max = self.config.max_events;
         self.with_key(StorageKey::of(event), |storage| storage.push(event, max));
     }
 
     /// Counts a rejected event under its key.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// let storage = StorageService::new(StorageConfig::default());
+    /// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
+    /// storage.record_rejected(&PerformanceContract::new(MetricType::Tick, -1.0, 2.0).with_symbol("A").with_strategy("s"));
+    /// assert_eq!(storage.snapshot(StorageKey::new("A", "s")).unwrap().1, 1);
+    /// ```
     pub fn record_rejected(&self, event: &PerformanceContract) {
         self.with_key(StorageKey::of(event), |storage| storage.rejected += 1);
     }
 
     /// A copy of one bucket (events newest first, rejected, dropped), or `None` if the key
     /// was never seen, was cleared or was evicted.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// let storage = StorageService::new(StorageConfig::default());
+    /// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
+    /// let (events, rejected, dropped) = storage.snapshot(StorageKey::new("A", "s")).unwrap();
+    /// assert_eq!((events.len(), rejected, dropped), (1, 0, 0));
+    /// assert!(storage.snapshot(StorageKey::new("B", "s")).is_none());
+    /// ```
     pub fn snapshot(&self, key: StorageKey) -> Option<Snapshot> {
         let mut shard = self.shard(&key).lock();
         let storage = shard.get(&key)?;
@@ -217,6 +268,13 @@ impl StorageService {
     }
 
     /// Every key stored now, sorted.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// let storage = StorageService::new(StorageConfig::default());
+    /// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
+    /// assert_eq!(storage.keys().len(), 1);
+    /// ```
     pub fn keys(&self) -> Vec<StorageKey> {
         let mut keys: Vec<StorageKey> = self
             .shards
@@ -228,11 +286,27 @@ impl StorageService {
     }
 
     /// Forgets one key; returns whether it was stored. Other keys stay.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// let storage = StorageService::new(StorageConfig::default());
+    /// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
+    /// assert!(storage.clear(StorageKey::new("A", "s")));
+    /// assert!(storage.keys().is_empty());
+    /// ```
     pub fn clear(&self, key: StorageKey) -> bool {
         self.shard(&key).lock().pop(&key).is_some()
     }
 
     /// Forgets every key. The storage stays subscribed.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// let storage = StorageService::new(StorageConfig::default());
+    /// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
+    /// storage.clear_all();
+    /// assert!(storage.keys().is_empty());
+    /// ```
     pub fn clear_all(&self) {
         for shard in self.shards.iter() {
             shard.lock().clear();
@@ -240,6 +314,15 @@ impl StorageService {
     }
 
     /// Keys evicted by the LRU cap since the storage was made.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageService};
+    /// let storage = StorageService::new(StorageConfig { max_events: 10, max_keys: 1 });
+    /// for symbol in ["A", "B"] {
+    ///     storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol(symbol));
+    /// }
+    /// assert_eq!(storage.evicted(), 1);
+    /// ```
     pub fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
     }

@@ -44,6 +44,11 @@ pub enum StatsPreset {
 
 impl StatsPreset {
     /// The percentile method of this preset.
+    ///
+    /// ```
+    /// use backtest_perf::stats::{PercentileMethod, StatsPreset};
+    /// assert_eq!(StatsPreset::BacktestKit.percentile_method(), PercentileMethod::Linear);
+    /// ```
     pub fn percentile_method(self) -> PercentileMethod {
         match self {
             StatsPreset::Seed => PercentileMethod::NearestRank,
@@ -52,6 +57,11 @@ impl StatsPreset {
     }
 
     /// The standard deviation of this preset.
+    ///
+    /// ```
+    /// use backtest_perf::stats::{StatsPreset, StdDevKind};
+    /// assert_eq!(StatsPreset::Seed.std_dev_kind(), StdDevKind::Population);
+    /// ```
     pub fn std_dev_kind(self) -> StdDevKind {
         match self {
             StatsPreset::Seed => StdDevKind::Population,
@@ -61,6 +71,12 @@ impl StatsPreset {
 }
 
 /// Statistics of one metric type in one `symbol:strategy` bucket; durations in ms.
+///
+/// ```
+/// use backtest_perf::stats::{MetricStats, StatsPreset};
+/// let m = MetricStats::from_durations("getSignal".into(), &[1.0, 3.0], StatsPreset::Seed);
+/// assert_eq!(serde_json::to_value(m).unwrap()["avgDuration"], 2.0);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricStats {
@@ -163,6 +179,15 @@ fn sort_durations(durations: &mut [f64]) {
 }
 
 /// Everything known about one `symbol:strategy` bucket, as `get_data` returns it.
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, StorageKey};
+/// use backtest_perf::stats::{PerformanceStatistics, StatsPreset};
+/// let events = vec![PerformanceContract::new(MetricType::Tick, 1.0, 1.0)];
+/// let stats = PerformanceStatistics::compute(StorageKey::new("", ""), events, 2, 0, StatsPreset::Seed);
+/// let json = serde_json::to_value(&stats).unwrap();
+/// assert_eq!((json["symbol"].as_str(), json["totalEvents"].as_u64(), json["rejected"].as_u64()), (Some("global"), Some(1), Some(2)));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PerformanceStatistics {

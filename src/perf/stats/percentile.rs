@@ -1,6 +1,11 @@
 //! Percentiles of sorted durations: nearest rank and linear interpolation.
 
 /// How a percentile is picked from sorted samples.
+///
+/// ```
+/// use backtest_perf::stats::PercentileMethod;
+/// assert_eq!(PercentileMethod::default(), PercentileMethod::NearestRank);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum PercentileMethod {
     /// `d[max(0, ceil(n * p / 100) - 1)]`: always one of the samples.

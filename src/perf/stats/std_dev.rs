@@ -1,6 +1,11 @@
 //! Standard deviation, population or sample.
 
 /// Which standard deviation to report.
+///
+/// ```
+/// use backtest_perf::stats::StdDevKind;
+/// assert_eq!(StdDevKind::default(), StdDevKind::Population);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StdDevKind {
     /// `sqrt(sum((d - avg)^2) / n)`; 0 for no samples.

@@ -19,6 +19,14 @@ pub struct Sum {
 
 impl Sum {
     /// Adds one term.
+    ///
+    /// ```
+    /// let mut s = backtest_perf::stats::Sum::default();
+    /// s.add(1e16);
+    /// s.add(1.0);
+    /// s.add(-1e16);
+    /// assert_eq!(s.value(), 1.0);
+    /// ```
     #[inline]
     pub fn add(&mut self, x: f64) {
         let t = self.total + x;
@@ -31,6 +39,10 @@ impl Sum {
     }
 
     /// The sum so far.
+    ///
+    /// ```
+    /// assert_eq!([0.5, 0.25].into_iter().collect::<backtest_perf::stats::Sum>().value(), 0.75);
+    /// ```
     pub fn value(&self) -> f64 {
         self.total + self.compensation
     }
