@@ -38,6 +38,11 @@ pub enum MetricType {
 
 impl MetricType {
     /// The five metric types the engine emits, in hook order.
+    ///
+    /// ```
+    /// let names: Vec<&str> = backtest_perf::MetricType::BUILT_IN.iter().map(|t| t.as_str()).collect();
+    /// assert_eq!(names, ["tick", "getSignal", "getCandles", "getAveragePrice", "backtest"]);
+    /// ```
     pub const BUILT_IN: [MetricType; 5] = [
         MetricType::Tick,
         MetricType::GetSignal,

@@ -8,6 +8,10 @@ use super::event::PerformanceContract;
 use super::name::Name;
 
 /// The name a missing (absent, null or empty) symbol or strategy is stored and reported as.
+///
+/// ```
+/// assert_eq!(backtest_perf::StorageKey::new("", "").to_string(), format!("{0}:{0}", backtest_perf::GLOBAL));
+/// ```
 pub const GLOBAL: &str = "global";
 
 /// A `symbol:strategy` pair; a missing part is [`GLOBAL`]. Prints as `symbol:strategy`.

@@ -40,8 +40,20 @@ use super::event::{InvalidEvent, PerformanceContract};
 use super::key::{Prehashed, StorageKey};
 
 /// Number of shards once `max_keys` reaches [`SHARDED_FROM_KEYS`].
+///
+/// ```
+/// assert_eq!(backtest_perf::storage::SHARDS, 16);
+/// ```
 pub const SHARDS: usize = 16;
 /// From this many keys on, the key cache is sharded.
+///
+/// ```
+/// use backtest_perf::storage::SHARDED_FROM_KEYS;
+/// use backtest_perf::{StorageConfig, StorageService};
+/// // Below it, eviction is exactly least-recently-used.
+/// let exact = StorageService::new(StorageConfig { max_keys: SHARDED_FROM_KEYS - 1, ..Default::default() });
+/// assert_eq!(exact.config().max_keys, 1023);
+/// ```
 pub const SHARDED_FROM_KEYS: usize = 1024;
 
 /// Limits of a [`StorageService`].
@@ -118,6 +130,13 @@ impl std::fmt::Debug for StorageService {
 type Shard = LruCache<StorageKey, KeyStorage, Prehashed>;
 
 /// A stored bucket, copied out: `(events newest first, rejected, dropped)`.
+///
+/// ```
+/// use backtest_perf::storage::Snapshot;
+/// use backtest_perf::{StorageConfig, StorageKey, StorageService};
+/// let none: Option<Snapshot> = StorageService::new(StorageConfig::default()).snapshot(StorageKey::new("A", "s"));
+/// assert!(none.is_none());
+/// ```
 pub type Snapshot = (Vec<PerformanceContract>, u64, u64);
 
 impl StorageService {
