@@ -3,6 +3,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A monotonic clock in nanoseconds from an arbitrary origin.
+///
+/// ```
+/// use backtest_perf::tracker::{Clock, MonotonicClock};
+/// let clock = MonotonicClock::default();
+/// let (a, b) = (clock.now_ns(), clock.now_ns());
+/// assert!(b >= a);
+/// ```
 pub trait Clock: Send + Sync {
     /// Nanoseconds since the clock's origin.
     fn now_ns(&self) -> u64;
@@ -10,6 +17,13 @@ pub trait Clock: Send + Sync {
 
 /// The machine's monotonic clock, read through the CPU's time-stamp counter where it is
 /// invariant (a few nanoseconds a read) and the OS clock elsewhere ([`quanta`]).
+///
+/// ```
+/// use backtest_perf::tracker::{Clock, MonotonicClock};
+/// let clock = MonotonicClock::default();
+/// std::thread::sleep(std::time::Duration::from_millis(2));
+/// assert!(clock.now_ns() >= 2_000_000);
+/// ```
 #[derive(Debug)]
 pub struct MonotonicClock {
     clock: quanta::Clock,
@@ -46,11 +60,25 @@ pub struct ManualClock {
 
 impl ManualClock {
     /// Moves the clock forward by `ns` nanoseconds.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{Clock, ManualClock};
+    /// let clock = ManualClock::default();
+    /// clock.advance_ns(250);
+    /// assert_eq!(clock.now_ns(), 250);
+    /// ```
     pub fn advance_ns(&self, ns: u64) {
         self.now.fetch_add(ns, Ordering::SeqCst);
     }
 
     /// Moves the clock forward by `ms` milliseconds.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{Clock, ManualClock};
+    /// let clock = ManualClock::default();
+    /// clock.advance_ms(0.25);
+    /// assert_eq!(clock.now_ns(), 250_000);
+    /// ```
     pub fn advance_ms(&self, ms: f64) {
         self.advance_ns((ms * 1e6).round() as u64);
     }

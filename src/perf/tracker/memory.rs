@@ -29,11 +29,27 @@ thread_local! {
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// A global allocator that counts bytes allocated and freed per thread.
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOCATOR: backtest_perf::tracker::CountingAllocator = backtest_perf::tracker::CountingAllocator::new();
+/// # fn main() {
+/// let before = backtest_perf::tracker::memory::thread_counters().unwrap_or_default();
+/// let v = vec![0u8; 4096];
+/// let after = backtest_perf::tracker::memory::thread_counters().unwrap();
+/// assert!(after.0 - before.0 >= 4096);
+/// # drop(v);
+/// # }
+/// ```
 #[derive(Debug, Default)]
 pub struct CountingAllocator;
 
 impl CountingAllocator {
     /// The allocator, for a `#[global_allocator]` static.
+    ///
+    /// ```
+    /// static ALLOCATOR: backtest_perf::tracker::CountingAllocator = backtest_perf::tracker::CountingAllocator::new();
+    /// ```
     pub const fn new() -> Self {
         CountingAllocator
     }
@@ -79,11 +95,22 @@ unsafe impl GlobalAlloc for CountingAllocator {
 }
 
 /// Whether [`CountingAllocator`] is the global allocator (it has counted something).
+///
+/// ```
+/// // True once a binary installed the counting allocator and it counted something.
+/// let _installed: bool = backtest_perf::tracker::memory::counting();
+/// ```
 pub fn counting() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
 
 /// Bytes allocated and freed by this thread so far, if the counting allocator is in use.
+///
+/// ```
+/// if let Some((allocated, freed)) = backtest_perf::tracker::memory::thread_counters() {
+///     println!("this thread: {allocated} bytes allocated, {freed} freed");
+/// }
+/// ```
 #[inline]
 pub fn thread_counters() -> Option<(u64, u64)> {
     counting().then(|| (ALLOCATED.with(Cell::get), FREED.with(Cell::get)))
@@ -92,6 +119,12 @@ pub fn thread_counters() -> Option<(u64, u64)> {
 /// Resident set size of this process in bytes, read at most once per millisecond (a
 /// read costs a few microseconds): what operations ending within the same millisecond
 /// report. Linux; `None` elsewhere.
+///
+/// ```
+/// if let Some(rss) = backtest_perf::tracker::memory::rss_bytes_sampled() {
+///     assert!(rss > 0);
+/// }
+/// ```
 pub fn rss_bytes_sampled() -> Option<u64> {
     static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     static LAST_READ_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
@@ -110,6 +143,11 @@ pub fn rss_bytes_sampled() -> Option<u64> {
 }
 
 /// Resident set size of this process in bytes (Linux; `None` elsewhere).
+///
+/// ```
+/// #[cfg(target_os = "linux")]
+/// assert!(backtest_perf::tracker::memory::rss_bytes().unwrap() > 0);
+/// ```
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -117,6 +155,12 @@ pub fn rss_bytes() -> Option<u64> {
 }
 
 /// CPU time and memory of the process at one moment.
+///
+/// ```
+/// let now = backtest_perf::tracker::ResourceSnapshot::now();
+/// #[cfg(target_os = "linux")]
+/// assert!(now.rss_bytes.is_some() && now.cpu_user_ms.is_some());
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceSnapshot {
@@ -130,6 +174,11 @@ pub struct ResourceSnapshot {
 
 impl ResourceSnapshot {
     /// Reads the process's CPU times and RSS now (Linux; fields are `None` elsewhere).
+    ///
+    /// ```
+    /// let snapshot = backtest_perf::tracker::ResourceSnapshot::now();
+    /// println!("{:?} ms user CPU", snapshot.cpu_user_ms);
+    /// ```
     pub fn now() -> Self {
         let (user, system) = cpu_times_ms().map_or((None, None), |(u, s)| (Some(u), Some(s)));
         ResourceSnapshot {

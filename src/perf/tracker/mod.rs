@@ -56,6 +56,11 @@ pub use report::{
 };
 
 /// How finely durations and offsets are reported.
+///
+/// ```
+/// use backtest_perf::tracker::Precision;
+/// assert_eq!(Precision::default(), Precision::Microseconds);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -70,6 +75,13 @@ pub enum Precision {
 
 impl Precision {
     /// Rounds a nanosecond count to milliseconds at this precision.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::Precision;
+    /// assert_eq!(Precision::Microseconds.ms(1_234_567), 1.235);
+    /// assert_eq!(Precision::Milliseconds.ms(1_500_000), 2.0);
+    /// assert_eq!(Precision::Nanoseconds.ms(1_234_567), 1.234567);
+    /// ```
     pub fn ms(self, ns: u64) -> f64 {
         let ms = ns as f64 / 1e6;
         let scale = match self {
@@ -82,9 +94,21 @@ impl Precision {
 }
 
 /// Receives the report when a run finishes.
+///
+/// ```
+/// use std::sync::Arc;
+/// use backtest_perf::tracker::{OnComplete, TrackerReport};
+/// let print: OnComplete = Arc::new(|report: &TrackerReport| println!("{} events", report.event_count));
+/// ```
 pub type OnComplete = Arc<dyn Fn(&TrackerReport) + Send + Sync>;
 
 /// What a tracker records and when it calls something slow.
+///
+/// ```
+/// use backtest_perf::tracker::TrackerOptions;
+/// let options = TrackerOptions { sampling_rate: 0.1, max_events: 1_000, ..TrackerOptions::default() };
+/// assert_eq!(options.threshold_ms("getSignal"), 5.0);
+/// ```
 #[derive(Clone)]
 pub struct TrackerOptions {
     /// Off: every call is one branch.
@@ -148,6 +172,11 @@ impl Default for TrackerOptions {
 
 impl TrackerOptions {
     /// Tracking off.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// assert!(!Tracker::new(RunInfo::named("x"), TrackerOptions::disabled()).is_enabled());
+    /// ```
     pub fn disabled() -> Self {
         TrackerOptions {
             enabled: false,
@@ -156,6 +185,12 @@ impl TrackerOptions {
     }
 
     /// The threshold in ms for operations named `name`.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::TrackerOptions;
+    /// let options = TrackerOptions::default();
+    /// assert_eq!((options.threshold_ms("getCandles"), options.threshold_ms("anything")), (50.0, 100.0));
+    /// ```
     pub fn threshold_ms(&self, name: &str) -> f64 {
         self.thresholds_ms
             .get(name)
@@ -195,6 +230,12 @@ impl TrackerOptions {
 
 /// What a run is: an id (for sampling), and optionally its symbol, strategy and the
 /// simulated time range it covers.
+///
+/// ```
+/// use backtest_perf::tracker::RunInfo;
+/// let run = RunInfo { symbol: Some("BTCUSDT".into()), strategy: Some("sma".into()), ..RunInfo::named("nightly") };
+/// assert_eq!(serde_json::to_value(&run).unwrap()["symbol"], "BTCUSDT");
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunInfo {
@@ -212,6 +253,10 @@ pub struct RunInfo {
 
 impl RunInfo {
     /// A run known by its id only.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::tracker::RunInfo::named("r1").id, "r1");
+    /// ```
     pub fn named(id: impl Into<String>) -> Self {
         RunInfo {
             id: id.into(),
@@ -321,6 +366,14 @@ impl Inner {
 /// The tracker of one run. Cheap to clone: clones record into the same run.
 ///
 /// See the [module documentation](self).
+///
+/// ```
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+/// let same_run = tracker.clone();
+/// same_run.track("from a clone", None);
+/// assert_eq!(tracker.finish().unwrap().event_count, 1);
+/// ```
 #[derive(Clone, Default)]
 pub struct Tracker {
     inner: Option<Arc<Inner>>,
@@ -338,6 +391,12 @@ impl std::fmt::Debug for Tracker {
 impl Tracker {
     /// A tracker for `run`, on the monotonic clock. Disabled when `options.enabled` is
     /// off or sampling leaves the run out.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// assert!(tracker.is_enabled());
+    /// ```
     pub fn new(run: RunInfo, options: TrackerOptions) -> Self {
         Self::build(
             run,
@@ -347,6 +406,17 @@ impl Tracker {
     }
 
     /// A tracker on a clock of your own (a [`ManualClock`] in tests).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use backtest_perf::tracker::{ManualClock, RunInfo, Tracker, TrackerOptions};
+    /// let clock = Arc::new(ManualClock::default());
+    /// let tracker = Tracker::with_clock(RunInfo::named("t"), TrackerOptions::default(), clock.clone());
+    /// let span = tracker.start("op", None);
+    /// clock.advance_ms(3.0);
+    /// span.end();
+    /// assert_eq!(tracker.finish().unwrap().events[0].duration_ms, 3.0);
+    /// ```
     pub fn with_clock(run: RunInfo, options: TrackerOptions, clock: Arc<dyn Clock>) -> Self {
         Self::build(run, options, ClockSource::Other(clock))
     }
@@ -375,17 +445,34 @@ impl Tracker {
     }
 
     /// A tracker that records nothing.
+    ///
+    /// ```
+    /// assert!(!backtest_perf::tracker::Tracker::disabled().is_enabled());
+    /// ```
     pub const fn disabled() -> Self {
         Tracker { inner: None }
     }
 
     /// Whether this tracker records.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// assert!(tracker.is_enabled());
+    /// ```
     #[inline]
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()
     }
 
     /// Records an instant mark.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// tracker.track("checkpoint", Some(serde_json::json!({"frame": 10})));
+    /// assert_eq!(tracker.finish().unwrap().events[0].metadata, Some(serde_json::json!({"frame": 10})));
+    /// ```
     pub fn track(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) {
         let Some(inner) = &self.inner else { return };
         let parent = OPEN.with(|open| {
@@ -410,6 +497,17 @@ impl Tracker {
     }
 
     /// Starts a timed operation; it ends when the returned [`Span`] is ended or dropped.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// {
+    ///     let _load = tracker.start("load", None);
+    ///     let _parse = tracker.start("parse", None); // nested under "load"
+    /// }
+    /// let report = tracker.finish().unwrap();
+    /// assert_eq!(report.events[1].parent, Some(report.events[0].id));
+    /// ```
     #[inline(always)]
     pub fn start(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) -> Span<'_> {
         match &self.inner {
@@ -419,6 +517,12 @@ impl Tracker {
     }
 
     /// Times `f`.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// assert_eq!(tracker.measure("sum", || 2 + 2), 4);
+    /// ```
     #[inline]
     pub fn measure<T>(&self, name: impl Into<Cow<'static, str>>, f: impl FnOnce() -> T) -> T {
         let span = self.start(name, None);
@@ -468,6 +572,14 @@ impl Tracker {
     }
 
     /// A function that times every call of `f` as `name`.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// let square = tracker.wrap("square", |x: u32| x * x, None);
+    /// assert_eq!(square(3) + square(4), 25);
+    /// assert_eq!(tracker.finish().unwrap().stats["square"].count, 2);
+    /// ```
     pub fn wrap<A, T>(
         &self,
         name: impl Into<Cow<'static, str>>,
@@ -486,6 +598,15 @@ impl Tracker {
 
     /// Ends the run: builds the report, hands it to `on_complete`, and returns it
     /// (`None` for a disabled tracker). Operations still open are not in it.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// tracker.measure("op", || ());
+    /// let report = tracker.finish().unwrap();
+    /// assert_eq!((report.event_count, report.dropped), (1, 0));
+    /// assert!(backtest_perf::tracker::Tracker::disabled().finish().is_none());
+    /// ```
     pub fn finish(&self) -> Option<TrackerReport> {
         let inner = self.inner.as_ref()?;
         let total_ns = inner.now();
@@ -572,6 +693,14 @@ fn end(inner: &Inner, id: u64, extra: Option<Value>) {
 
 /// A timed operation in progress. It ends on [`end`](Span::end), or when dropped, on the
 /// thread that started it.
+///
+/// ```
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+/// let span = tracker.start("op", None);
+/// drop(span); // ends here
+/// assert_eq!(tracker.finish().unwrap().events.len(), 1);
+/// ```
 #[must_use = "the operation ends when this is dropped; bind it to a variable"]
 pub struct Span<'t> {
     /// The tracker and the operation's id; `None` when disabled (one null word).
@@ -596,6 +725,13 @@ impl Span<'_> {
     };
 
     /// Ends the operation now.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// tracker.start("op", None).end();
+    /// assert_eq!(tracker.finish().unwrap().events.len(), 1);
+    /// ```
     #[inline(always)]
     pub fn end(mut self) {
         if let Some((inner, id)) = self.open.take() {
@@ -604,6 +740,14 @@ impl Span<'_> {
     }
 
     /// Ends the operation now, adding `meta`'s fields to its metadata.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// tracker.start("op", Some(serde_json::json!({"a": 1}))).end_with(serde_json::json!({"b": 2}));
+    /// let meta = tracker.finish().unwrap().events[0].metadata.clone().unwrap();
+    /// assert_eq!((meta["a"].as_i64(), meta["b"].as_i64()), (Some(1), Some(2)));
+    /// ```
     pub fn end_with(mut self, meta: Value) {
         if let Some((inner, id)) = self.open.take() {
             end(inner, id, Some(meta));

@@ -10,6 +10,10 @@ use super::memory::ResourceSnapshot;
 use super::{Precision, RunInfo, TrackerOptions};
 
 /// A mark or an operation.
+///
+/// ```
+/// assert_eq!(serde_json::to_string(&backtest_perf::tracker::EventKind::Mark).unwrap(), "\"mark\"");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
@@ -21,6 +25,12 @@ pub enum EventKind {
 
 /// Memory of one operation: what its thread allocated and freed meanwhile (with the
 /// counting allocator installed), and the process RSS when it ended.
+///
+/// ```
+/// use backtest_perf::tracker::MemoryDelta;
+/// let m = MemoryDelta { allocated: 4096, freed: 1024, rss_bytes: Some(1 << 20) };
+/// assert_eq!(m.net(), 3072);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryDelta {
@@ -177,6 +187,16 @@ impl TrackedEvent {
 }
 
 /// An operation over its threshold (see [`TrackerReport`] for one in a report).
+///
+/// ```
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let options = TrackerOptions { slow_threshold_ms: 0.0, ..TrackerOptions::default() };
+/// let tracker = Tracker::new(RunInfo::named("doc"), options);
+/// tracker.measure("op", || std::thread::sleep(std::time::Duration::from_millis(1)));
+/// let report = tracker.finish().unwrap();
+/// let slow = &report.slow_events[0];
+/// assert_eq!((slow.name.as_ref(), slow.threshold_ms), ("op", 0.0));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlowEvent {
@@ -198,6 +218,15 @@ pub struct SlowEvent {
 
 /// An operation whose thread allocated more than the memory threshold beyond what it
 /// freed (needs the counting allocator; see [`crate::tracker::memory`]).
+///
+/// ```
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let options = TrackerOptions { slow_threshold_ms: 0.0, ..TrackerOptions::default() };
+/// let tracker = Tracker::new(RunInfo::named("doc"), options);
+/// tracker.measure("op", || std::thread::sleep(std::time::Duration::from_millis(1)));
+/// let report = tracker.finish().unwrap();
+/// assert!(report.memory_spikes.is_empty(), "memory was not tracked");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemorySpike {
@@ -212,6 +241,17 @@ pub struct MemorySpike {
 }
 
 /// Slow-operation statistics of one operation name, over every operation (dropped ones too).
+///
+/// ```
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let options = TrackerOptions { slow_threshold_ms: 0.0, ..TrackerOptions::default() };
+/// let tracker = Tracker::new(RunInfo::named("doc"), options);
+/// tracker.measure("op", || std::thread::sleep(std::time::Duration::from_millis(1)));
+/// let report = tracker.finish().unwrap();
+/// let op = report.stats["op"];
+/// assert_eq!((op.count, op.slow_count, op.slow_percent), (1, 1, 100.0));
+/// assert!(op.min_ms >= 1.0 && op.min_ms == op.max_ms);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlowStats {
@@ -230,6 +270,16 @@ pub struct SlowStats {
 }
 
 /// The thresholds a run was judged by.
+///
+/// ```
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let options = TrackerOptions { slow_threshold_ms: 0.0, ..TrackerOptions::default() };
+/// let tracker = Tracker::new(RunInfo::named("doc"), options);
+/// tracker.measure("op", || std::thread::sleep(std::time::Duration::from_millis(1)));
+/// let report = tracker.finish().unwrap();
+/// assert_eq!(report.thresholds.slow_ms, 0.0);
+/// assert_eq!(report.thresholds.by_name_ms["getSignal"], 5.0);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Thresholds {

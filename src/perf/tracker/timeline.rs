@@ -7,6 +7,12 @@ use std::io::IsTerminal;
 use super::report::{EventKind, TrackedEvent, TrackerReport};
 
 /// How to render a timeline.
+///
+/// ```
+/// use backtest_perf::tracker::timeline::TimelineStyle;
+/// let plain = TimelineStyle { color: false, metadata: false, root: None };
+/// assert_eq!(plain, TimelineStyle::default());
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimelineStyle {
     /// ANSI colours.
@@ -19,6 +25,11 @@ pub struct TimelineStyle {
 
 impl TimelineStyle {
     /// Colour when standard output is a terminal and `NO_COLOR` is not set; metadata on.
+    ///
+    /// ```
+    /// let style = backtest_perf::tracker::timeline::TimelineStyle::for_stdout();
+    /// assert!(style.metadata && style.root.is_none());
+    /// ```
     pub fn for_stdout() -> Self {
         TimelineStyle {
             color: color_for_stdout(),
@@ -29,6 +40,11 @@ impl TimelineStyle {
 }
 
 /// Whether standard output takes colour: a terminal, and no non-empty `NO_COLOR`.
+///
+/// ```
+/// // Piped (as in tests) or with NO_COLOR set: no colour.
+/// let _colour: bool = backtest_perf::tracker::timeline::color_for_stdout();
+/// ```
 pub fn color_for_stdout() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
@@ -87,6 +103,15 @@ fn ms(value: f64) -> String {
 }
 
 /// Renders the timeline of `report`.
+///
+/// ```
+/// use backtest_perf::tracker::timeline::{render, TimelineStyle};
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+/// tracker.measure("step", || ());
+/// let text = render(&tracker.finish().unwrap(), TimelineStyle::default());
+/// assert!(text.contains("Performance timeline: doc") && text.contains("\nstep "));
+/// ```
 pub fn render(report: &TrackerReport, style: TimelineStyle) -> String {
     let paint = Paint(style.color);
     let mut out = String::new();
@@ -233,6 +258,20 @@ fn line(
 }
 
 /// `root` and every event inside it, by start time.
+///
+/// ```
+/// use backtest_perf::tracker::timeline::subtree;
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+/// {
+///     let _outer = tracker.start("outer", None);
+///     tracker.measure("inner", || ());
+/// }
+/// tracker.measure("after", || ());
+/// let report = tracker.finish().unwrap();
+/// let names: Vec<&str> = subtree(&report, report.events[0].id).iter().map(|e| e.name.as_ref()).collect();
+/// assert_eq!(names, ["outer", "inner"]);
+/// ```
 pub fn subtree(report: &TrackerReport, root: u64) -> Vec<&TrackedEvent> {
     let mut inside = vec![root];
     let mut found = Vec::new();
