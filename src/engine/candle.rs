@@ -8,6 +8,11 @@ use serde::Serialize;
 use crate::Name;
 
 /// Unix epoch milliseconds, UTC: the engine's clock. chrono appears only at the edges.
+///
+/// ```
+/// let noon: backtest_perf::engine::Millis = 1_704_110_400_000; // 2024-01-01T12:00:00Z
+/// assert_eq!(backtest_perf::engine::candle::to_utc(noon).to_rfc3339(), "2024-01-01T12:00:00+00:00");
+/// ```
 pub type Millis = i64;
 
 /// A candle interval (and the step of a frame), in whole milliseconds.
@@ -23,6 +28,10 @@ pub struct Interval(Millis);
 
 impl Interval {
     /// One minute.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::engine::Interval::MINUTE.millis(), 60_000);
+    /// ```
     pub const MINUTE: Interval = Interval(60_000);
 
     /// An interval of `ms` milliseconds (at least 1).
@@ -119,11 +128,23 @@ pub struct Candle {
 
 impl Candle {
     /// `(high + low + close) / 3`.
+    ///
+    /// ```
+    /// use backtest_perf::engine::Candle;
+    /// let c = Candle { open_time: 60_000, open: 10.0, high: 12.0, low: 9.0, close: 11.0, volume: 2.0 };
+    /// assert_eq!(c.typical_price(), (12.0 + 9.0 + 11.0) / 3.0);
+    /// ```
     pub fn typical_price(&self) -> f64 {
         (self.high + self.low + self.close) / 3.0
     }
 
     /// The open time as a chrono date-time.
+    ///
+    /// ```
+    /// use backtest_perf::engine::Candle;
+    /// let c = Candle { open_time: 60_000, open: 10.0, high: 12.0, low: 9.0, close: 11.0, volume: 2.0 };
+    /// assert_eq!(c.open_time_utc().to_rfc3339(), "1970-01-01T00:01:00+00:00");
+    /// ```
     pub fn open_time_utc(&self) -> DateTime<Utc> {
         to_utc(self.open_time)
     }
@@ -179,6 +200,12 @@ pub fn to_utc(ms: Millis) -> DateTime<Utc> {
 }
 
 /// A candle series failed a check: which candle (0-based) and why.
+///
+/// ```
+/// use backtest_perf::engine::{CandleError, CandleSeries};
+/// let err: CandleError = CandleSeries::new("X".into(), vec![], None).unwrap_err();
+/// assert_eq!(err.to_string(), "candle 0: no candles");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("candle {index}: {problem}")]
 pub struct CandleError {
@@ -195,6 +222,13 @@ pub struct CandleError {
 /// early): no strategy can see a candle before it closed.
 ///
 /// [`interval`]: CandleSeries::interval
+///
+/// ```
+/// use backtest_perf::engine::{Candle, CandleSeries};
+/// let c = |m: i64| Candle { open_time: m * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+/// let s = CandleSeries::new("X".into(), vec![c(0), c(1), c(2)], None).unwrap();
+/// assert_eq!(s.candles().len(), 3);
+/// ```
 #[derive(Clone, Debug)]
 pub struct CandleSeries {
     symbol: Name,
@@ -286,16 +320,37 @@ impl CandleSeries {
     }
 
     /// The candle interval.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Candle, CandleSeries};
+    /// let c = |m: i64| Candle { open_time: m * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+    /// let s = CandleSeries::new("X".into(), vec![c(0), c(1), c(2)], None).unwrap();
+    /// assert_eq!(s.interval(), backtest_perf::engine::Interval::MINUTE);
+    /// ```
     pub fn interval(&self) -> Interval {
         self.interval
     }
 
     /// All candles, oldest first.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Candle, CandleSeries};
+    /// let c = |m: i64| Candle { open_time: m * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+    /// let s = CandleSeries::new("X".into(), vec![c(0), c(1), c(2)], None).unwrap();
+    /// assert_eq!(s.candles()[2].open_time, 120_000);
+    /// ```
     pub fn candles(&self) -> &[Candle] {
         &self.candles
     }
 
     /// When candle `index` closed.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Candle, CandleSeries};
+    /// let c = |m: i64| Candle { open_time: m * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+    /// let s = CandleSeries::new("X".into(), vec![c(0), c(1), c(2)], None).unwrap();
+    /// assert_eq!(s.close_time(0), 60_000);
+    /// ```
     pub fn close_time(&self, index: usize) -> Millis {
         self.close_times[index]
     }
@@ -322,6 +377,13 @@ impl CandleSeries {
     }
 
     /// Index of the first candle that opens at or after `since`.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Candle, CandleSeries};
+    /// let c = |m: i64| Candle { open_time: m * 60_000, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 };
+    /// let s = CandleSeries::new("X".into(), vec![c(0), c(1), c(2)], None).unwrap();
+    /// assert_eq!((s.first_open_at_or_after(0), s.first_open_at_or_after(1), s.first_open_at_or_after(999_999)), (0, 1, 3));
+    /// ```
     #[inline]
     pub fn first_open_at_or_after(&self, since: Millis) -> usize {
         if self.regular {

@@ -10,6 +10,11 @@ use super::synthetic::{SyntheticConfig, generate};
 use crate::Name;
 
 /// A candle request the exchange cannot serve; each message says what it has instead.
+///
+/// ```
+/// use backtest_perf::engine::{Exchange, ExchangeError, MemoryExchange};
+/// assert!(matches!(MemoryExchange::new().series("X".into()), Err(ExchangeError::UnknownSymbol { .. })));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ExchangeError {
     /// No candles for that symbol. Fix: ask for one of the listed symbols.
@@ -37,6 +42,23 @@ pub enum ExchangeError {
 ///
 /// Implement [`series`](Exchange::series) (and [`symbols`](Exchange::symbols)); the
 /// candle queries come with it.
+///
+/// ```
+/// use backtest_perf::engine::{CandleSeries, Exchange, ExchangeError};
+/// use backtest_perf::Name;
+/// /// One series, served as it is.
+/// struct One(CandleSeries);
+/// impl Exchange for One {
+///     fn series(&self, symbol: Name) -> Result<&CandleSeries, ExchangeError> {
+///         if symbol == self.0.symbol() { Ok(&self.0) } else {
+///             Err(ExchangeError::UnknownSymbol { symbol: symbol.to_string(), known: self.0.symbol().to_string() })
+///         }
+///     }
+///     fn symbols(&self) -> Vec<Name> {
+///         vec![self.0.symbol()]
+///     }
+/// }
+/// ```
 pub trait Exchange: Send + Sync {
     /// The series of one symbol.
     ///
@@ -173,6 +195,12 @@ impl MemoryExchange {
     }
 
     /// Adds a series built elsewhere.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{synthetic::generate, Exchange, MemoryExchange, SyntheticConfig};
+    /// let ex = MemoryExchange::new().with_series(generate("SYN".into(), &SyntheticConfig::days(1)).unwrap());
+    /// assert_eq!(ex.symbols(), ["SYN"]);
+    /// ```
     pub fn with_series(mut self, series: CandleSeries) -> Self {
         self.series.insert(series.symbol(), series);
         self
@@ -205,6 +233,13 @@ fn join(names: Vec<Name>) -> String {
 }
 
 /// One symbol's candles read from a CSV file.
+///
+/// ```
+/// use backtest_perf::engine::{CsvExchange, Exchange};
+/// let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/EURUSD.csv");
+/// let ex = CsvExchange::open(&path, "EURUSD").unwrap();
+/// assert_eq!(ex.series("EURUSD".into()).unwrap().candles().len(), 5_000);
+/// ```
 #[derive(Clone, Debug)]
 pub struct CsvExchange(MemoryExchange);
 
@@ -237,6 +272,12 @@ impl CsvExchange {
 }
 
 /// One symbol's seeded synthetic 1-minute candles (see [`crate::engine::synthetic`]).
+///
+/// ```
+/// use backtest_perf::engine::{Exchange, SyntheticConfig, SyntheticExchange};
+/// let ex = SyntheticExchange::new("SYN".into(), SyntheticConfig { seed: 7, ..SyntheticConfig::days(1) }).unwrap();
+/// assert_eq!(ex.symbols(), ["SYN"]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct SyntheticExchange(MemoryExchange);
 

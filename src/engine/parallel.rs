@@ -7,6 +7,14 @@ use super::runner::{Backtest, BacktestError, BacktestResult};
 use super::strategy::Strategy;
 
 /// One backtest to run: the run and the strategy it runs.
+///
+/// ```
+/// use backtest_perf::engine::parallel::Job;
+/// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+/// let job: Job = (Backtest::new(&exchange, "SYN").unwrap(), Box::new(backtest_perf::strategies::SmaCrossover::default()));
+/// # drop(job);
+/// ```
 pub type Job<'a> = (Backtest<'a>, Box<dyn Strategy>);
 
 /// The number of threads to use by default: the machine's cores.

@@ -53,6 +53,14 @@ impl Default for BacktestConfig {
 }
 
 /// Totals of a run.
+///
+/// ```
+/// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+/// let backtest = Backtest::new(&exchange, "SYN").unwrap();
+/// let summary = backtest.run(&mut backtest_perf::strategies::SmaCrossover::default()).unwrap().summary;
+/// assert_eq!(summary.wins + summary.losses, summary.signals);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -169,6 +177,12 @@ pub enum BacktestError {
 }
 
 /// Called with the number of frames ticked since the last call.
+///
+/// ```
+/// use std::sync::Arc;
+/// let progress: backtest_perf::engine::Progress = Arc::new(|frames| eprintln!("{frames} more frames"));
+/// # drop(progress);
+/// ```
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// One backtest: a symbol on an exchange over a frame.
@@ -234,6 +248,15 @@ impl<'a> Backtest<'a> {
     }
 
     /// Uses `config` (see [`BacktestConfig`]).
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+    /// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// let backtest = Backtest::new(&exchange, "SYN").unwrap();
+    /// let config = backtest_perf::engine::BacktestConfig { vwap_candles: 10, ..Default::default() };
+    /// let result = backtest.with_config(config).run(&mut backtest_perf::strategies::SmaCrossover::default());
+    /// assert!(result.is_ok());
+    /// ```
     pub fn with_config(mut self, config: BacktestConfig) -> Self {
         self.config = config;
         self
@@ -278,12 +301,27 @@ impl<'a> Backtest<'a> {
     }
 
     /// The frame the run ticks over.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+    /// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// let backtest = Backtest::new(&exchange, "SYN").unwrap();
+    /// assert_eq!(backtest.frame().count(), 1_440);
+    /// ```
     pub fn frame(&self) -> Frame {
         self.frame
     }
 
     /// Runs `strategy`: ticks every frame, asks for signals at most once per the
     /// strategy's interval, checks, waits for and replays them, and times the hooks.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+    /// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    /// let backtest = Backtest::new(&exchange, "SYN").unwrap();
+    /// let result = backtest.run(&mut backtest_perf::strategies::DonchianBreakout::default()).unwrap();
+    /// assert!(result.frames <= 1_440);
+    /// ```
     pub fn run(&self, strategy: &mut dyn Strategy) -> Result<BacktestResult, BacktestError> {
         let strategy_name = Name::new(strategy.name());
         let symbol = self.series.symbol();

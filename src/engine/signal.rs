@@ -19,6 +19,11 @@ pub enum Position {
 }
 
 /// Default lifetime of a signal, minutes.
+///
+/// ```
+/// use backtest_perf::engine::{signal::DEFAULT_LIFETIME_MINUTES, Signal};
+/// assert_eq!(Signal::long(2.0, 1.0).lifetime_minutes, DEFAULT_LIFETIME_MINUTES);
+/// ```
 pub const DEFAULT_LIFETIME_MINUTES: u32 = 1_440;
 
 /// A strategy's request to open a position.
@@ -292,6 +297,12 @@ pub struct ClosedSignal {
 }
 
 /// A signal that failed its check; the run went on (see [`ClosedSignal`] for a run).
+///
+/// ```
+/// use backtest_perf::engine::{Rejection, RejectedSignal, Signal};
+/// let r = RejectedSignal { signal: Signal::long(1.0, 2.0), at: backtest_perf::engine::candle::to_utc(0), reason: Rejection::NoPrice };
+/// assert_eq!(serde_json::to_value(&r).unwrap()["reason"]["kind"], "noPrice");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RejectedSignal {
@@ -304,6 +315,12 @@ pub struct RejectedSignal {
 }
 
 /// A waiting signal whose entry price was not touched in time.
+///
+/// ```
+/// use backtest_perf::engine::{CancelledSignal, Signal, candle::to_utc};
+/// let c = CancelledSignal { signal: Signal::long(2.0, 1.0).at(1.5), at: to_utc(0), cancelled_at: to_utc(120 * 60_000) };
+/// assert_eq!((c.cancelled_at - c.at).num_minutes(), 120);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelledSignal {

@@ -67,6 +67,19 @@ pub trait Strategy: Send {
 }
 
 /// What a strategy sees at one frame time: only candles that closed by then.
+///
+/// ```
+/// use backtest_perf::engine::{Context, Signal, Strategy, StrategyError};
+/// struct Looker;
+/// impl Strategy for Looker {
+///     fn name(&self) -> &str { "looker" }
+///     fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+///         let seen = ctx.candles(3)?;
+///         assert!(seen.iter().all(|c| c.open_time + ctx.interval().millis() <= ctx.when_millis()));
+///         Ok(None)
+///     }
+/// }
+/// ```
 pub struct Context<'r> {
     pub(crate) exchange: &'r dyn Exchange,
     pub(crate) series: &'r CandleSeries,
@@ -238,6 +251,12 @@ pub fn vwap(candles: &[Candle]) -> Option<f64> {
 }
 
 /// A registered strategy: its name, and a way to make one with its default parameters.
+///
+/// ```
+/// let entries = backtest_perf::strategies::registry();
+/// let sma = entries.iter().find(|e| e.name == "sma-crossover").unwrap();
+/// assert_eq!((sma.build)().name(), "sma-crossover");
+/// ```
 #[derive(Clone)]
 pub struct StrategyEntry {
     /// The strategy's name.

@@ -68,6 +68,13 @@ impl SyntheticConfig {
 /// Fails, naming the parameter, for no minutes, a start price that is not a finite
 /// number above zero, a drift that is not finite, a volatility that is not finite and
 /// >= 0, or a path whose prices overflow.
+///
+/// ```
+/// use backtest_perf::engine::synthetic::{generate, SyntheticConfig};
+/// let series = generate("SYN".into(), &SyntheticConfig::days(1)).unwrap();
+/// assert_eq!(series.candles().len(), 1_440);
+/// assert!(generate("SYN".into(), &SyntheticConfig { volatility: -1.0, ..SyntheticConfig::days(1) }).is_err());
+/// ```
 pub fn generate(symbol: Name, config: &SyntheticConfig) -> Result<CandleSeries, CandleError> {
     let bad = |problem: String| CandleError { index: 0, problem };
     if config.minutes == 0 {

@@ -20,6 +20,10 @@ use crate::tracker::TrackerOptions;
 use crate::{MetricType, Name, PerformanceContract, PerformanceEmitter};
 
 /// Slow hooks listed per run; past it they are only counted.
+///
+/// ```
+/// assert_eq!(backtest_perf::engine::timing::SLOW_HOOKS_KEPT, 100);
+/// ```
 pub const SLOW_HOOKS_KEPT: usize = 100;
 
 /// A hook that took longer than its threshold, as listed in a run's result.
@@ -50,6 +54,10 @@ pub struct SlowHook {
 }
 
 /// Events buffered before they go to the bus.
+///
+/// ```
+/// assert_eq!(backtest_perf::engine::timing::BATCH, 1024);
+/// ```
 pub const BATCH: usize = 1024;
 
 /// The hooks, in the order of [`MetricType::BUILT_IN`].
