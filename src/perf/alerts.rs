@@ -45,6 +45,10 @@ use crate::key::StorageKey;
 use crate::stats::{MetricStats, PerformanceStatistics};
 
 /// How bad an alert is.
+///
+/// ```
+/// assert_eq!(serde_json::to_string(&backtest_perf::alerts::Severity::Critical).unwrap(), "\"critical\"");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -56,6 +60,11 @@ pub enum Severity {
 
 impl Severity {
     /// The default cooldown: 5 minutes for critical, 15 for warning.
+    ///
+    /// ```
+    /// use backtest_perf::alerts::Severity;
+    /// assert_eq!(Severity::Warning.default_cooldown().as_secs(), 15 * 60);
+    /// ```
     pub fn default_cooldown(self) -> Duration {
         match self {
             Severity::Critical => Duration::from_secs(5 * 60),
@@ -65,6 +74,10 @@ impl Severity {
 }
 
 /// A statistic of one metric type, in ms (or percent for the slow share).
+///
+/// ```
+/// assert_eq!(serde_json::from_str::<backtest_perf::alerts::Statistic>("\"p95\"").unwrap(), backtest_perf::alerts::Statistic::P95);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Statistic {
@@ -103,6 +116,12 @@ impl Statistic {
 }
 
 /// When a rule fires.
+///
+/// ```
+/// use backtest_perf::alerts::Condition;
+/// let c: Condition = serde_json::from_str(r#"{"kind": "droppedAbove", "bound": 10}"#).unwrap();
+/// assert_eq!(c, Condition::DroppedAbove { bound: 10 });
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Condition {
@@ -202,6 +221,11 @@ impl Condition {
 }
 
 /// A named condition with a severity and a cooldown.
+///
+/// ```
+/// let rules = backtest_perf::alerts::rules_from_json(r#"[{"name": "x", "condition": {"kind": "rejectedAbove", "bound": 0}, "severity": "warning"}]"#).unwrap();
+/// assert_eq!(rules[0].cooldown().as_secs(), 900);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertRule {
@@ -218,6 +242,12 @@ pub struct AlertRule {
 
 impl AlertRule {
     /// A rule with the severity's default cooldown.
+    ///
+    /// ```
+    /// use backtest_perf::alerts::{AlertRule, Condition, Severity};
+    /// let rule = AlertRule::new("drops", Condition::DroppedAbove { bound: 0 }, Severity::Critical);
+    /// assert_eq!(rule.cooldown().as_secs(), 300);
+    /// ```
     pub fn new(name: impl Into<String>, condition: Condition, severity: Severity) -> Self {
         AlertRule {
             name: name.into(),
@@ -228,6 +258,13 @@ impl AlertRule {
     }
 
     /// The cooldown in force.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backtest_perf::alerts::{AlertRule, Condition, Severity};
+    /// let rule = AlertRule { cooldown: Some(Duration::from_secs(10)), ..AlertRule::new("r", Condition::RejectedAbove { bound: 0 }, Severity::Critical) };
+    /// assert_eq!(rule.cooldown(), Duration::from_secs(10));
+    /// ```
     pub fn cooldown(&self) -> Duration {
         self.cooldown
             .unwrap_or_else(|| self.severity.default_cooldown())
@@ -255,6 +292,17 @@ mod optional_seconds {
 }
 
 /// A fired rule.
+///
+/// ```
+/// use backtest_perf::alerts::{AlertManager, AlertRule, Condition, Severity};
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// let _ = bus.emit(PerformanceContract::new(MetricType::Tick, -1.0, 1.0).with_symbol("A").with_strategy("s"));
+/// let rule = AlertRule::new("rejects", Condition::RejectedAbove { bound: 0 }, Severity::Critical);
+/// let alert = &AlertManager::new(vec![rule]).evaluate_now(&service.get_data("A", "s"))[0];
+/// assert_eq!((alert.symbol.as_str(), alert.value, alert.bound), ("A", 1.0, 0.0));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
@@ -277,12 +325,29 @@ pub struct Alert {
 }
 
 /// Where alerts go. A sink that fails is counted and logged; the others still get the alert.
+///
+/// ```
+/// use backtest_perf::alerts::{Alert, AlertSink};
+/// struct Stdout;
+/// impl AlertSink for Stdout {
+///     fn deliver(&self, alert: &Alert) -> Result<(), String> {
+///         println!("{}", alert.message);
+///         Ok(())
+///     }
+/// }
+/// ```
 pub trait AlertSink: Send + Sync {
     /// Delivers one alert.
     fn deliver(&self, alert: &Alert) -> Result<(), String>;
 }
 
 /// Logs alerts with `tracing` (error for critical, warn for warning) and on stderr.
+///
+/// ```
+/// use std::sync::Arc;
+/// use backtest_perf::alerts::{AlertManager, LogSink};
+/// let _manager = AlertManager::new(vec![]).with_sink(Arc::new(LogSink));
+/// ```
 #[derive(Debug, Default)]
 pub struct LogSink;
 
@@ -302,6 +367,13 @@ impl AlertSink for LogSink {
 }
 
 /// Appends each alert as one JSON line to a file, creating its folder.
+///
+/// ```
+/// use std::sync::Arc;
+/// use backtest_perf::alerts::{AlertManager, FileSink};
+/// let dir = tempfile::tempdir().unwrap();
+/// let _manager = AlertManager::new(vec![]).with_sink(Arc::new(FileSink::new(dir.path().join("alerts.jsonl"))));
+/// ```
 #[derive(Debug)]
 pub struct FileSink {
     path: PathBuf,
@@ -310,6 +382,10 @@ pub struct FileSink {
 
 impl FileSink {
     /// A sink appending to `path`.
+    ///
+    /// ```
+    /// let _sink = backtest_perf::alerts::FileSink::new("alerts/log.jsonl");
+    /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileSink {
             path: path.into(),
@@ -339,6 +415,12 @@ impl AlertSink for FileSink {
 }
 
 /// POSTs each alert as JSON to a URL (feature `webhook`), with a 5-second timeout.
+///
+/// ```
+/// use std::sync::Arc;
+/// use backtest_perf::alerts::{AlertManager, WebhookSink};
+/// let _manager = AlertManager::new(vec![]).with_sink(Arc::new(WebhookSink::new("https://hooks.example.com/alerts")));
+/// ```
 #[cfg(feature = "webhook")]
 #[derive(Debug)]
 pub struct WebhookSink(crate::export::http::JsonPost);
@@ -346,6 +428,10 @@ pub struct WebhookSink(crate::export::http::JsonPost);
 #[cfg(feature = "webhook")]
 impl WebhookSink {
     /// A sink posting to `url`.
+    ///
+    /// ```
+    /// let _sink = backtest_perf::alerts::WebhookSink::new("http://127.0.0.1:9000/alerts");
+    /// ```
     pub fn new(url: impl Into<String>) -> Self {
         WebhookSink(crate::export::http::JsonPost::new(url))
     }
@@ -360,6 +446,15 @@ impl AlertSink for WebhookSink {
 }
 
 /// Evaluates rules and delivers what fires; see the [module documentation](self).
+///
+/// ```
+/// use backtest_perf::alerts::{AlertManager, AlertRule, Condition, Severity};
+/// use backtest_perf::{PerformanceEmitter, PerformanceService};
+/// let service = PerformanceService::attached(&PerformanceEmitter::new());
+/// let rule = AlertRule::new("never", Condition::RejectedAbove { bound: 0 }, Severity::Warning);
+/// let manager = AlertManager::new(vec![rule]);
+/// assert!(manager.evaluate_now(&service.get_data("A", "s")).is_empty());
+/// ```
 pub struct AlertManager {
     rules: Vec<AlertRule>,
     sinks: Vec<Arc<dyn AlertSink>>,
@@ -377,6 +472,15 @@ impl std::fmt::Debug for AlertManager {
 
 impl AlertManager {
     /// A manager with `rules` and no sinks (fired alerts are only returned).
+    ///
+    /// ```
+    /// use backtest_perf::alerts::{AlertManager, AlertRule, Condition, Severity};
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService};
+    /// let service = PerformanceService::attached(&PerformanceEmitter::new());
+    /// let rule = AlertRule::new("never", Condition::RejectedAbove { bound: 0 }, Severity::Warning);
+    /// let manager = AlertManager::new(vec![rule]);
+    /// assert_eq!(manager.failures(), 0);
+    /// ```
     pub fn new(rules: Vec<AlertRule>) -> Self {
         AlertManager {
             rules,
@@ -387,22 +491,57 @@ impl AlertManager {
     }
 
     /// Adds a sink.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let manager = backtest_perf::alerts::AlertManager::new(vec![]).with_sink(Arc::new(backtest_perf::alerts::LogSink));
+    /// assert_eq!(manager.failures(), 0);
+    /// ```
     pub fn with_sink(mut self, sink: Arc<dyn AlertSink>) -> Self {
         self.sinks.push(sink);
         self
     }
 
     /// Deliveries that failed.
+    ///
+    /// ```
+    /// use backtest_perf::alerts::{AlertManager, AlertRule, Condition, Severity};
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService};
+    /// let service = PerformanceService::attached(&PerformanceEmitter::new());
+    /// let rule = AlertRule::new("never", Condition::RejectedAbove { bound: 0 }, Severity::Warning);
+    /// let manager = AlertManager::new(vec![rule]);
+    /// manager.evaluate_now(&service.get_data("A", "s"));
+    /// assert_eq!(manager.failures(), 0);
+    /// ```
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
 
     /// Evaluates every rule on `stats` at wall-clock now.
+    ///
+    /// ```
+    /// use backtest_perf::alerts::{AlertManager, AlertRule, Condition, Severity};
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService};
+    /// let service = PerformanceService::attached(&PerformanceEmitter::new());
+    /// let rule = AlertRule::new("never", Condition::RejectedAbove { bound: 0 }, Severity::Warning);
+    /// let manager = AlertManager::new(vec![rule]);
+    /// assert!(manager.evaluate_now(&service.get_data("A", "s")).is_empty(), "nothing was rejected");
+    /// ```
     pub fn evaluate_now(&self, stats: &PerformanceStatistics) -> Vec<Alert> {
         self.evaluate(stats, DateTime::<Utc>::from(std::time::SystemTime::now()))
     }
 
     /// Evaluates every rule on `stats` at time `now`; delivers and returns what fires.
+    ///
+    /// ```
+    /// use backtest_perf::alerts::{AlertManager, AlertRule, Condition, Severity};
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService};
+    /// let service = PerformanceService::attached(&PerformanceEmitter::new());
+    /// let rule = AlertRule::new("never", Condition::RejectedAbove { bound: 0 }, Severity::Warning);
+    /// let manager = AlertManager::new(vec![rule]);
+    /// let at = backtest_perf::engine::candle::to_utc(1_704_067_200_000);
+    /// assert!(manager.evaluate(&service.get_data("A", "s"), at).is_empty());
+    /// ```
     pub fn evaluate(&self, stats: &PerformanceStatistics, now: DateTime<Utc>) -> Vec<Alert> {
         let key = StorageKey::new(&stats.symbol, &stats.strategy_name);
         let mut fired = Vec::new();

@@ -62,6 +62,18 @@ pub fn mann_whitney_greater(current: &[f64], baseline: &[f64]) -> f64 {
 }
 
 /// What a comparison found for one metric type.
+///
+/// ```
+/// use backtest_perf::compare::{compare, Verdict};
+/// use backtest_perf::stats::{PerformanceStatistics, StatsPreset};
+/// use backtest_perf::{MetricType, PerformanceContract, StorageKey};
+/// let stats = |scale: f64| {
+///     let events = (1..=40).map(|i| PerformanceContract::new(MetricType::Tick, f64::from(i) * scale, 0.0)).collect();
+///     PerformanceStatistics::compute(StorageKey::new("A", "s"), events, 0, 0, StatsPreset::Seed)
+/// };
+/// let rows = compare(&stats(1.0), &stats(2.0), 20.0, 0.05);
+/// assert_eq!(rows[0].verdict, Verdict::Regression);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Verdict {
@@ -78,6 +90,20 @@ pub enum Verdict {
 }
 
 /// One metric type, baseline against current.
+///
+/// ```
+/// use backtest_perf::compare::{compare, Verdict};
+/// use backtest_perf::stats::{PerformanceStatistics, StatsPreset};
+/// use backtest_perf::{MetricType, PerformanceContract, StorageKey};
+/// let stats = |scale: f64| {
+///     let events = (1..=40).map(|i| PerformanceContract::new(MetricType::Tick, f64::from(i) * scale, 0.0)).collect();
+///     PerformanceStatistics::compute(StorageKey::new("A", "s"), events, 0, 0, StatsPreset::Seed)
+/// };
+/// let rows = compare(&stats(1.0), &stats(2.0), 20.0, 0.05);
+/// assert_eq!(rows[0].samples, (40, 40));
+/// assert_eq!(rows[0].change_percent.unwrap()[0], 100.0);
+/// assert!(rows[0].p_slower < 0.001);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricComparison {
@@ -113,6 +139,19 @@ fn durations(stats: &PerformanceStatistics, metric: MetricType) -> Vec<f64> {
 }
 
 /// Compares every metric type of `baseline` and `current`.
+///
+/// ```
+/// use backtest_perf::compare::{compare, Verdict};
+/// use backtest_perf::stats::{PerformanceStatistics, StatsPreset};
+/// use backtest_perf::{MetricType, PerformanceContract, StorageKey};
+/// let stats = |scale: f64| {
+///     let events = (1..=40).map(|i| PerformanceContract::new(MetricType::Tick, f64::from(i) * scale, 0.0)).collect();
+///     PerformanceStatistics::compute(StorageKey::new("A", "s"), events, 0, 0, StatsPreset::Seed)
+/// };
+/// let rows = compare(&stats(1.0), &stats(2.0), 20.0, 0.05);
+/// assert_eq!(compare(&stats(1.0), &stats(1.0), 20.0, 0.05)[0].verdict, Verdict::Unchanged);
+/// assert_eq!(rows[0].metric_type, MetricType::Tick);
+/// ```
 pub fn compare(
     baseline: &PerformanceStatistics,
     current: &PerformanceStatistics,

@@ -38,6 +38,12 @@ use super::event::{MetricType, PerformanceContract};
 use super::name::Name;
 
 /// Puts closed spans on a performance bus; see the [module documentation](self).
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+/// let subscriber = tracing_subscriber::registry().with(backtest_perf::tracing_layer::PerformanceLayer::global());
+/// # drop(subscriber);
+/// ```
 #[derive(Clone, Debug)]
 pub struct PerformanceLayer {
     bus: PerformanceEmitter,
@@ -45,11 +51,19 @@ pub struct PerformanceLayer {
 
 impl PerformanceLayer {
     /// A layer emitting onto `bus`.
+    ///
+    /// ```
+    /// let _layer = backtest_perf::tracing_layer::PerformanceLayer::new(backtest_perf::PerformanceEmitter::new());
+    /// ```
     pub fn new(bus: PerformanceEmitter) -> Self {
         PerformanceLayer { bus }
     }
 
     /// A layer emitting onto the process-wide bus ([`crate::performance_emitter`]).
+    ///
+    /// ```
+    /// let _layer = backtest_perf::tracing_layer::PerformanceLayer::global();
+    /// ```
     pub fn global() -> Self {
         Self::new(crate::performance_emitter().clone())
     }

@@ -32,6 +32,15 @@ fn thread_of(event: &TrackedEvent) -> u64 {
 }
 
 /// The trace of `report`.
+///
+/// ```
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+/// tracker.measure("step", || ());
+/// let report = tracker.finish().unwrap();
+/// let trace = backtest_perf::export::chrome_trace::chrome_trace(&report);
+/// assert_eq!(trace["displayTimeUnit"], "ms");
+/// ```
 pub fn chrome_trace(report: &TrackerReport) -> Value {
     let mut title = report.run.id.clone();
     if let (Some(symbol), Some(strategy)) = (&report.run.symbol, &report.run.strategy) {
@@ -93,6 +102,16 @@ pub fn chrome_trace(report: &TrackerReport) -> Value {
 
 /// Writes the trace of `report` atomically to `dir/<name>.trace.json` (the name made
 /// safe); returns the path.
+///
+/// ```
+/// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+/// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+/// tracker.measure("step", || ());
+/// let report = tracker.finish().unwrap();
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = backtest_perf::export::chrome_trace::write_chrome_trace(&report, dir.path(), "run").unwrap();
+/// assert_eq!(path, dir.path().join("run.trace.json"));
+/// ```
 pub fn write_chrome_trace(
     report: &TrackerReport,
     dir: &Path,

@@ -18,6 +18,10 @@ pub struct JsonPost {
 
 impl JsonPost {
     /// A poster to `url`.
+    ///
+    /// ```
+    /// let _post = backtest_perf::export::http::JsonPost::new("http://localhost:4318/v1/traces");
+    /// ```
     pub fn new(url: impl Into<String>) -> Self {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
@@ -29,6 +33,11 @@ impl JsonPost {
     }
 
     /// POSTs `body` as `application/json`; the error names the URL.
+    ///
+    /// ```
+    /// let post = backtest_perf::export::http::JsonPost::new("http://127.0.0.1:9/nothing-listens");
+    /// assert!(post.send("{}".into()).is_err());
+    /// ```
     pub fn send(&self, body: String) -> Result<(), String> {
         self.agent
             .post(&self.url)

@@ -10,6 +10,15 @@ use crate::dump::{DumpError, safe_file_stem, write_atomic};
 use crate::stats::PerformanceStatistics;
 
 /// A saved measurement: the statistics (events included) and the environment.
+///
+/// ```
+/// use backtest_perf::export::json::JsonReport;
+/// let dir = tempfile::tempdir().unwrap();
+/// let service = backtest_perf::PerformanceService::attached(&backtest_perf::PerformanceEmitter::new());
+/// let path = backtest_perf::export::json::write_json(&service.get_data("A", "s"), dir.path()).unwrap();
+/// let report: JsonReport = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+/// assert!(report.environment.cores >= 1);
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JsonReport {

@@ -24,6 +24,21 @@ use crate::tracker::TrackerOptions;
 use crate::{PerformanceContract, PerformanceEmitter, Subscription};
 
 /// The instrumentation scope's name.
+///
+/// ```
+/// use backtest_perf::export::otel::otlp_json;
+/// use backtest_perf::tracker::TrackerOptions;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+/// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+/// let exporter = InMemorySpanExporter::default();
+/// let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+/// let bus = PerformanceEmitter::new();
+/// let sub = backtest_perf::export::otel::listen(&bus, &provider, TrackerOptions::default());
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.7e12)).unwrap();
+/// sub.flush();
+/// let spans = exporter.get_finished_spans().unwrap();
+/// assert_eq!(spans[0].instrumentation_scope.name(), backtest_perf::export::otel::SCOPE);
+/// ```
 pub const SCOPE: &str = "backtest-perf";
 
 /// Turns every event on `bus` into a span of `provider`'s tracer, judged slow by
@@ -115,6 +130,22 @@ fn value(v: &OtelValue) -> Value {
 
 /// `batch` as an OTLP/JSON `ExportTraceServiceRequest` (hex ids, times as decimal
 /// strings of Unix nanoseconds, enums as numbers).
+///
+/// ```
+/// use backtest_perf::export::otel::otlp_json;
+/// use backtest_perf::tracker::TrackerOptions;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+/// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+/// let exporter = InMemorySpanExporter::default();
+/// let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+/// let bus = PerformanceEmitter::new();
+/// let sub = backtest_perf::export::otel::listen(&bus, &provider, TrackerOptions::default());
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.7e12)).unwrap();
+/// sub.flush();
+/// let spans = exporter.get_finished_spans().unwrap();
+/// let request = otlp_json(&spans);
+/// assert_eq!(request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"], "tick");
+/// ```
 pub fn otlp_json(batch: &[SpanData]) -> Value {
     let spans: Vec<Value> = batch
         .iter()
@@ -157,6 +188,13 @@ pub fn otlp_json(batch: &[SpanData]) -> Value {
 }
 
 /// Appends each exported batch to a file as one OTLP-JSON line.
+///
+/// ```
+/// use backtest_perf::export::otel::{Batched, OtlpJsonFileExporter};
+/// let dir = tempfile::tempdir().unwrap();
+/// let exporter = OtlpJsonFileExporter::create(&dir.path().join("spans.jsonl")).unwrap();
+/// let _provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(Batched::new(exporter, 512)).build();
+/// ```
 #[derive(Debug)]
 pub struct OtlpJsonFileExporter {
     path: PathBuf,
@@ -165,6 +203,13 @@ pub struct OtlpJsonFileExporter {
 
 impl OtlpJsonFileExporter {
     /// An exporter appending to `path` (created, with its folder).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("traces").join("spans.jsonl");
+    /// backtest_perf::export::otel::OtlpJsonFileExporter::create(&path).unwrap();
+    /// assert!(path.exists());
+    /// ```
     pub fn create(path: &Path) -> std::io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -195,11 +240,21 @@ impl SpanExporter for OtlpJsonFileExporter {
 }
 
 /// Posts each exported batch as OTLP/HTTP JSON to a collector, with a 5-second timeout.
+///
+/// ```
+/// use backtest_perf::export::otel::{Batched, OtlpHttpExporter};
+/// let exporter = OtlpHttpExporter::new("http://localhost:4318/v1/traces");
+/// let _provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(Batched::new(exporter, 512)).build();
+/// ```
 #[derive(Debug)]
 pub struct OtlpHttpExporter(super::http::JsonPost);
 
 impl OtlpHttpExporter {
     /// An exporter posting to `url`, e.g. `http://localhost:4318/v1/traces`.
+    ///
+    /// ```
+    /// let _exporter = backtest_perf::export::otel::OtlpHttpExporter::new("http://collector:4318/v1/traces");
+    /// ```
     pub fn new(url: impl Into<String>) -> Self {
         OtlpHttpExporter(super::http::JsonPost::new(url))
     }
@@ -224,6 +279,12 @@ impl SpanExporter for OtlpHttpExporter {
 /// queue holds what waits, and nothing is dropped. The rest is exported at shutdown (the
 /// simple processor passes no flush on; [`SpanExporter::force_flush`] called directly
 /// exports it too).
+///
+/// ```
+/// use backtest_perf::export::otel::Batched;
+/// use opentelemetry_sdk::trace::InMemorySpanExporter;
+/// let _batched = Batched::new(InMemorySpanExporter::default(), 512);
+/// ```
 #[derive(Debug)]
 pub struct Batched<E: SpanExporter> {
     inner: E,
@@ -233,6 +294,10 @@ pub struct Batched<E: SpanExporter> {
 
 impl<E: SpanExporter> Batched<E> {
     /// Batches of `size` spans (at least 1) for `inner`.
+    ///
+    /// ```
+    /// let _one_at_least = backtest_perf::export::otel::Batched::new(opentelemetry_sdk::trace::InMemorySpanExporter::default(), 0);
+    /// ```
     pub fn new(inner: E, size: usize) -> Self {
         Batched {
             inner,

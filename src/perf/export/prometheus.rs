@@ -39,6 +39,11 @@ use crate::storage::StorageService;
 use crate::tracker::{ResourceSnapshot, TrackerOptions};
 
 /// Histogram bucket bounds, ms: hooks take microseconds to seconds.
+///
+/// ```
+/// use backtest_perf::export::prometheus::BUCKETS_MS;
+/// assert_eq!((BUCKETS_MS[0], BUCKETS_MS[BUCKETS_MS.len() - 1]), (0.001, 10_000.0));
+/// ```
 pub const BUCKETS_MS: [f64; 17] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 50.0, 100.0,
     1_000.0, 10_000.0,
@@ -70,6 +75,17 @@ struct Aggregate {
 }
 
 /// Aggregates bus events into Prometheus metrics; see the [module documentation](self).
+///
+/// ```
+/// use std::sync::Arc;
+/// use backtest_perf::export::prometheus::PrometheusExporter;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+/// let bus = PerformanceEmitter::new();
+/// let exporter = Arc::new(PrometheusExporter::default());
+/// bus.add_sink(exporter.clone());
+/// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
+/// assert!(exporter.render().contains("backtest_perf_events_total{metric_type=\"getCandles\""));
+/// ```
 pub struct PrometheusExporter {
     state: Mutex<Aggregate>,
     thresholds: TrackerOptions,
@@ -91,6 +107,12 @@ impl std::fmt::Debug for PrometheusExporter {
 impl PrometheusExporter {
     /// An exporter judging slowness by `thresholds`, reporting the dropped events of
     /// `storage` if given.
+    ///
+    /// ```
+    /// use backtest_perf::export::prometheus::PrometheusExporter;
+    /// use backtest_perf::tracker::TrackerOptions;
+    /// let _exporter = PrometheusExporter::new(TrackerOptions { slow_threshold_ms: 10.0, ..Default::default() }, None);
+    /// ```
     pub fn new(thresholds: TrackerOptions, storage: Option<Arc<StorageService>>) -> Self {
         PrometheusExporter {
             state: Mutex::new(Aggregate::default()),
@@ -122,6 +144,17 @@ impl PrometheusExporter {
     }
 
     /// The metrics in the Prometheus text exposition format (version 0.0.4).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use backtest_perf::export::prometheus::PrometheusExporter;
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let exporter = Arc::new(PrometheusExporter::default());
+    /// bus.add_sink(exporter.clone());
+    /// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
+    /// assert!(exporter.render().contains("le=\"0.025\"} 1"));
+    /// ```
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let state = self.state.lock();
@@ -231,6 +264,18 @@ impl PrometheusExporter {
 
     /// Writes the metrics atomically to `dir/<name>.prom` (the node_exporter textfile
     /// collector reads `*.prom` files and needs them written whole); returns the path.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use backtest_perf::export::prometheus::PrometheusExporter;
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let exporter = Arc::new(PrometheusExporter::default());
+    /// bus.add_sink(exporter.clone());
+    /// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// assert_eq!(exporter.write_textfile(dir.path(), "run").unwrap(), dir.path().join("run.prom"));
+    /// ```
     pub fn write_textfile(&self, dir: &Path, name: &str) -> Result<PathBuf, DumpError> {
         write_atomic(
             dir,
@@ -241,6 +286,18 @@ impl PrometheusExporter {
 
     /// Serves `GET /metrics` on `addr` (`127.0.0.1:0` picks a free port) until the
     /// returned server is dropped.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use backtest_perf::export::prometheus::PrometheusExporter;
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let exporter = Arc::new(PrometheusExporter::default());
+    /// bus.add_sink(exporter.clone());
+    /// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
+    /// let server = exporter.serve("127.0.0.1:0").unwrap();
+    /// assert!(server.addr().ip().is_loopback());
+    /// ```
     pub fn serve(self: &Arc<Self>, addr: &str) -> Result<MetricsServer, std::io::Error> {
         let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
         let local = server
@@ -304,6 +361,18 @@ impl Sink for PrometheusExporter {
 }
 
 /// A running `/metrics` endpoint; it stops when dropped.
+///
+/// ```
+/// use std::sync::Arc;
+/// use backtest_perf::export::prometheus::PrometheusExporter;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+/// let bus = PerformanceEmitter::new();
+/// let exporter = Arc::new(PrometheusExporter::default());
+/// bus.add_sink(exporter.clone());
+/// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
+/// let server = exporter.serve("127.0.0.1:0").unwrap();
+/// drop(server); // stops serving
+/// ```
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,
@@ -313,6 +382,18 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Where it listens.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use backtest_perf::export::prometheus::PrometheusExporter;
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let exporter = Arc::new(PrometheusExporter::default());
+    /// bus.add_sink(exporter.clone());
+    /// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
+    /// let server = exporter.serve("127.0.0.1:0").unwrap();
+    /// assert_ne!(server.addr().port(), 0);
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
