@@ -527,6 +527,17 @@ impl PerformanceEmitter {
 
     /// Waits, without blocking a thread, until every listener has handled every event
     /// queued before this call.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let bus = PerformanceEmitter::new();
+    /// let sub = bus.listen(|_: &PerformanceContract| {});
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+    /// bus.flush_async().await;
+    /// assert_eq!(sub.handled(), 1);
+    /// # });
+    /// ```
     pub async fn flush_async(&self) {
         let listeners: Vec<Arc<ListenerShared>> = self
             .inner

@@ -468,6 +468,17 @@ impl Subscription {
     }
 
     /// Waits until this listener handled every event queued before the call.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let bus = PerformanceEmitter::new();
+    /// let sub = bus.listen(|_: &PerformanceContract| {});
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+    /// sub.flush_async().await;
+    /// assert_eq!(sub.handled(), 1);
+    /// # });
+    /// ```
     pub async fn flush_async(&self) {
         self.shared.flush_async().await
     }
