@@ -1,7 +1,6 @@
 //! `backtest-perf backtest` and the default job: run strategies, print what they did and
 //! where the time went, dump one report per strategy.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -289,7 +288,11 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         tracker,
         ..BacktestConfig::default()
     };
-    let bar = progress_bar(frames);
+    let bar = super::progress_bar(
+        frames,
+        200_000,
+        "backtesting {bar:40} {human_pos}/{human_len} frames ({eta})",
+    );
     let jobs: Vec<Job> = entries
         .iter()
         .map(|entry| {
@@ -453,18 +456,4 @@ fn console_columns() -> Vec<Column> {
         us("p99", "P99 (µs)", |m| m.p99),
         us("maxDuration", "Max (µs)", |m| m.max_duration),
     ]
-}
-
-/// A progress bar for long runs on a terminal; nothing when stderr is piped.
-fn progress_bar(frames: u64) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() || frames < 200_000 {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(frames);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "backtesting {bar:40} {human_pos}/{human_len} frames ({eta})",
-    ) {
-        bar.set_style(style);
-    }
-    Some(bar)
 }

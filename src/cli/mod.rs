@@ -74,6 +74,20 @@ pub enum Command {
     },
 }
 
+/// A progress bar for `total` units on stderr, or `None` when stderr is not a terminal
+/// or the work is too small (under `min`) to be worth one.
+pub fn progress_bar(total: u64, min: u64, template: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || total < min {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
 /// Reads `HOOK=MS`.
 fn parse_threshold(text: &str) -> Result<(String, f64), String> {
     let (name, ms) = text

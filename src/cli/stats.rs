@@ -1,6 +1,6 @@
 //! `backtest-perf stats`: statistics of events read from a JSONL file.
 
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use backtest_perf::report::{default_columns, render};
@@ -42,7 +42,12 @@ pub fn run(args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
         source,
     })?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let progress = progress_bar(size);
+    let progress = super::progress_bar(
+        size,
+        8 << 20,
+        "reading {bar:40} {bytes}/{total_bytes} ({eta})",
+    )
+    .unwrap_or_else(indicatif::ProgressBar::hidden);
     let bus = PerformanceEmitter::new();
     let service = PerformanceService::attached_with(&bus, StorageConfig::default(), args.preset);
     let bad = feed(&args.input, progress.wrap_read(file), &bus, err)?;
@@ -141,17 +146,4 @@ fn feed(
         }
     }
     Ok(bad)
-}
-
-fn progress_bar(bytes: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() || bytes < 8 << 20 {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(bytes);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("reading {bar:40} {bytes}/{total_bytes} ({eta})")
-    {
-        bar.set_style(style);
-    }
-    bar
 }

@@ -288,8 +288,8 @@ pub fn table(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     out
 }
 
-/// Metric rows by total duration, largest first, ties by name.
-fn sorted_rows(stats: &PerformanceStatistics) -> Vec<&MetricStats> {
+/// Metric rows by total duration, largest first, ties by name: the order of every table.
+pub(crate) fn sorted_rows(stats: &PerformanceStatistics) -> Vec<&MetricStats> {
     let mut rows: Vec<&MetricStats> = stats.metric_stats.values().collect();
     rows.sort_by(|a, b| {
         b.total_duration

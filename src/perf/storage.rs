@@ -29,7 +29,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use lru::LruCache;
@@ -112,7 +112,7 @@ pub struct StorageService {
     config: StorageConfig,
     shards: Box<[Mutex<Shard>]>,
     evicted: AtomicU64,
-    attached: AtomicBool,
+
     /// Weak: the bus holds the storage, so a strong handle back would keep both alive forever.
     subscription: Mutex<Option<(Weak<EmitterInner>, SubscriberId)>>,
 }
@@ -165,7 +165,7 @@ impl StorageService {
                 .map(|_| Mutex::new(LruCache::with_hasher(per_shard, Prehashed::default())))
                 .collect(),
             evicted: AtomicU64::new(0),
-            attached: AtomicBool::new(false),
+
             subscription: Mutex::new(None),
         })
     }
@@ -191,11 +191,11 @@ impl StorageService {
     /// assert_eq!(bus.subscriber_count(), 1);
     /// ```
     pub fn attach(self: &Arc<Self>, bus: &PerformanceEmitter) -> bool {
-        if self.attached.swap(true, Ordering::AcqRel) {
+        let mut subscription = self.subscription.lock();
+        if subscription.is_some() {
             return false;
         }
-        let id = bus.add_sink(self.clone());
-        *self.subscription.lock() = Some((bus.downgrade(), id));
+        *subscription = Some((bus.downgrade(), bus.add_sink(self.clone())));
         true
     }
 
@@ -210,11 +210,10 @@ impl StorageService {
     /// assert_eq!(bus.subscriber_count(), 0);
     /// ```
     pub fn detach(&self) {
-        if let Some((bus, id)) = self.subscription.lock().take() {
-            if let Some(bus) = bus.upgrade() {
-                PerformanceEmitter::from_inner(bus).remove(id);
-            }
-            self.attached.store(false, Ordering::Release);
+        if let Some((bus, id)) = self.subscription.lock().take()
+            && let Some(bus) = bus.upgrade()
+        {
+            PerformanceEmitter::from_inner(bus).remove(id);
         }
     }
 

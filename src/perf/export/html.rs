@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use crate::dump::{DumpError, safe_file_stem, write_atomic};
-use crate::report::thousands;
+use crate::report::{sorted_rows, thousands};
 use crate::stats::{MetricStats, PerformanceStatistics};
 use crate::tracker::timeline::subtree;
 use crate::tracker::{EventKind, TrackerReport};
@@ -234,12 +234,7 @@ pub fn render_html(
         stats.rejected,
         stats.dropped
     );
-    let mut rows: Vec<&MetricStats> = stats.metric_stats.values().collect();
-    rows.sort_by(|a, b| {
-        b.total_duration
-            .total_cmp(&a.total_duration)
-            .then_with(|| a.metric_type.cmp(&b.metric_type))
-    });
+    let rows = sorted_rows(stats);
     html.push_str("<h2>Detailed metrics</h2>\n<table><thead><tr>");
     let columns = columns();
     for (label, _) in &columns {
