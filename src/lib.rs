@@ -48,8 +48,8 @@ pub mod strategies;
 #[cfg(feature = "tracing-layer")]
 pub use perf::tracing_layer;
 pub use perf::{
-    alerts, compare, dump, emitter, event, export, facade, key, listener, name, report, stats,
-    storage, tracker,
+    alerts, compare, dump, emitter, event, export, facade, key, listener, name, report, span,
+    stats, storage, tracker,
 };
 
 pub use perf::dump::DumpError;

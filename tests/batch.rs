@@ -79,15 +79,16 @@ fn a_batch_delivers_exactly_what_single_emits_deliver() {
     assert_eq!(batch_bus.rejected(), 10);
     assert_eq!(*batch_log.lock().unwrap(), *one_log.lock().unwrap());
     // Even i go to BTCUSDT (250 valid); odd i to ETHUSDT, where all 10 invalid ones are.
-    for (symbol, dropped, rejected) in [("BTCUSDT", 50, 0), ("ETHUSDT", 40, 10)] {
+    // The window keeps 200 of each; the statistics cover every valid event.
+    for (symbol, total, dropped, rejected) in [("BTCUSDT", 250, 50, 0), ("ETHUSDT", 240, 40, 10)] {
         let (a, b) = (
             one_service.get_data(symbol, "s"),
             batch_service.get_data(symbol, "s"),
         );
         assert_eq!(a, b);
         assert_eq!(
-            (b.total_events, b.dropped, b.rejected),
-            (200, dropped, rejected)
+            (b.total_events, b.events.len(), b.dropped, b.rejected),
+            (total, 200, dropped, rejected)
         );
     }
 }

@@ -90,7 +90,16 @@ fn rejected_and_dropped_events_show_in_the_report() {
         "{report}"
     );
     let data = service.get_data("BTCUSDT", "my-strategy");
-    assert_eq!((data.total_events, data.rejected, data.dropped), (1, 1, 1));
+    // Two events in the whole run, one kept in the window.
+    assert_eq!(
+        (
+            data.total_events,
+            data.events.len(),
+            data.rejected,
+            data.dropped
+        ),
+        (2, 1, 1, 1)
+    );
 }
 
 #[test]

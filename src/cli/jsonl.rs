@@ -19,6 +19,10 @@ struct RawEvent {
     symbol: Option<Name>,
     strategy_name: Option<Name>,
     when: Option<DateTime<Utc>>,
+    self_duration: Option<f64>,
+    id: Option<u64>,
+    parent_id: Option<u64>,
+    ok: Option<bool>,
 }
 
 impl RawEvent {
@@ -32,6 +36,10 @@ impl RawEvent {
             symbol: self.symbol,
             strategy_name: self.strategy_name,
             when: self.when,
+            self_duration: self.self_duration,
+            id: self.id,
+            parent_id: self.parent_id,
+            ok: self.ok,
         })
     }
 }

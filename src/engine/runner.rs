@@ -362,6 +362,7 @@ impl<'a> Backtest<'a> {
             if last_call.is_none_or(|t| when - t >= throttle) {
                 last_call = Some(when);
                 let signal_span = tracker.start(Hook::GetSignal.name(), None);
+                let signal_started = timer.start_with(&tick);
                 let mut ctx = Context {
                     exchange: self.exchange,
                     series: self.series,
@@ -373,7 +374,7 @@ impl<'a> Backtest<'a> {
                 let signal = strategy.get_signal(&mut ctx);
                 // The tick and the signal function start together; they end together too
                 // unless a signal is then handled.
-                let asked = timer.finish(Hook::GetSignal, tick, when);
+                let asked = timer.finish(Hook::GetSignal, signal_started, when);
                 signal_span.end();
                 let signal = signal.map_err(|source| BacktestError::Strategy {
                     strategy: strategy_name.to_string(),

@@ -3,19 +3,21 @@
 //! Events are chained (`previousTimestamp`) per metric type within a run and delivered
 //! with [`PerformanceEmitter::emit_batch`] every [`BATCH`] events and when the run ends,
 //! so a hook costs two clock reads and a copy; adjacent hook boundaries share one read.
+//! Each event carries its id, its parent's id and its self time (the hooks nest: `tick`
+//! holds `getSignal`, which holds the strategy's `getCandles` and `getAveragePrice`;
+//! `backtest` holds its own `getCandles`).
 //! With tracking off a hook costs one relaxed atomic load.
 //!
 //! Each measured hook is also checked against its threshold (the run's
 //! [`TrackerOptions`]: `getCandles` 50 ms, `getSignal` 5 ms, others 100 ms by default);
 //! the slow ones are listed in the run's result.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
 use chrono::{DateTime, Utc};
 
 use super::candle::{Millis, to_utc};
 use serde::Serialize;
 
+use crate::span::{self, Open};
 use crate::tracker::TrackerOptions;
 use crate::{MetricType, Name, PerformanceContract, PerformanceEmitter};
 
@@ -88,17 +90,25 @@ impl Hook {
 }
 
 /// A started hook: `None` when tracking was off at its start.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 #[must_use = "finish the hook to record it"]
-pub(crate) struct Started(Option<Instant>);
+pub(crate) struct Started(Option<Open>);
+
+/// The moment a hook finished (ns of the process clock), to start or finish an adjacent
+/// hook with: one clock read serves both. `None` when tracking was off.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ended(Option<u64>);
 
 /// Times the hooks of one run of one symbol:strategy.
+///
+/// Every hook is measured once, with the process clock of [`crate::span`], and opened on
+/// the thread's span stack, so nested hooks (and user code timed with
+/// [`crate::facade::time`] inside them) get their parent's id and leave their parent's
+/// self time.
 pub(crate) struct HookTimer {
     bus: PerformanceEmitter,
     symbol: Name,
     strategy: Name,
-    base: Instant,
-    base_epoch_ms: f64,
     previous: [Option<f64>; 5],
     buffer: Vec<PerformanceContract>,
     /// The last simulated time converted, and its conversion: every hook of a frame
@@ -120,15 +130,10 @@ impl HookTimer {
     ) -> Self {
         let thresholds_ns =
             MetricType::BUILT_IN.map(|t| (options.threshold_ms(t.as_str()).max(0.0) * 1e6) as u64);
-        let base_epoch_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         HookTimer {
             bus,
             symbol,
             strategy,
-            base: Instant::now(),
-            base_epoch_ms,
             previous: [None; 5],
             buffer: Vec::with_capacity(BATCH),
             when: (0, to_utc(0)),
@@ -138,53 +143,66 @@ impl HookTimer {
         }
     }
 
-    /// Starts timing a hook.
+    /// Starts timing a hook now.
     #[inline]
     pub(crate) fn start(&self) -> Started {
-        Started(self.bus.is_enabled().then(Instant::now))
+        Started(
+            self.bus
+                .is_enabled()
+                .then(|| span::enter_at(span::now_ns())),
+        )
+    }
+
+    /// Starts timing a hook nested in `outer` at the moment `outer` started.
+    #[inline]
+    pub(crate) fn start_with(&self, outer: &Started) -> Started {
+        Started(outer.0.as_ref().map(|o| span::enter_at(o.start_ns)))
     }
 
     /// Finishes a hook started with [`start`](Self::start); `when` is the simulated time.
-    /// Returns the moment it finished, to start or finish an adjacent hook with (one clock
-    /// read serves both).
+    /// Returns the moment it finished.
     #[inline]
-    pub(crate) fn finish(&mut self, hook: Hook, started: Started, when: Millis) -> Started {
-        let Some(start) = started.0 else {
-            return Started(None);
+    pub(crate) fn finish(&mut self, hook: Hook, started: Started, when: Millis) -> Ended {
+        let Some(open) = started.0 else {
+            return Ended(None);
         };
-        let end = Instant::now();
-        self.record(hook, start, end, when);
-        Started(Some(end))
+        let end = span::now_ns();
+        self.record(hook, open, end, when);
+        Ended(Some(end))
     }
 
     /// Finishes a hook at a moment already read by [`finish`](Self::finish).
     #[inline]
-    pub(crate) fn finish_at(&mut self, hook: Hook, started: Started, end: Started, when: Millis) {
-        if let (Some(start), Some(end)) = (started.0, end.0) {
-            self.record(hook, start, end, when);
+    pub(crate) fn finish_at(&mut self, hook: Hook, started: Started, end: Ended, when: Millis) {
+        if let (Some(open), Some(end)) = (started.0, end.0) {
+            self.record(hook, open, end, when);
         }
     }
 
     #[inline]
-    fn record(&mut self, hook: Hook, start: Instant, end: Instant, when: Millis) {
+    fn record(&mut self, hook: Hook, open: Open, end_ns: u64, when: Millis) {
         if self.when.0 != when {
             self.when = (when, to_utc(when));
         }
-        let timestamp = self.base_epoch_ms + end.duration_since(self.base).as_secs_f64() * 1000.0;
-        let duration = end.duration_since(start);
-        if duration.as_nanos() as u64 > self.thresholds_ns[hook as usize] {
-            self.slow_hook(hook, duration.as_secs_f64() * 1000.0);
+        let closed = span::exit_at(open, end_ns);
+        let timestamp = span::epoch_ms(end_ns);
+        if closed.duration_ns > self.thresholds_ns[hook as usize] {
+            self.slow_hook(hook, closed.duration_ns as f64 / 1e6);
         }
         let slot = &mut self.previous[hook as usize];
         let previous = slot.replace(timestamp);
         self.buffer.push(PerformanceContract {
             metric_type: hook.metric_type(),
-            duration: duration.as_secs_f64() * 1000.0,
+            duration: closed.duration_ns as f64 / 1e6,
             timestamp,
             previous_timestamp: previous,
             symbol: Some(self.symbol),
             strategy_name: Some(self.strategy),
             when: Some(self.when.1),
+            self_duration: Some(closed.self_ns as f64 / 1e6),
+            id: Some(closed.id),
+            parent_id: closed.parent,
+            ok: None,
         });
         if self.buffer.len() >= BATCH {
             self.flush();

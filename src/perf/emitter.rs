@@ -50,7 +50,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -132,26 +131,44 @@ pub(crate) enum Subscriber {
 
 const SERIES_SHARDS: usize = 16;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct SeriesKey {
+/// Keys whose `previousTimestamp` chain the bus keeps, per shard of 16. Past it a shard
+/// starts over (the next event of each of its keys gets no previous timestamp): the
+/// chain stays bounded even with no storage attached. An attached storage also makes
+/// the bus forget a key's chain when it clears or evicts the key.
+///
+/// ```
+/// assert_eq!(backtest_perf::emitter::CHAIN_KEYS_PER_SHARD, 1024);
+/// ```
+pub const CHAIN_KEYS_PER_SHARD: usize = 1024;
+
+/// The last timestamp of each metric type of one key.
+type Chain = Vec<(MetricType, f64)>;
+type SeriesMap = HashMap<StorageKey, Chain, Prehashed>;
+
+fn series_shard(key: &StorageKey) -> usize {
+    (key.prehash() >> 60) as usize % SERIES_SHARDS
+}
+
+/// Records `timestamp` as the last of (`key`, `metric`) and returns the one before.
+#[inline]
+fn chain_step(
+    map: &mut SeriesMap,
     key: StorageKey,
     metric: MetricType,
-}
-
-impl SeriesKey {
-    #[inline]
-    fn prehash(&self) -> u64 {
-        self.key.prehash() ^ self.metric.prehash().rotate_left(13)
+    timestamp: f64,
+) -> Option<f64> {
+    if !map.contains_key(&key) && map.len() >= CHAIN_KEYS_PER_SHARD {
+        map.clear();
+    }
+    let chain = map.entry(key).or_default();
+    match chain.iter_mut().find(|(m, _)| *m == metric) {
+        Some((_, last)) => Some(std::mem::replace(last, timestamp)),
+        None => {
+            chain.push((metric, timestamp));
+            None
+        }
     }
 }
-
-impl Hash for SeriesKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.prehash());
-    }
-}
-
-type SeriesMap = HashMap<SeriesKey, f64, Prehashed>;
 
 pub(crate) struct EmitterInner {
     enabled: AtomicBool,
@@ -163,6 +180,16 @@ pub(crate) struct EmitterInner {
     rejected: AtomicU64,
     listener_failures: AtomicU64,
     series: [Mutex<SeriesMap>; SERIES_SHARDS],
+}
+
+/// Fills an empty `previousTimestamp` from the series' last timestamp. A last timestamp
+/// later than this one (clock stepped back, or producers on several threads racing) would
+/// give a negative wait: it is left empty instead.
+#[inline]
+fn fill_previous(event: &mut PerformanceContract, last: Option<f64>) {
+    if event.previous_timestamp.is_none() {
+        event.previous_timestamp = last.filter(|&previous| previous <= event.timestamp);
+    }
 }
 
 impl Drop for EmitterInner {
@@ -348,52 +375,66 @@ impl PerformanceEmitter {
         delivered
     }
 
-    /// [`chain`](Self::chain) for a batch: one lock per series and batch.
+    /// [`chain`](Self::chain) for a batch: one lock per run of events with the same key.
     fn chain_batch(&self, events: &mut [PerformanceContract]) {
-        // (series, last timestamp): a batch rarely spans more than a handful of series.
-        let mut seen: Vec<(SeriesKey, Option<f64>)> = Vec::new();
-        for event in events.iter_mut() {
-            let series = SeriesKey {
-                key: StorageKey::of(event),
-                metric: event.metric_type,
-            };
-            let slot = match seen.iter().position(|(s, _)| *s == series) {
-                Some(slot) => slot,
-                None => {
-                    let shard =
-                        &self.inner.series[(series.prehash() >> 60) as usize % SERIES_SHARDS];
-                    let last = shard.lock().get(&series).copied();
-                    seen.push((series, last));
-                    seen.len() - 1
-                }
-            };
-            let last = &mut seen[slot].1;
-            if event.previous_timestamp.is_none() {
-                event.previous_timestamp = last.filter(|&previous| previous <= event.timestamp);
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let key = StorageKey::of(first);
+            let run = rest
+                .iter()
+                .position(|e| StorageKey::of(e) != key)
+                .unwrap_or(rest.len());
+            let (same, tail) = rest.split_at_mut(run);
+            let mut map = self.inner.series[series_shard(&key)].lock();
+            for event in same {
+                let last = chain_step(&mut map, key, event.metric_type, event.timestamp);
+                fill_previous(event, last);
             }
-            *last = Some(event.timestamp);
-        }
-        for (series, last) in seen {
-            if let Some(last) = last {
-                let shard = &self.inner.series[(series.prehash() >> 60) as usize % SERIES_SHARDS];
-                shard.lock().insert(series, last);
-            }
+            rest = tail;
         }
     }
 
     /// Records the event as the last of its series and fills its previous timestamp.
     fn chain(&self, event: &mut PerformanceContract) {
-        let series = SeriesKey {
-            key: StorageKey::of(event),
-            metric: event.metric_type,
-        };
-        let shard = &self.inner.series[(series.prehash() >> 60) as usize % SERIES_SHARDS];
-        let last = shard.lock().insert(series, event.timestamp);
-        if event.previous_timestamp.is_none() {
-            // A previous timestamp later than this one (clock stepped back, or producers on
-            // several threads racing) would give a negative wait: leave it empty instead.
-            event.previous_timestamp = last.filter(|&previous| previous <= event.timestamp);
+        let key = StorageKey::of(event);
+        let last = chain_step(
+            &mut self.inner.series[series_shard(&key)].lock(),
+            key,
+            event.metric_type,
+            event.timestamp,
+        );
+        fill_previous(event, last);
+    }
+
+    /// Forgets the `previousTimestamp` chain of `key`, or of every key: the next event of
+    /// such a key gets no previous timestamp. The storage calls this when it clears or
+    /// evicts a key.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+    /// let bus = PerformanceEmitter::new();
+    /// let _sub = bus.listen(|_: &PerformanceContract| {});
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A")).unwrap();
+    /// assert_eq!(bus.chain_len(), 1);
+    /// bus.forget_chain(None);
+    /// assert_eq!(bus.chain_len(), 0);
+    /// ```
+    pub fn forget_chain(&self, key: Option<StorageKey>) {
+        match key {
+            Some(key) => {
+                self.inner.series[series_shard(&key)].lock().remove(&key);
+            }
+            None => self.inner.series.iter().for_each(|s| s.lock().clear()),
         }
+    }
+
+    /// Keys whose `previousTimestamp` chain the bus keeps now.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::PerformanceEmitter::new().chain_len(), 0);
+    /// ```
+    pub fn chain_len(&self) -> usize {
+        self.inner.series.iter().map(|s| s.lock().len()).sum()
     }
 
     fn reject(

@@ -79,19 +79,6 @@ impl MetricType {
         MetricType::parse(name)
     }
 
-    /// A well-mixed hash: constant for the built-in types, the interned hash for custom ones.
-    #[inline]
-    pub(crate) fn prehash(&self) -> u64 {
-        match self {
-            MetricType::Tick => 0x9e37_79b9_7f4a_7c15,
-            MetricType::Backtest => 0xbf58_476d_1ce4_e5b9,
-            MetricType::GetSignal => 0x94d0_49bb_1331_11eb,
-            MetricType::GetCandles => 0x2545_f491_4f6c_dd1d,
-            MetricType::GetAveragePrice => 0xd6e8_feb8_6659_fd93,
-            MetricType::Custom(name) => name.precomputed_hash(),
-        }
-    }
-
     /// The name as it appears in JSON and reports.
     ///
     /// ```
@@ -195,7 +182,49 @@ pub struct PerformanceContract {
     /// Simulated (backtest) time of the operation.
     #[serde(default)]
     pub when: Option<DateTime<Utc>>,
+    /// Milliseconds of `duration` not spent in operations nested inside this one; `None`
+    /// means all of it ([`self_time`](Self::self_time)). Never above `duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_duration: Option<f64>,
+    /// This operation's id, unique within the process run (below 2^53, so JSON keeps it
+    /// exact). Producers take it from [`crate::span::next_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The id of the operation this one ran inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<u64>,
+    /// `Some(false)` when the operation failed; `None` means it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
 }
+
+/// The largest id that JSON numbers (IEEE doubles) carry exactly: 2^53.
+///
+/// ```
+/// assert_eq!(backtest_perf::event::MAX_ID, 9_007_199_254_740_992);
+/// ```
+pub const MAX_ID: u64 = 1 << 53;
+
+/// The longest duration an event may carry: 10^12 ms, about 31.7 years. Longer ones are
+/// rejected, so sums, variances and wait times never overflow to infinity, and every
+/// valid duration fits the latency histogram exactly as recorded.
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, event::MAX_DURATION_MS};
+/// assert!(PerformanceContract::new(MetricType::Tick, MAX_DURATION_MS, 0.0).validate().is_ok());
+/// assert!(PerformanceContract::new(MetricType::Tick, 1e200, 0.0).validate().is_err());
+/// ```
+pub const MAX_DURATION_MS: f64 = 1e12;
+
+/// The largest timestamp magnitude an event may carry: 10^15 ms from the epoch (about the
+/// year 33,658, either way).
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, event::MAX_TIMESTAMP_MS};
+/// assert!(PerformanceContract::new(MetricType::Tick, 1.0, -MAX_TIMESTAMP_MS).validate().is_ok());
+/// assert!(PerformanceContract::new(MetricType::Tick, 1.0, 1.7e308).validate().is_err());
+/// ```
+pub const MAX_TIMESTAMP_MS: f64 = 1e15;
 
 impl PerformanceContract {
     /// An event with no symbol, strategy, simulated time or previous timestamp.
@@ -214,7 +243,83 @@ impl PerformanceContract {
             symbol: None,
             strategy_name: None,
             when: None,
+            self_duration: None,
+            id: None,
+            parent_id: None,
+            ok: None,
         }
+    }
+
+    /// The self time: [`self_duration`](Self::self_duration), or the whole `duration` when
+    /// nothing nested inside was measured.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract};
+    /// let e = PerformanceContract::new(MetricType::Tick, 3.0, 10.0);
+    /// assert_eq!(e.self_time(), 3.0);
+    /// assert_eq!(e.with_self_duration(1.0).self_time(), 1.0);
+    /// ```
+    #[inline]
+    pub fn self_time(&self) -> f64 {
+        self.self_duration.unwrap_or(self.duration)
+    }
+
+    /// Whether the operation succeeded (`ok` absent or `true`).
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract};
+    /// let e = PerformanceContract::new(MetricType::Tick, 3.0, 10.0);
+    /// assert!(e.succeeded());
+    /// assert!(!e.with_ok(false).succeeded());
+    /// ```
+    #[inline]
+    pub fn succeeded(&self) -> bool {
+        self.ok != Some(false)
+    }
+
+    /// Sets the self time, ms.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract};
+    /// let e = PerformanceContract::new(MetricType::Tick, 3.0, 10.0).with_self_duration(0.5);
+    /// assert_eq!(e.self_duration, Some(0.5));
+    /// ```
+    pub fn with_self_duration(mut self, self_duration: f64) -> Self {
+        self.self_duration = Some(self_duration);
+        self
+    }
+
+    /// Sets this operation's id.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract};
+    /// assert_eq!(PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_id(7).id, Some(7));
+    /// ```
+    pub fn with_id(mut self, id: u64) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Sets the id of the operation this one ran inside.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract};
+    /// assert_eq!(PerformanceContract::new(MetricType::GetSignal, 1.0, 1.0).with_parent(7).parent_id, Some(7));
+    /// ```
+    pub fn with_parent(mut self, parent_id: u64) -> Self {
+        self.parent_id = Some(parent_id);
+        self
+    }
+
+    /// Sets the outcome: `false` for a failed operation.
+    ///
+    /// ```
+    /// # use backtest_perf::{MetricType, PerformanceContract};
+    /// assert_eq!(PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_ok(false).ok, Some(false));
+    /// ```
+    pub fn with_ok(mut self, ok: bool) -> Self {
+        self.ok = Some(ok);
+        self
     }
 
     /// Sets the symbol.
@@ -281,15 +386,37 @@ impl PerformanceContract {
         if self.duration < 0.0 {
             return Err(InvalidEvent::NegativeDuration(self.duration));
         }
+        if self.duration > MAX_DURATION_MS {
+            return Err(InvalidEvent::DurationTooLarge(self.duration));
+        }
         if !self.timestamp.is_finite() {
             return Err(InvalidEvent::NonFiniteTimestamp(self.timestamp));
+        }
+        if self.timestamp.abs() > MAX_TIMESTAMP_MS {
+            return Err(InvalidEvent::TimestampOutOfRange(self.timestamp));
         }
         if self.metric_type.as_str().is_empty() {
             return Err(InvalidEvent::EmptyMetricType);
         }
+        if let Some(self_duration) = self.self_duration
+            && !(self_duration >= 0.0 && self_duration <= self.duration)
+        {
+            return Err(InvalidEvent::SelfDurationOutOfRange {
+                self_duration,
+                duration: self.duration,
+            });
+        }
+        for id in [self.id, self.parent_id].into_iter().flatten() {
+            if id > MAX_ID {
+                return Err(InvalidEvent::IdTooLarge(id));
+            }
+        }
         if let Some(previous) = self.previous_timestamp {
             if !previous.is_finite() {
                 return Err(InvalidEvent::NonFinitePreviousTimestamp(previous));
+            }
+            if previous.abs() > MAX_TIMESTAMP_MS {
+                return Err(InvalidEvent::TimestampOutOfRange(previous));
             }
             if previous > self.timestamp {
                 return Err(InvalidEvent::PreviousAfterTimestamp {
@@ -319,6 +446,14 @@ pub enum InvalidEvent {
     /// `duration` was below zero. Fix: subtract the start from the end, not the reverse.
     #[error("duration is {0}; it must be >= 0 milliseconds")]
     NegativeDuration(f64),
+    /// `duration` was above [`MAX_DURATION_MS`]. Fix: pass milliseconds, not a larger unit's
+    /// count or a raw timestamp.
+    #[error("duration is {0}; it must be at most 1e12 milliseconds (about 31.7 years)")]
+    DurationTooLarge(f64),
+    /// A timestamp's magnitude was above [`MAX_TIMESTAMP_MS`]. Fix: pass Unix epoch
+    /// milliseconds, not microseconds or nanoseconds.
+    #[error("timestamp {0} is beyond 1e15 ms from the epoch; pass Unix epoch milliseconds")]
+    TimestampOutOfRange(f64),
     /// `timestamp` was NaN or infinite. Fix: pass Unix epoch milliseconds.
     #[error("timestamp is {0}; it must be finite Unix epoch milliseconds")]
     NonFiniteTimestamp(f64),
@@ -338,6 +473,23 @@ pub enum InvalidEvent {
         /// The event's own timestamp.
         timestamp: f64,
     },
+    /// `selfDuration` was negative, NaN, or above `duration`. Fix: subtract the nested
+    /// operations' durations from the operation's own, or leave it empty.
+    #[error(
+        "selfDuration {self_duration} is outside 0..=duration ({duration}); subtract the nested operations' time from the duration, or leave it empty"
+    )]
+    SelfDurationOutOfRange {
+        /// The self duration given.
+        self_duration: f64,
+        /// The event's duration.
+        duration: f64,
+    },
+    /// `id` or `parentId` was above 2^53, which JSON cannot carry exactly. Fix: take ids
+    /// from `span::next_id`.
+    #[error(
+        "id {0} is above 2^53, which JSON numbers cannot carry exactly; take ids from span::next_id"
+    )]
+    IdTooLarge(u64),
 }
 
 #[cfg(test)]

@@ -141,8 +141,19 @@ impl PerformanceService {
     /// assert_eq!(service.get_data_for(key).total_events, 1);
     /// ```
     pub fn get_data_for(&self, key: StorageKey) -> PerformanceStatistics {
-        let (events, rejected, dropped) = self.storage.snapshot(key).unwrap_or_default();
-        PerformanceStatistics::compute(key, events, rejected, dropped, self.preset)
+        let snapshot = self.storage.snapshot(key).unwrap_or_default();
+        let mut stats = match self.preset {
+            StatsPreset::Seed => PerformanceStatistics::whole_run(key, snapshot),
+            StatsPreset::BacktestKit => PerformanceStatistics::compute(
+                key,
+                snapshot.events,
+                snapshot.rejected,
+                snapshot.dropped,
+                self.preset,
+            ),
+        };
+        stats.evicted_keys = self.storage.evicted();
+        stats
     }
 
     /// The markdown report of one `symbol:strategy`, default columns.

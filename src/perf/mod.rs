@@ -13,6 +13,7 @@ pub mod key;
 pub mod listener;
 pub mod name;
 pub mod report;
+pub mod span;
 pub mod stats;
 pub mod storage;
 #[cfg(feature = "tracing-layer")]

@@ -1,15 +1,21 @@
-//! Storage: the newest events of each `symbol:strategy`, memoized per key.
+//! Storage: whole-run statistics and the newest events of each `symbol:strategy`.
 //!
-//! [`StorageService`] is a [`Sink`] on the bus. Each key gets a ring buffer holding at
-//! most [`StorageConfig::max_events`] events (O(1) insert and drop; the oldest go first,
-//! and are counted). The number of keys is bounded by an LRU cache ([`lru`]) of
-//! [`StorageConfig::max_keys`]; evicted keys are counted.
+//! [`StorageService`] is a [`Sink`] on the bus. Each key keeps, per metric type, an
+//! [`Aggregate`] of *every* event since the key was created or cleared (count, totals,
+//! min, max, variance, wait times, a latency histogram: memory that does not grow with the
+//! number of events), and a window of the newest [`StorageConfig::max_events`] events
+//! (O(1) insert and drop; the oldest go first, and are counted as `dropped`). Dropping from
+//! the window never changes the whole-run statistics.
 //!
-//! Keys are spread over shards, each with its own lock, so threads emitting into
-//! different keys rarely contend. With `max_keys` below [`SHARDED_FROM_KEYS`] there is a
-//! single shard and eviction is exactly least-recently-used; above it, each of the
-//! [`SHARDS`] shards evicts its own least recently used key once it holds
-//! `max_keys / SHARDS` keys.
+//! The number of keys is bounded by an LRU ([`lru`]) of [`StorageConfig::max_keys`], kept
+//! over all shards together: a key is evicted only when `max_keys` keys are stored, and
+//! evictions are counted. Evicting or clearing a key also forgets the bus's
+//! `previousTimestamp` chain for it, so no per-key state outlives its key.
+//!
+//! Keys are spread over shards, each with its own lock, so threads emitting into different
+//! keys rarely contend. With `max_keys` below [`SHARDED_FROM_KEYS`] there is a single
+//! shard and eviction is exactly least-recently-used; above it, the evicted key is the
+//! least recently used of the shard that needs room (or of the next non-empty one).
 //!
 //! ```
 //! use std::sync::{Arc, Weak};
@@ -22,22 +28,23 @@
 //!     bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, t as f64).with_symbol("BTCUSDT")).unwrap();
 //! }
 //! let key = StorageKey::new("BTCUSDT", "");
-//! let (events, rejected, dropped) = storage.snapshot(key).unwrap();
-//! assert_eq!(events.iter().map(|e| e.timestamp).collect::<Vec<_>>(), [3.0, 2.0]);
-//! assert_eq!((rejected, dropped), (0, 1));
+//! let snapshot = storage.snapshot(key).unwrap();
+//! assert_eq!(snapshot.events.iter().map(|e| e.timestamp).collect::<Vec<_>>(), [3.0, 2.0]);
+//! assert_eq!((snapshot.rejected, snapshot.dropped), (0, 1));
+//! assert_eq!(snapshot.metrics[0].aggregate.count(), 3, "the whole run");
 //! ```
 
 use std::collections::VecDeque;
-use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::emitter::{EmitterInner, PerformanceEmitter, Sink, SubscriberId};
-use super::event::{InvalidEvent, PerformanceContract};
+use super::event::{InvalidEvent, MetricType, PerformanceContract};
 use super::key::{Prehashed, StorageKey};
+use super::stats::Aggregate;
 
 /// Number of shards once `max_keys` reaches [`SHARDED_FROM_KEYS`].
 ///
@@ -80,24 +87,120 @@ impl Default for StorageConfig {
     }
 }
 
+/// One metric type's whole-run state inside a key.
+#[derive(Clone, Debug)]
+struct MetricState {
+    metric: MetricType,
+    aggregate: Aggregate,
+    /// Events of this type that left the window: its percentiles are no longer exact.
+    left_window: u64,
+}
+
 #[derive(Default)]
 struct KeyStorage {
     /// Oldest at the front, newest at the back.
     events: VecDeque<PerformanceContract>,
+    /// A handful of types per key: a linear scan beats hashing.
+    metrics: Vec<MetricState>,
     rejected: u64,
     dropped: u64,
 }
 
 impl KeyStorage {
-    /// Keeps the newest `max` events, counting what falls off.
+    #[inline]
+    fn metric(&mut self, metric: MetricType) -> &mut MetricState {
+        match self.metrics.iter().position(|m| m.metric == metric) {
+            Some(i) => &mut self.metrics[i],
+            None => {
+                self.metrics.push(MetricState {
+                    metric,
+                    aggregate: Aggregate::default(),
+                    left_window: 0,
+                });
+                let last = self.metrics.len() - 1;
+                &mut self.metrics[last]
+            }
+        }
+    }
+
+    /// Adds the event to the whole-run aggregates and keeps the newest `max` events,
+    /// counting what falls off the window.
     #[inline]
     fn push(&mut self, event: &PerformanceContract, max: usize) {
-        if self.events.len() >= max {
-            self.events.pop_front();
+        self.metric(event.metric_type).aggregate.record(event);
+        if self.events.len() >= max
+            && let Some(old) = self.events.pop_front()
+        {
             self.dropped += 1;
+            self.metric(old.metric_type).left_window += 1;
         }
         self.events.push_back(*event);
     }
+
+    fn total_events(&self) -> u64 {
+        self.metrics.iter().map(|m| m.aggregate.count()).sum()
+    }
+}
+
+/// One key's state, copied out by [`StorageService::snapshot`].
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+/// let storage = StorageService::new(StorageConfig { max_events: 1, ..StorageConfig::default() });
+/// for t in [1.0, 2.0] {
+///     storage.record(&PerformanceContract::new(MetricType::Tick, t, t).with_symbol("A"));
+/// }
+/// let snapshot = storage.snapshot(StorageKey::new("A", "")).unwrap();
+/// assert_eq!((snapshot.events.len(), snapshot.dropped), (1, 1));
+/// let tick = &snapshot.metrics[0];
+/// assert_eq!((tick.metric, tick.aggregate.count(), tick.left_window), (MetricType::Tick, 2, 1));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The window, newest first.
+    pub events: Vec<PerformanceContract>,
+    /// Whole-run state per metric type, in order of first appearance.
+    pub metrics: Vec<MetricSnapshot>,
+    /// Events for this key the bus rejected.
+    pub rejected: u64,
+    /// Events that left the window.
+    pub dropped: u64,
+}
+
+/// One metric type's whole-run aggregate in a [`Snapshot`].
+///
+/// ```
+/// use backtest_perf::storage::MetricSnapshot;
+/// use backtest_perf::MetricType;
+/// let m = MetricSnapshot { metric: MetricType::Tick, aggregate: Default::default(), left_window: 0 };
+/// assert_eq!(m.aggregate.count(), 0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct MetricSnapshot {
+    /// The metric type.
+    pub metric: MetricType,
+    /// Every event of this type since the key was created or cleared.
+    pub aggregate: Aggregate,
+    /// How many of them left the window (their percentiles are read from the histogram).
+    pub left_window: u64,
+}
+
+/// A key's counters, read without copying anything: [`StorageService::counters`].
+///
+/// ```
+/// use backtest_perf::storage::Counters;
+/// assert_eq!(Counters::default().total_events, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Events recorded since the key was created or cleared.
+    pub total_events: u64,
+    /// Events in the window now.
+    pub window_events: u64,
+    /// Rejected events.
+    pub rejected: u64,
+    /// Events that left the window.
+    pub dropped: u64,
 }
 
 /// Per-key event storage; see the [module documentation](self).
@@ -111,6 +214,8 @@ impl KeyStorage {
 pub struct StorageService {
     config: StorageConfig,
     shards: Box<[Mutex<Shard>]>,
+    /// Keys stored, over all shards.
+    len: AtomicUsize,
     evicted: AtomicU64,
 
     /// Weak: the bus holds the storage, so a strong handle back would keep both alive forever.
@@ -128,16 +233,6 @@ impl std::fmt::Debug for StorageService {
 }
 
 type Shard = LruCache<StorageKey, KeyStorage, Prehashed>;
-
-/// A stored bucket, copied out: `(events newest first, rejected, dropped)`.
-///
-/// ```
-/// use backtest_perf::storage::Snapshot;
-/// use backtest_perf::{StorageConfig, StorageKey, StorageService};
-/// let none: Option<Snapshot> = StorageService::new(StorageConfig::default()).snapshot(StorageKey::new("A", "s"));
-/// assert!(none.is_none());
-/// ```
-pub type Snapshot = (Vec<PerformanceContract>, u64, u64);
 
 impl StorageService {
     /// An empty storage with the given limits (each raised to at least 1).
@@ -157,13 +252,14 @@ impl StorageService {
         } else {
             1
         };
-        let per_shard =
-            NonZeroUsize::new(config.max_keys.div_ceil(shard_count)).unwrap_or(NonZeroUsize::MIN);
         Arc::new(StorageService {
             config,
+            // The cap is kept over all shards together (`len`), so an uneven spread of
+            // keys over shards never evicts below it.
             shards: (0..shard_count)
-                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, Prehashed::default())))
+                .map(|_| Mutex::new(LruCache::unbounded_with_hasher(Prehashed::default())))
                 .collect(),
+            len: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
 
             subscription: Mutex::new(None),
@@ -218,26 +314,70 @@ impl StorageService {
     }
 
     fn shard(&self, key: &StorageKey) -> &Mutex<Shard> {
-        let index = if self.shards.len() == 1 {
+        &self.shards[self.shard_index(key)]
+    }
+
+    fn shard_index(&self, key: &StorageKey) -> usize {
+        if self.shards.len() == 1 {
             0
         } else {
             (key.prehash() >> 32) as usize % self.shards.len()
-        };
-        &self.shards[index]
+        }
     }
 
     fn with_key(&self, key: StorageKey, f: impl FnOnce(&mut KeyStorage)) {
-        let mut shard = self.shard(&key).lock();
-        if let Some(storage) = shard.get_mut(&key) {
-            f(storage);
-            return;
+        let index = self.shard_index(&key);
+        {
+            let mut shard = self.shards[index].lock();
+            if let Some(storage) = shard.get_mut(&key) {
+                f(storage);
+                return;
+            }
+        }
+        // A new key: make room first (never holding two shard locks), then insert.
+        if self.len.fetch_add(1, Ordering::AcqRel) >= self.config.max_keys {
+            self.evict_one(index);
         }
         let mut storage = KeyStorage::default();
         f(&mut storage);
-        if let Some((old, _)) = shard.push(key, storage)
-            && old != key
-        {
-            self.evicted.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shards[index].lock();
+        if let Some(existing) = shard.get_mut(&key) {
+            // Another thread made the key meanwhile: fold this event's state into it.
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            for event in storage.events.iter() {
+                existing.push(event, self.config.max_events);
+            }
+            existing.rejected += storage.rejected;
+        } else {
+            shard.push(key, storage);
+        }
+    }
+
+    /// Evicts the least recently used key of shard `preferred`, or of the next shard that
+    /// has one.
+    fn evict_one(&self, preferred: usize) {
+        let n = self.shards.len();
+        for step in 0..n {
+            let popped = self.shards[(preferred + step) % n].lock().pop_lru();
+            if let Some((old, _)) = popped {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                self.forget_chain(Some(old));
+                return;
+            }
+        }
+    }
+
+    /// Forgets the bus's `previousTimestamp` chain of `key` (`None`: of every key), so
+    /// the chain follows the key cap and `clear`.
+    fn forget_chain(&self, key: Option<StorageKey>) {
+        let bus = self
+            .subscription
+            .lock()
+            .as_ref()
+            .and_then(|(bus, _)| bus.upgrade());
+        if let Some(bus) = bus {
+            PerformanceEmitter::from_inner(bus).forget_chain(key);
         }
     }
 
@@ -247,7 +387,7 @@ impl StorageService {
     /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
     /// let storage = StorageService::new(StorageConfig::default());
     /// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
-    /// assert_eq!(storage.snapshot(StorageKey::new("A", "s")).unwrap().0.len(), 1);
+    /// assert_eq!(storage.snapshot(StorageKey::new("A", "s")).unwrap().events.len(), 1);
     /// ```
     pub fn record(&self, event: &PerformanceContract) {
         let max = self.config.max_events;
@@ -261,28 +401,63 @@ impl StorageService {
     /// let storage = StorageService::new(StorageConfig::default());
     /// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
     /// storage.record_rejected(&PerformanceContract::new(MetricType::Tick, -1.0, 2.0).with_symbol("A").with_strategy("s"));
-    /// assert_eq!(storage.snapshot(StorageKey::new("A", "s")).unwrap().1, 1);
+    /// assert_eq!(storage.snapshot(StorageKey::new("A", "s")).unwrap().rejected, 1);
     /// ```
     pub fn record_rejected(&self, event: &PerformanceContract) {
         self.with_key(StorageKey::of(event), |storage| storage.rejected += 1);
     }
 
-    /// A copy of one bucket (events newest first, rejected, dropped), or `None` if the key
-    /// was never seen, was cleared or was evicted.
+    /// A copy of one key's state (the window newest first, the whole-run aggregates and
+    /// the counters), or `None` if the key was never seen, was cleared or was evicted.
+    /// Reading does not count as a use for the LRU.
     ///
     /// ```
     /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
     /// let storage = StorageService::new(StorageConfig::default());
     /// storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A").with_strategy("s"));
-    /// let (events, rejected, dropped) = storage.snapshot(StorageKey::new("A", "s")).unwrap();
-    /// assert_eq!((events.len(), rejected, dropped), (1, 0, 0));
+    /// let snapshot = storage.snapshot(StorageKey::new("A", "s")).unwrap();
+    /// assert_eq!((snapshot.events.len(), snapshot.rejected, snapshot.dropped), (1, 0, 0));
     /// assert!(storage.snapshot(StorageKey::new("B", "s")).is_none());
     /// ```
     pub fn snapshot(&self, key: StorageKey) -> Option<Snapshot> {
-        let mut shard = self.shard(&key).lock();
-        let storage = shard.get(&key)?;
-        let events = storage.events.iter().rev().copied().collect();
-        Some((events, storage.rejected, storage.dropped))
+        let shard = self.shard(&key).lock();
+        let storage = shard.peek(&key)?;
+        Some(Snapshot {
+            events: storage.events.iter().rev().copied().collect(),
+            metrics: storage
+                .metrics
+                .iter()
+                .map(|m| MetricSnapshot {
+                    metric: m.metric,
+                    aggregate: m.aggregate.clone(),
+                    left_window: m.left_window,
+                })
+                .collect(),
+            rejected: storage.rejected,
+            dropped: storage.dropped,
+        })
+    }
+
+    /// One key's counters, read without copying the window; `None` for an unknown key.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// let storage = StorageService::new(StorageConfig { max_events: 2, ..StorageConfig::default() });
+    /// for t in 0..5 {
+    ///     storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, t as f64).with_symbol("A"));
+    /// }
+    /// let c = storage.counters(StorageKey::new("A", "")).unwrap();
+    /// assert_eq!((c.total_events, c.window_events, c.dropped), (5, 2, 3));
+    /// ```
+    pub fn counters(&self, key: StorageKey) -> Option<Counters> {
+        let shard = self.shard(&key).lock();
+        let storage = shard.peek(&key)?;
+        Some(Counters {
+            total_events: storage.total_events(),
+            window_events: storage.events.len() as u64,
+            rejected: storage.rejected,
+            dropped: storage.dropped,
+        })
     }
 
     /// Every key stored now, sorted.
@@ -313,7 +488,12 @@ impl StorageService {
     /// assert!(storage.keys().is_empty());
     /// ```
     pub fn clear(&self, key: StorageKey) -> bool {
-        self.shard(&key).lock().pop(&key).is_some()
+        let removed = self.shard(&key).lock().pop(&key).is_some();
+        if removed {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.forget_chain(Some(key));
+        removed
     }
 
     /// Forgets every key. The storage stays subscribed.
@@ -327,8 +507,11 @@ impl StorageService {
     /// ```
     pub fn clear_all(&self) {
         for shard in self.shards.iter() {
-            shard.lock().clear();
+            let mut shard = shard.lock();
+            self.len.fetch_sub(shard.len(), Ordering::AcqRel);
+            shard.clear();
         }
+        self.forget_chain(None);
     }
 
     /// Keys evicted by the LRU cap since the storage was made.
@@ -395,10 +578,12 @@ mod tests {
         for t in 0..10 {
             storage.record(&event("A", "s", t as f64));
         }
-        let (events, rejected, dropped) = storage.snapshot(StorageKey::new("A", "s")).unwrap();
-        let stamps: Vec<f64> = events.iter().map(|e| e.timestamp).collect();
+        let snapshot = storage.snapshot(StorageKey::new("A", "s")).unwrap();
+        let stamps: Vec<f64> = snapshot.events.iter().map(|e| e.timestamp).collect();
         assert_eq!(stamps, [9.0, 8.0, 7.0]);
-        assert_eq!((rejected, dropped), (0, 7));
+        assert_eq!((snapshot.rejected, snapshot.dropped), (0, 7));
+        let tick = &snapshot.metrics[0];
+        assert_eq!((tick.aggregate.count(), tick.left_window), (10, 7));
     }
 
     #[test]
@@ -407,8 +592,9 @@ mod tests {
         for t in 0..10_005 {
             storage.record(&event("A", "s", t as f64));
         }
-        let (events, _, dropped) = storage.snapshot(StorageKey::new("A", "s")).unwrap();
-        assert_eq!((events.len(), dropped), (10_000, 5));
+        let snapshot = storage.snapshot(StorageKey::new("A", "s")).unwrap();
+        let events = &snapshot.events;
+        assert_eq!((events.len(), snapshot.dropped), (10_000, 5));
         assert_eq!(events[0].timestamp, 10_004.0);
         assert_eq!(events[9_999].timestamp, 5.0);
     }
@@ -484,5 +670,59 @@ mod tests {
         }
         assert_eq!(storage.keys().len(), 200);
         assert_eq!(storage.evicted(), 0);
+    }
+
+    #[test]
+    fn sharded_storage_evicts_only_at_its_cap() {
+        for (cap, keys) in [(4096, 4000), (4096, 5000), (1024, 3000)] {
+            let storage = StorageService::new(StorageConfig {
+                max_events: 1,
+                max_keys: cap,
+            });
+            for i in 0..keys {
+                storage.record(&event(&format!("S{i}"), "s", 1.0));
+            }
+            assert_eq!(
+                storage.keys().len(),
+                keys.min(cap),
+                "cap {cap}, {keys} keys"
+            );
+            assert_eq!(storage.evicted(), keys.saturating_sub(cap) as u64);
+        }
+    }
+
+    #[test]
+    fn reading_does_not_refresh_a_key() {
+        let storage = StorageService::new(StorageConfig {
+            max_events: 10,
+            max_keys: 2,
+        });
+        storage.record(&event("A", "s", 1.0));
+        storage.record(&event("B", "s", 2.0));
+        let _ = storage.snapshot(StorageKey::new("A", "s"));
+        let _ = storage.counters(StorageKey::new("A", "s"));
+        storage.record(&event("C", "s", 3.0)); // A is still the least recently used
+        let keys: Vec<String> = storage.keys().iter().map(ToString::to_string).collect();
+        assert_eq!(keys, ["B:s", "C:s"]);
+    }
+
+    #[test]
+    fn clearing_or_evicting_a_key_forgets_its_wait_chain() {
+        let bus = PerformanceEmitter::new();
+        let storage = StorageService::new(StorageConfig {
+            max_events: 10,
+            max_keys: 1,
+        });
+        storage.attach(&bus);
+        bus.emit(event("A", "s", 1.0)).unwrap();
+        storage.clear(StorageKey::new("A", "s"));
+        bus.emit(event("A", "s", 5.0)).unwrap();
+        bus.emit(event("B", "s", 6.0)).unwrap(); // evicts A
+        bus.emit(event("A", "s", 9.0)).unwrap(); // evicts B
+        let snapshot = storage.snapshot(StorageKey::new("A", "s")).unwrap();
+        assert_eq!(snapshot.events[0].previous_timestamp, None);
+        assert_eq!(bus.chain_len(), 1);
+        storage.clear_all();
+        assert_eq!(bus.chain_len(), 0);
     }
 }

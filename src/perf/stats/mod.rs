@@ -3,6 +3,7 @@
 //! One file per statistic: [`percentile`], [`std_dev`], compensated [`Sum`]. The two
 //! [`StatsPreset`]s pick the percentile method and the standard deviation together.
 
+mod aggregate;
 mod percentile;
 mod std_dev;
 mod sum;
@@ -11,13 +12,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-pub use percentile::{PercentileMethod, percentile};
+pub use aggregate::Aggregate;
+pub use percentile::{PercentileMethod, nearest_rank, percentile};
 pub use std_dev::{StdDevKind, std_dev};
 pub use sum::Sum;
 
 use super::event::{MetricType, PerformanceContract};
 use super::key::StorageKey;
 use super::name::Name;
+use super::storage::Snapshot;
 
 /// How percentiles and the standard deviation are computed.
 ///
@@ -86,6 +89,9 @@ pub struct MetricStats {
     pub count: usize,
     /// Sum of durations.
     pub total_duration: f64,
+    /// Sum of self times: durations less the operations nested inside them.
+    #[serde(default)]
+    pub self_duration: f64,
     /// Mean duration.
     pub avg_duration: f64,
     /// Shortest duration.
@@ -106,6 +112,14 @@ pub struct MetricStats {
     pub min_wait_time: f64,
     /// Longest wait.
     pub max_wait_time: f64,
+    /// Whether the percentiles are exact (every event of this type is still in the window)
+    /// or read from the whole-run histogram (within 0.1%).
+    #[serde(default = "exact_by_default")]
+    pub exact: bool,
+}
+
+fn exact_by_default() -> bool {
+    true
 }
 
 impl MetricStats {
@@ -149,6 +163,7 @@ impl MetricStats {
             metric_type,
             count,
             total_duration: total,
+            self_duration: total,
             avg_duration: avg,
             min_duration: durations.first().copied().unwrap_or(0.0),
             max_duration: durations.last().copied().unwrap_or(0.0),
@@ -159,6 +174,58 @@ impl MetricStats {
             avg_wait_time: avg_wait,
             min_wait_time: min_wait,
             max_wait_time: max_wait,
+            exact: true,
+        }
+    }
+
+    /// Whole-run statistics of one metric type (the default preset): everything from the
+    /// aggregate, percentiles exact from `window` (this type's durations, any order) when
+    /// no event of the type left it, else from the histogram.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract};
+    /// use backtest_perf::stats::{Aggregate, MetricStats};
+    /// let mut a = Aggregate::default();
+    /// for d in [1.0, 2.0, 3.0, 4.0] { a.record(&PerformanceContract::new(MetricType::Tick, d, 1.0)); }
+    /// let exact = MetricStats::from_aggregate(MetricType::Tick, &a, Some(&mut [4.0, 3.0, 2.0, 1.0]));
+    /// assert_eq!((exact.median, exact.p95, exact.exact), (2.0, 4.0, true));
+    /// let read = MetricStats::from_aggregate(MetricType::Tick, &a, None);
+    /// assert!(!read.exact && (read.median - 2.0).abs() <= 2.0 * 0.001, "within 0.1%");
+    /// ```
+    pub fn from_aggregate(
+        metric_type: MetricType,
+        aggregate: &Aggregate,
+        window: Option<&mut [f64]>,
+    ) -> Self {
+        let (median, p95, p99, exact) = match window {
+            Some(durations) => {
+                sort_durations(durations);
+                let p = |q| percentile(durations, q, PercentileMethod::NearestRank);
+                (p(50.0), p(95.0), p(99.0), true)
+            }
+            None => (
+                aggregate.percentile(50.0),
+                aggregate.percentile(95.0),
+                aggregate.percentile(99.0),
+                false,
+            ),
+        };
+        MetricStats {
+            metric_type,
+            count: usize::try_from(aggregate.count()).unwrap_or(usize::MAX),
+            total_duration: aggregate.total(),
+            self_duration: aggregate.self_total(),
+            avg_duration: aggregate.mean(),
+            min_duration: aggregate.min(),
+            max_duration: aggregate.max(),
+            std_dev: aggregate.population_std_dev(),
+            median,
+            p95,
+            p99,
+            avg_wait_time: aggregate.wait_mean(),
+            min_wait_time: aggregate.wait_min(),
+            max_wait_time: aggregate.wait_max(),
+            exact,
         }
     }
 }
@@ -195,18 +262,29 @@ pub struct PerformanceStatistics {
     pub symbol: Name,
     /// The strategy name, or `global`.
     pub strategy_name: Name,
-    /// Number of stored events.
+    /// Number of events the statistics cover: every event since the key was created or
+    /// cleared (the `backtest-kit` preset: the window).
     pub total_events: usize,
-    /// Sum of all stored durations, ms.
+    /// Sum of their durations, ms.
     pub total_duration: f64,
+    /// Sum of their self times, ms: the time spent in them, nested operations counted once.
+    #[serde(default)]
+    pub self_duration: f64,
+    /// Wall time from the earliest event's start to the latest event's end, ms.
+    #[serde(default)]
+    pub wall_duration: f64,
     /// Statistics per metric type.
     pub metric_stats: BTreeMap<MetricType, MetricStats>,
     /// The stored events, newest first.
     pub events: Vec<PerformanceContract>,
     /// Events for this key the bus rejected as invalid (never stored).
     pub rejected: u64,
-    /// Events dropped because the storage was full (the oldest go first).
+    /// Events that left the window (the oldest go first); the whole-run statistics still
+    /// count them.
     pub dropped: u64,
+    /// Keys the storage evicted to stay within its key cap, over all keys.
+    #[serde(default)]
+    pub evicted_keys: u64,
 }
 
 impl PerformanceStatistics {
@@ -265,15 +343,88 @@ impl PerformanceStatistics {
                 (metric, stats)
             })
             .collect();
+        let (start, end) = events
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(s, e), ev| {
+                (s.min(ev.timestamp - ev.duration), e.max(ev.timestamp))
+            });
         PerformanceStatistics {
             symbol: key.symbol,
             strategy_name: key.strategy,
             total_events: events.len(),
             total_duration: total.value(),
+            self_duration: events
+                .iter()
+                .map(PerformanceContract::self_time)
+                .collect::<Sum>()
+                .value(),
+            wall_duration: if events.is_empty() {
+                0.0
+            } else {
+                (end - start).max(0.0)
+            },
             metric_stats,
             events,
             rejected,
             dropped,
+            evicted_keys: 0,
+        }
+    }
+
+    /// Whole-run statistics of a key (the default preset) from its storage snapshot.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// use backtest_perf::stats::PerformanceStatistics;
+    /// let storage = StorageService::new(StorageConfig { max_events: 2, ..StorageConfig::default() });
+    /// for d in [1.0, 2.0, 3.0, 4.0] {
+    ///     storage.record(&PerformanceContract::new(MetricType::Tick, d, 10.0 * d).with_symbol("A"));
+    /// }
+    /// let key = StorageKey::new("A", "");
+    /// let stats = PerformanceStatistics::whole_run(key, storage.snapshot(key).unwrap());
+    /// assert_eq!((stats.total_events, stats.total_duration, stats.events.len()), (4, 10.0, 2));
+    /// let tick = &stats.metric_stats[&MetricType::Tick];
+    /// assert_eq!((tick.count, tick.max_duration, tick.exact), (4, 4.0, false));
+    /// assert!((tick.median - 2.0).abs() <= 2.0 * 0.001, "from the histogram, within 0.1%");
+    /// ```
+    pub fn whole_run(key: StorageKey, snapshot: Snapshot) -> Self {
+        let mut total = Sum::default();
+        let mut self_total = Sum::default();
+        let mut total_events = 0u64;
+        let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut metric_stats = BTreeMap::new();
+        for m in &snapshot.metrics {
+            let a = &m.aggregate;
+            total.add(a.total());
+            self_total.add(a.self_total());
+            total_events = total_events.saturating_add(a.count());
+            if let Some((s, e)) = a.span() {
+                start = start.min(s);
+                end = end.max(e);
+            }
+            let mut window: Option<Vec<f64>> = (m.left_window == 0).then(|| {
+                snapshot
+                    .events
+                    .iter()
+                    .filter(|e| e.metric_type == m.metric)
+                    .map(|e| e.duration)
+                    .collect()
+            });
+            let stats = MetricStats::from_aggregate(m.metric, a, window.as_deref_mut());
+            metric_stats.insert(m.metric, stats);
+        }
+        PerformanceStatistics {
+            symbol: key.symbol,
+            strategy_name: key.strategy,
+            total_events: usize::try_from(total_events).unwrap_or(usize::MAX),
+            total_duration: total.value(),
+            self_duration: self_total.value(),
+            wall_duration: if end >= start { end - start } else { 0.0 },
+            metric_stats,
+            events: snapshot.events,
+            rejected: snapshot.rejected,
+            dropped: snapshot.dropped,
+            evicted_keys: 0,
         }
     }
 }

@@ -34,7 +34,7 @@ pub fn percentile(sorted: &[f64], p: f64, method: PercentileMethod) -> f64 {
     let p = p.clamp(0.0, 100.0);
     match method {
         PercentileMethod::NearestRank => {
-            let rank = (n as f64 * p / 100.0).ceil() as usize;
+            let rank = nearest_rank(n as u64, p) as usize;
             sorted[rank.saturating_sub(1).min(n - 1)]
         }
         PercentileMethod::Linear => {
@@ -45,6 +45,22 @@ pub fn percentile(sorted: &[f64], p: f64, method: PercentileMethod) -> f64 {
             sorted[lo] * (1.0 - f) + sorted[hi] * f
         }
     }
+}
+
+/// The 1-based rank of percentile `p` (0-100) among `n` values: `max(1, ceil(n * p / 100))`,
+/// at most `n`.
+///
+/// ```
+/// use backtest_perf::stats::nearest_rank;
+/// assert_eq!(nearest_rank(4, 50.0), 2);
+/// assert_eq!(nearest_rank(20, 95.0), 19);
+/// assert_eq!(nearest_rank(4, 0.0), 1);
+/// assert_eq!(nearest_rank(4, 100.0), 4);
+/// ```
+pub fn nearest_rank(n: u64, p: f64) -> u64 {
+    let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 100.0) };
+    // `as` saturates, and the rank is kept within 1..=n.
+    ((n as f64 * p / 100.0).ceil() as u64).clamp(1, n.max(1))
 }
 
 #[cfg(test)]

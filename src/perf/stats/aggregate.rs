@@ -1,0 +1,516 @@
+//! Whole-run aggregates of one metric type: every event counted, in memory that does not
+//! grow with the number of events, and mergeable.
+//!
+//! An [`Aggregate`] keeps the exact count, the compensated total and self total, min,
+//! max, mean and variance (Welford's update; the parallel formula to merge), wait times,
+//! failures, the span of wall time the events cover, and a latency histogram
+//! ([`hdrhistogram`], three significant digits) for percentiles once the raw events are
+//! gone.
+//!
+//! ```
+//! use backtest_perf::{MetricType, PerformanceContract};
+//! use backtest_perf::stats::Aggregate;
+//!
+//! let mut a = Aggregate::default();
+//! for d in [1.0, 2.0, 3.0, 4.0] {
+//!     a.record(&PerformanceContract::new(MetricType::Tick, d, 10.0));
+//! }
+//! assert_eq!((a.count(), a.total(), a.mean(), a.min(), a.max()), (4, 10.0, 2.5, 1.0, 4.0));
+//! assert_eq!(a.population_std_dev(), 1.25f64.sqrt());
+//! // Read from the histogram: within 0.1% (2 ms lies in a bucket 1 µs wide).
+//! assert!((a.percentile(50.0) - 2.0).abs() <= 2.0 * 0.001);
+//! assert_eq!(a.percentile(95.0), 4.0, "the top rank is the exact max");
+//! ```
+
+use hdrhistogram::Histogram;
+
+use super::sum::Sum;
+use crate::PerformanceContract;
+
+/// Durations are recorded in the histogram in nanoseconds, three significant digits:
+/// values below 2,048 ns exactly (to the nanosecond), larger ones within 1/2,048.
+const NS_PER_MS: f64 = 1e6;
+/// The largest value the histogram takes (the crate's own limit, about 146 years in ns);
+/// larger durations are recorded as it, and percentiles are clamped to the exact max.
+const HISTOGRAM_MAX_NS: u64 = (i64::MAX / 2) as u64;
+
+/// A latency histogram that starts with 32-bit counters (half the memory) and moves to
+/// 64-bit ones before any counter could saturate.
+#[derive(Clone, Debug)]
+enum Latencies {
+    Small(Histogram<u32>),
+    Large(Histogram<u64>),
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        // Three significant digits and auto-resizing cannot fail to build.
+        match Histogram::new(3) {
+            Ok(h) => Latencies::Small(h),
+            Err(_) => unreachable!("sigfig 3 is in range"),
+        }
+    }
+}
+
+fn to_ns(ms: f64) -> u64 {
+    // `as` saturates: NaN cannot reach here (validated), and huge values clamp.
+    ((ms * NS_PER_MS).round() as u64).min(HISTOGRAM_MAX_NS)
+}
+
+impl Latencies {
+    #[inline]
+    fn record(&mut self, ms: f64, count_before: u64) {
+        let ns = to_ns(ms);
+        if let Latencies::Small(h) = self {
+            if count_before < u64::from(u32::MAX) {
+                // Auto-resizing up to HISTOGRAM_MAX_NS: recording cannot fail.
+                let _ = h.record(ns);
+                return;
+            }
+            *self = Latencies::Large(Histogram::new_from(h));
+        }
+        if let Latencies::Large(h) = self {
+            let _ = h.record(ns);
+        }
+    }
+
+    fn large(&self) -> Histogram<u64> {
+        match self {
+            Latencies::Small(h) => Histogram::new_from(h),
+            Latencies::Large(h) => h.clone(),
+        }
+    }
+
+    fn merge(&mut self, other: &Latencies, count_after: u64) {
+        let both_small = count_after < u64::from(u32::MAX);
+        match (&mut *self, other) {
+            (Latencies::Small(a), Latencies::Small(b)) if both_small => {
+                let _ = a.add(b);
+            }
+            _ => {
+                let mut merged = self.large();
+                let _ = merged.add(other.large());
+                *self = Latencies::Large(merged);
+            }
+        }
+    }
+
+    /// The value (ns) of the event at 1-based `rank` in ascending order: the middle of
+    /// its histogram bucket.
+    fn at_rank(&self, rank: u64) -> u64 {
+        fn walk<T: hdrhistogram::Counter>(h: &Histogram<T>, rank: u64) -> u64 {
+            let mut seen = 0u64;
+            for v in h.iter_recorded() {
+                seen = seen.saturating_add(v.count_at_value().as_u64());
+                if seen >= rank {
+                    return h.median_equivalent(v.value_iterated_to());
+                }
+            }
+            h.max()
+        }
+        match self {
+            Latencies::Small(h) => walk(h, rank),
+            Latencies::Large(h) => walk(h, rank),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Latencies::Small(h) => h.distinct_values() * 4,
+            Latencies::Large(h) => h.distinct_values() * 8,
+        }
+    }
+}
+
+/// Running statistics of every event of one metric type; see the [module
+/// documentation](self).
+///
+/// ```
+/// use backtest_perf::stats::Aggregate;
+/// let a = Aggregate::default();
+/// assert_eq!((a.count(), a.total(), a.mean(), a.population_std_dev()), (0, 0.0, 0.0, 0.0));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    count: u64,
+    total: Sum,
+    self_total: Sum,
+    min: f64,
+    max: f64,
+    mean: f64,
+    /// Sum of squared differences from the mean (Welford's M2).
+    m2: f64,
+    wait_count: u64,
+    wait_total: Sum,
+    wait_min: f64,
+    wait_max: f64,
+    failures: u64,
+    /// The earliest start (`timestamp - duration`) and the latest end seen.
+    first_start: f64,
+    last_end: f64,
+    latencies: Latencies,
+}
+
+impl Default for Aggregate {
+    fn default() -> Self {
+        Aggregate {
+            count: 0,
+            total: Sum::default(),
+            self_total: Sum::default(),
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            mean: 0.0,
+            m2: 0.0,
+            wait_count: 0,
+            wait_total: Sum::default(),
+            wait_min: f64::INFINITY,
+            wait_max: f64::NEG_INFINITY,
+            failures: 0,
+            first_start: f64::INFINITY,
+            last_end: f64::NEG_INFINITY,
+            latencies: Latencies::default(),
+        }
+    }
+}
+
+impl Aggregate {
+    /// Adds one valid event.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract};
+    /// use backtest_perf::stats::Aggregate;
+    /// let mut a = Aggregate::default();
+    /// a.record(&PerformanceContract::new(MetricType::Tick, 3.0, 20.0).with_previous_timestamp(5.0).with_self_duration(1.0));
+    /// assert_eq!((a.self_total(), a.wait_mean(), a.wait_min(), a.wait_max()), (1.0, 15.0, 15.0, 15.0));
+    /// ```
+    #[inline]
+    pub fn record(&mut self, event: &PerformanceContract) {
+        let d = event.duration;
+        self.latencies.record(d, self.count);
+        self.count += 1;
+        self.total.add(d);
+        self.self_total.add(event.self_time());
+        self.min = self.min.min(d);
+        self.max = self.max.max(d);
+        let delta = d - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (d - self.mean);
+        if let Some(previous) = event.previous_timestamp {
+            let wait = event.timestamp - previous;
+            self.wait_count += 1;
+            self.wait_total.add(wait);
+            self.wait_min = self.wait_min.min(wait);
+            self.wait_max = self.wait_max.max(wait);
+        }
+        if !event.succeeded() {
+            self.failures += 1;
+        }
+        self.first_start = self.first_start.min(event.timestamp - d);
+        self.last_end = self.last_end.max(event.timestamp);
+    }
+
+    /// Adds everything `other` holds: afterwards `self` is what one aggregate fed both
+    /// streams would hold (the variance by the parallel formula, histograms bucket by
+    /// bucket).
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract};
+    /// use backtest_perf::stats::Aggregate;
+    /// let event = |d| PerformanceContract::new(MetricType::Tick, d, 1.0);
+    /// let (mut a, mut b, mut both) = (Aggregate::default(), Aggregate::default(), Aggregate::default());
+    /// for d in [1.0, 2.0] { a.record(&event(d)); both.record(&event(d)); }
+    /// for d in [3.0, 4.0] { b.record(&event(d)); both.record(&event(d)); }
+    /// a.merge(&b);
+    /// assert_eq!((a.count(), a.mean(), a.population_std_dev()), (both.count(), both.mean(), both.population_std_dev()));
+    /// assert_eq!(a.percentile(50.0), both.percentile(50.0));
+    /// ```
+    pub fn merge(&mut self, other: &Aggregate) {
+        if other.count == 0 {
+            return;
+        }
+        let count = self.count.saturating_add(other.count);
+        self.latencies.merge(&other.latencies, count);
+        let (n_a, n_b, n) = (self.count as f64, other.count as f64, count as f64);
+        let delta = other.mean - self.mean;
+        self.mean += delta * (n_b / n);
+        self.m2 += other.m2 + delta * delta * (n_a * n_b / n);
+        self.count = count;
+        self.total.merge(&other.total);
+        self.self_total.merge(&other.self_total);
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.wait_count = self.wait_count.saturating_add(other.wait_count);
+        self.wait_total.merge(&other.wait_total);
+        self.wait_min = self.wait_min.min(other.wait_min);
+        self.wait_max = self.wait_max.max(other.wait_max);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.first_start = self.first_start.min(other.first_start);
+        self.last_end = self.last_end.max(other.last_end);
+    }
+
+    /// Events recorded.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().count(), 0);
+    /// ```
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of durations, ms (compensated).
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().total(), 0.0);
+    /// ```
+    pub fn total(&self) -> f64 {
+        self.total.value()
+    }
+
+    /// Sum of self times, ms.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().self_total(), 0.0);
+    /// ```
+    pub fn self_total(&self) -> f64 {
+        self.self_total.value()
+    }
+
+    /// Mean duration, ms; 0 with no events.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().mean(), 0.0);
+    /// ```
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            // The exact total over the count, as a report's reader would compute it.
+            self.total() / self.count as f64
+        }
+    }
+
+    /// Shortest duration, ms; 0 with no events.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().min(), 0.0);
+    /// ```
+    pub fn min(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.min }
+    }
+
+    /// Longest duration, ms; 0 with no events.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().max(), 0.0);
+    /// ```
+    pub fn max(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.max }
+    }
+
+    /// Population standard deviation, `sqrt(M2 / n)`; 0 with no events.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().population_std_dev(), 0.0);
+    /// ```
+    pub fn population_std_dev(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            (self.m2.max(0.0) / self.count as f64).sqrt()
+        }
+    }
+
+    /// Mean wait (`timestamp - previousTimestamp`) over events that have one; 0 if none.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().wait_mean(), 0.0);
+    /// ```
+    pub fn wait_mean(&self) -> f64 {
+        if self.wait_count == 0 {
+            0.0
+        } else {
+            self.wait_total.value() / self.wait_count as f64
+        }
+    }
+
+    /// Shortest wait; 0 if none.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().wait_min(), 0.0);
+    /// ```
+    pub fn wait_min(&self) -> f64 {
+        if self.wait_count == 0 {
+            0.0
+        } else {
+            self.wait_min
+        }
+    }
+
+    /// Longest wait; 0 if none.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().wait_max(), 0.0);
+    /// ```
+    pub fn wait_max(&self) -> f64 {
+        if self.wait_count == 0 {
+            0.0
+        } else {
+            self.wait_max
+        }
+    }
+
+    /// Events with `ok: false`.
+    ///
+    /// ```
+    /// assert_eq!(backtest_perf::stats::Aggregate::default().failures(), 0);
+    /// ```
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// The earliest start and the latest end of the events (epoch ms), if any.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract};
+    /// let mut a = backtest_perf::stats::Aggregate::default();
+    /// a.record(&PerformanceContract::new(MetricType::Tick, 2.0, 10.0));
+    /// a.record(&PerformanceContract::new(MetricType::Tick, 1.0, 15.0));
+    /// assert_eq!(a.span(), Some((8.0, 15.0)));
+    /// ```
+    pub fn span(&self) -> Option<(f64, f64)> {
+        (self.count > 0).then_some((self.first_start, self.last_end))
+    }
+
+    /// Nearest-rank percentile `p` (0-100) read from the histogram: the duration of rank
+    /// `max(1, ceil(n * p / 100))`, within 0.1% (exact below 2,048 ns, to the nanosecond;
+    /// the top rank is the exact max), clamped to the exact min and max. 0 with no events.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract};
+    /// let mut a = backtest_perf::stats::Aggregate::default();
+    /// for i in 1..=100 { a.record(&PerformanceContract::new(MetricType::Tick, i as f64, 1.0)); }
+    /// assert!((a.percentile(95.0) - 95.0).abs() <= 95.0 * 0.001);
+    /// assert_eq!(a.percentile(100.0), 100.0);
+    /// // Below 2,048 ns every nanosecond has its own bucket: exact.
+    /// let mut fast = backtest_perf::stats::Aggregate::default();
+    /// for ns in [38.0, 41.0, 52.0] { fast.record(&PerformanceContract::new(MetricType::Tick, ns / 1e6, 1.0)); }
+    /// assert_eq!(fast.percentile(50.0), 41.0 / 1e6);
+    /// ```
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let rank = super::percentile::nearest_rank(self.count, p);
+        if rank == self.count {
+            return self.max;
+        }
+        let ms = self.latencies.at_rank(rank) as f64 / NS_PER_MS;
+        ms.clamp(self.min, self.max)
+    }
+
+    /// Bytes the histogram's counters take now (the rest of the aggregate is fixed size).
+    ///
+    /// ```
+    /// let a = backtest_perf::stats::Aggregate::default();
+    /// assert!(a.histogram_bytes() < 16 * 1024);
+    /// ```
+    pub fn histogram_bytes(&self) -> usize {
+        self.latencies.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MetricType;
+
+    fn event(d: f64) -> PerformanceContract {
+        PerformanceContract::new(MetricType::Tick, d, 1e12)
+    }
+
+    #[test]
+    fn percentiles_are_within_a_tenth_of_a_percent_of_the_exact_ones() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut durations = Vec::new();
+        let mut a = Aggregate::default();
+        for _ in 0..50_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // 20 ns .. 20 ms, log-uniform.
+            let d = 2e-5 * 10f64.powf((rng % 1_000_000) as f64 / 1_000_000.0 * 6.0);
+            let d = (d * 1e6).round() / 1e6; // whole ns, as clocks give them
+            durations.push(d);
+            a.record(&event(d));
+        }
+        durations.sort_by(f64::total_cmp);
+        for p in [1.0, 25.0, 50.0, 90.0, 95.0, 99.0, 99.9] {
+            let exact = super::super::percentile(
+                &durations,
+                p,
+                super::super::PercentileMethod::NearestRank,
+            );
+            let got = a.percentile(p);
+            assert!(
+                ((got - exact) / exact).abs() <= 0.001,
+                "p{p}: {got} vs exact {exact}"
+            );
+        }
+        assert_eq!(a.percentile(100.0), durations[durations.len() - 1]);
+    }
+
+    #[test]
+    fn merging_equals_one_stream() {
+        let (mut a, mut b, mut both) = (
+            Aggregate::default(),
+            Aggregate::default(),
+            Aggregate::default(),
+        );
+        for i in 0..1000 {
+            let d = (i % 37) as f64 * 0.013 + 0.001;
+            let e = event(d).with_previous_timestamp(1e12 - i as f64);
+            both.record(&e);
+            if i % 3 == 0 {
+                a.record(&e)
+            } else {
+                b.record(&e)
+            }
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), both.count());
+        assert_eq!(a.total(), both.total());
+        assert_eq!((a.min(), a.max()), (both.min(), both.max()));
+        assert!((a.population_std_dev() - both.population_std_dev()).abs() < 1e-12);
+        assert_eq!(
+            (a.wait_min(), a.wait_max(), a.wait_mean()),
+            (both.wait_min(), both.wait_max(), both.wait_mean())
+        );
+        for p in [50.0, 95.0, 99.0] {
+            assert_eq!(a.percentile(p), both.percentile(p));
+        }
+    }
+
+    #[test]
+    fn huge_and_zero_durations_stay_finite() {
+        let mut a = Aggregate::default();
+        // The largest valid duration (a longer one is rejected at validation).
+        let max = crate::event::MAX_DURATION_MS;
+        a.record(&event(0.0));
+        a.record(&event(max));
+        a.record(&event(max));
+        assert_eq!(a.percentile(50.0), max);
+        assert_eq!(a.percentile(10.0), 0.0);
+        assert_eq!(a.population_std_dev(), (2.0f64 / 9.0).sqrt() * max);
+        assert_eq!(a.total(), 2.0 * max);
+    }
+
+    #[test]
+    fn a_hook_sized_histogram_fits_in_64_kib() {
+        let mut a = Aggregate::default();
+        // 20 ns up to 8 ms: the range of this engine's hooks.
+        for ns in [20u64, 1_000, 100_000, 8_000_000] {
+            a.record(&event(ns as f64 / 1e6));
+        }
+        assert!(a.histogram_bytes() <= 64 * 1024, "{}", a.histogram_bytes());
+    }
+}
