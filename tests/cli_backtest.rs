@@ -64,8 +64,13 @@ fn the_default_job_reports_every_strategy_into_dump_performance() {
             );
         }
     }
+    // The console shows the markdown report's columns, over the whole run.
     assert!(
-        stdout.contains("| Metric | Count | Total (ms) | Avg (µs) |"),
+        stdout.contains("| Metric | Count | Total | Self | Avg | Min | Max | Median | P95 | P99 | Std Dev | Avg Wait | Min Wait | Max Wait |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("14,960 events (statistics over all of them; the newest 10,000 kept as events); time in hooks "),
         "{stdout}"
     );
 }

@@ -1,7 +1,10 @@
 //! The markdown report, byte for byte, and `dump`.
 
 use backtest_perf::report::{Column, default_columns};
-use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+use backtest_perf::{
+    MetricType, PerformanceContract, PerformanceEmitter, PerformanceService, StatsPreset,
+    StorageConfig,
+};
 
 fn event(metric: MetricType, duration: f64, timestamp: f64) -> PerformanceContract {
     PerformanceContract::new(metric, duration, timestamp)
@@ -11,8 +14,12 @@ fn event(metric: MetricType, duration: f64, timestamp: f64) -> PerformanceContra
 
 /// A fixed event set: 3 ticks, 2 candle fetches, 1 signal; chained timestamps.
 fn fixed_service() -> (PerformanceEmitter, PerformanceService) {
+    fixed_service_with(StatsPreset::Seed)
+}
+
+fn fixed_service_with(preset: StatsPreset) -> (PerformanceEmitter, PerformanceService) {
     let bus = PerformanceEmitter::new();
-    let service = PerformanceService::attached(&bus);
+    let service = PerformanceService::attached_with(&bus, StorageConfig::default(), preset);
     let events = [
         event(MetricType::Tick, 1000.0, 1000.0),
         event(MetricType::GetCandles, 250.5, 1010.0),
@@ -27,7 +34,38 @@ fn fixed_service() -> (PerformanceEmitter, PerformanceService) {
     (bus, service)
 }
 
+/// The whole-run layout. The typical duration (the median of the averages, 500 ms) makes
+/// the table's unit seconds. Waits: ticks 2,000 and 3,000 ms apart, candle fetches 2,000.
+/// Wall time: the first tick started at 0 ms, the signal ended at 6,001 ms; the events
+/// overlap (they were made up, not nested), so the time in them exceeds the wall time.
 const EXPECTED: &str = "# Performance Report: my-strategy
+
+**Symbol:** BTCUSDT
+**Events:** 6 (statistics over all of them; all kept as events)
+**Time in hooks:** 7.00 s (self time; nested hooks are not counted twice)
+**Wall time:** 6.00 s from the first event's start to the last one's end (time in hooks is 116.7% of it)
+**Metric types:** 3
+
+## Where the time goes (self time)
+
+- **tick**: 85.7% (6.00 s self, 6.00 s total)
+- **getCandles**: 14.3% (1.00 s self, 1.00 s total)
+- **getSignal**: 0.0% (250 µs self, 250 µs total)
+
+## Detailed Metrics (durations in s)
+
+| Metric | Count | Total | Self | Avg | Min | Max | Median | P95 | P99 | Std Dev | Avg Wait | Min Wait | Max Wait |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| tick | 3 | 6.00 | 6.00 | 2.00 | 1.00 | 3.00 | 2.00 | 3.00 | 3.00 | 0.816 | 2.50 | 2.00 | 3.00 |
+| getCandles | 2 | 1.00 | 1.00 | 0.500 | 0.251 | 0.750 | 0.251 | 0.750 | 0.750 | 0.249 | 2.00 | 2.00 | 2.00 |
+| getSignal | 1 | 0.000250 | 0.000250 | 0.000250 | 0.000250 | 0.000250 | 0.000250 | 0.000250 | 0.000250 | 0 | 0 | 0 | 0 |
+
+**Note:** Total is the time inside each operation; Self is the part not spent in operations nested inside it, so the Self column adds up to the time in hooks. Count, Total, Self, Avg, Min, Max, Std Dev (population) and the wait times cover every event. Median, P95 and P99 are nearest-rank percentiles, exact. Wait times are the intervals between consecutive events of the same type.
+";
+
+/// backtest-kit's layout, byte for byte as before, under the `backtest-kit` preset: linear
+/// percentiles (tick p95: 2000 * 0.1 + 3000 * 0.9) and the sample standard deviation.
+const EXPECTED_BACKTEST_KIT: &str = "# Performance Report: my-strategy
 
 **Symbol:** BTCUSDT
 **Total events:** 6
@@ -44,17 +82,26 @@ const EXPECTED: &str = "# Performance Report: my-strategy
 
 | Metric | Count | Avg (ms) | Min (ms) | Max (ms) | Median (ms) | P95 (ms) | P99 (ms) | Std Dev | Avg Wait (ms) | Min Wait (ms) | Max Wait (ms) |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| tick | 3 | 2000.00 | 1000.00 | 3000.00 | 2000.00 | 3000.00 | 3000.00 | 816.50 | 2500.00 | 2000.00 | 3000.00 |
-| getCandles | 2 | 500.00 | 250.50 | 749.50 | 250.50 | 749.50 | 749.50 | 249.50 | 2000.00 | 2000.00 | 2000.00 |
+| tick | 3 | 2000.00 | 1000.00 | 3000.00 | 2000.00 | 2900.00 | 2980.00 | 1000.00 | 2500.00 | 2000.00 | 3000.00 |
+| getCandles | 2 | 500.00 | 250.50 | 749.50 | 500.00 | 724.55 | 744.51 | 352.85 | 2000.00 | 2000.00 | 2000.00 |
 | getSignal | 1 | 0.25 | 0.25 | 0.25 | 0.25 | 0.25 | 0.25 | 0.00 | 0.00 | 0.00 | 0.00 |
 
 **Note:** All durations are in milliseconds. P95/P99 represent 95th and 99th percentile response times. Wait times show the interval between consecutive events of the same type.
 ";
 
 #[test]
-fn report_matches_the_reference_layout_byte_for_byte() {
+fn whole_run_report_byte_for_byte() {
     let (_bus, service) = fixed_service();
     assert_eq!(service.get_report("BTCUSDT", "my-strategy"), EXPECTED);
+}
+
+#[test]
+fn report_matches_the_reference_layout_byte_for_byte() {
+    let (_bus, service) = fixed_service_with(StatsPreset::BacktestKit);
+    assert_eq!(
+        service.get_report("BTCUSDT", "my-strategy"),
+        EXPECTED_BACKTEST_KIT
+    );
 }
 
 #[test]
@@ -86,7 +133,12 @@ fn rejected_and_dropped_events_show_in_the_report() {
     bus.emit(event(MetricType::Tick, 1.0, 3.0)).unwrap();
     let report = service.get_report("BTCUSDT", "my-strategy");
     assert!(
-        report.contains("**Number of metric types:** 1\n**Rejected events:** 1\n**Dropped events:** 1\n\n## Time"),
+        report.contains("**Metric types:** 1\n**Rejected events:** 1 (invalid, never counted)\n**Left the window:** 1 events (the statistics above still count them; only the raw events are gone)\n\n## Where"),
+        "{report}"
+    );
+    assert!(
+        report
+            .contains("**Events:** 2 (statistics over all of them; the newest 1 kept as events)\n"),
         "{report}"
     );
     let data = service.get_data("BTCUSDT", "my-strategy");
@@ -109,7 +161,7 @@ fn percent_is_zero_when_the_total_is_zero() {
     bus.emit(event(MetricType::Tick, 0.0, 1.0)).unwrap();
     let report = service.get_report("BTCUSDT", "my-strategy");
     assert!(
-        report.contains("- **tick**: 0.0% (0.00ms total)\n"),
+        report.contains("- **tick**: 0.0% (0 ns self, 0 ns total)\n"),
         "{report}"
     );
     assert!(!report.contains("NaN"));
@@ -154,18 +206,19 @@ fn names_with_pipes_and_newlines_keep_the_layout() {
     let expected_head = "# Performance Report: my\\nstrat\\*\\_x\n\n**Symbol:** BTC\\|USDT\n";
     assert!(report.starts_with(expected_head), "{report}");
     assert!(
-        report.contains("- **a\\|b\\nc**: 100.0% (1.00ms total)\n"),
+        report.contains("- **a\\|b\\nc**: 100.0% (1.00 ms self, 1.00 ms total)\n"),
         "{report}"
     );
     let row = report.lines().find(|l| l.starts_with("| a")).unwrap();
     assert_eq!(
         row,
-        "| a\\|b\\nc | 1 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 0.00 | 0.00 | 0.00 | 0.00 |"
+        "| a\\|b\\nc | 1 | 0.00100 | 0.00100 | 0.00100 | 0.00100 | 0.00100 | 0.00100 | 0.00100 | 0.00100 | 0 | 0 | 0 | 0 |",
+        "1 ms in a table in seconds (0.001 s has 3 leading zeros)"
     );
     // Every table line has the same number of unescaped cell separators.
     let separators = |l: &str| l.replace("\\|", "").matches('|').count();
     for line in report.lines().filter(|l| l.starts_with('|')) {
-        assert_eq!(separators(line), 13, "{line}");
+        assert_eq!(separators(line), 15, "{line}");
     }
 }
 

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use backtest_perf::MetricStats;
 use backtest_perf::alerts::{AlertManager, FileSink, LogSink, rules_from_json};
 use backtest_perf::engine::BacktestConfig;
 use backtest_perf::engine::parallel::{Job, default_threads, run_parallel};
@@ -15,7 +14,7 @@ use backtest_perf::engine::{
 use backtest_perf::export::chrome_trace::write_chrome_trace;
 use backtest_perf::export::html::write_html;
 use backtest_perf::export::json::write_json;
-use backtest_perf::report::{Column, table, thousands};
+use backtest_perf::report::{Unit, default_columns, human, table, thousands};
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::TrackerReport;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
@@ -369,7 +368,25 @@ fn print_result(result: &BacktestResult) {
         result.cancelled.len(),
     );
     let stats = performance_service().get_data(&result.symbol, &result.strategy);
-    print!("{}", table(&stats, &console_columns()));
+    if stats.total_events == 0 {
+        return;
+    }
+    let window = if stats.events.len() >= stats.total_events {
+        "all kept as events".to_string()
+    } else {
+        format!(
+            "the newest {} kept as events",
+            thousands(stats.events.len() as f64, 0)
+        )
+    };
+    println!(
+        "{} events (statistics over all of them; {window}); time in hooks {} (self time), wall time {}; durations in {}:",
+        thousands(stats.total_events as f64, 0),
+        human(stats.self_duration),
+        human(stats.wall_duration),
+        Unit::for_stats(&stats).label()
+    );
+    print!("{}", table(&stats, &default_columns()));
 }
 
 /// The alert rules of `rules` (a JSON array), delivered to the log and the given sinks.
@@ -438,22 +455,4 @@ fn print_slowest_tick(result: &BacktestResult) {
         };
         print!("{}", render(report, style));
     }
-}
-
-/// Hooks take microseconds: the console shows them so (the dumped report keeps the
-/// reference's milliseconds).
-fn console_columns() -> Vec<Column> {
-    let us = |key: &str, label: &str, value: fn(&MetricStats) -> f64| {
-        Column::new(key, label, move |m| format!("{:.1}", value(m) * 1000.0))
-    };
-    vec![
-        Column::new("metricType", "Metric", |m| m.metric_type.to_string()),
-        Column::new("count", "Count", |m| m.count.to_string()),
-        Column::ms("totalDuration", "Total (ms)", |m| m.total_duration),
-        us("avgDuration", "Avg (µs)", |m| m.avg_duration),
-        us("median", "Median (µs)", |m| m.median),
-        us("p95", "P95 (µs)", |m| m.p95),
-        us("p99", "P99 (µs)", |m| m.p99),
-        us("maxDuration", "Max (µs)", |m| m.max_duration),
-    ]
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use backtest_perf::report::{default_columns, render};
+use backtest_perf::report::render_layout;
 use backtest_perf::{
     PerformanceEmitter, PerformanceService, StatsPreset, StorageConfig, StorageKey,
 };
@@ -95,12 +95,13 @@ pub fn run(args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
             writeln!(out, "{doc}").map_err(write)?;
         }
         OutputFormat::Md => {
-            let columns = default_columns();
+            let layout = service.layout();
+            let columns = layout.columns();
             for (i, s) in stats.iter().enumerate() {
                 if i > 0 {
                     writeln!(out).map_err(write)?;
                 }
-                out.write_all(render(s, &columns).as_bytes())
+                out.write_all(render_layout(s, &columns, layout).as_bytes())
                     .map_err(write)?;
             }
         }

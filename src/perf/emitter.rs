@@ -294,6 +294,9 @@ impl PerformanceEmitter {
     /// let bus = PerformanceEmitter::new();
     /// assert!(bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 5.0)).is_ok());
     /// ```
+    // `Rejected` hands the event back by value, as tokio's `SendError<T>` does; the error
+    // path is cold, and boxing it would allocate on every rejection.
+    #[allow(clippy::result_large_err)]
     #[inline]
     pub fn emit(&self, event: PerformanceContract) -> Result<(), Rejected> {
         let inner = &*self.inner;
@@ -308,6 +311,7 @@ impl PerformanceEmitter {
         self.deliver(event)
     }
 
+    #[allow(clippy::result_large_err)]
     #[inline(never)]
     fn deliver(&self, mut event: PerformanceContract) -> Result<(), Rejected> {
         let subscribers = self.inner.subscribers.load();

@@ -16,7 +16,7 @@
 //! sub.flush();
 //! let stats = Performance::get_data("DOCUSD", "doc");
 //! assert_eq!(stats.total_events, 1);
-//! assert!(Performance::get_report("DOCUSD", "doc").contains("| load | 1 | 12.50 |"));
+//! assert!(Performance::get_report("DOCUSD", "doc").contains("| load | 1 | 0.0125 | 0.0125 |"), "12.5 ms in s");
 //! Performance::clear("DOCUSD", "doc");
 //! assert_eq!(Performance::get_data("DOCUSD", "doc").total_events, 0);
 //! ```
@@ -30,7 +30,7 @@ use super::emitter::PerformanceEmitter;
 use super::event::PerformanceContract;
 use super::key::StorageKey;
 use super::listener::{ListenerOutcome, Subscription};
-use super::report::{Column, default_columns, render};
+use super::report::{Column, ReportLayout, render_layout};
 use super::stats::{PerformanceStatistics, StatsPreset};
 use super::storage::{StorageConfig, StorageService};
 
@@ -116,6 +116,23 @@ impl PerformanceService {
         self.preset
     }
 
+    /// The report layout of this service's preset: the whole-run report for the default
+    /// preset, backtest-kit's layout for the `backtest-kit` preset.
+    ///
+    /// ```
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService, StatsPreset, StorageConfig};
+    /// use backtest_perf::report::ReportLayout;
+    /// let bus = PerformanceEmitter::new();
+    /// let bk = PerformanceService::attached_with(&bus, StorageConfig::default(), StatsPreset::BacktestKit);
+    /// assert_eq!(bk.layout(), ReportLayout::BacktestKit);
+    /// ```
+    pub fn layout(&self) -> ReportLayout {
+        match self.preset {
+            StatsPreset::Seed => ReportLayout::WholeRun,
+            StatsPreset::BacktestKit => ReportLayout::BacktestKit,
+        }
+    }
+
     /// Statistics of one `symbol:strategy` (empty text means `global`).
     ///
     /// ```
@@ -166,7 +183,8 @@ impl PerformanceService {
     /// assert!(service.get_report("A", "s").starts_with("# Performance Report: s\n"));
     /// ```
     pub fn get_report(&self, symbol: &str, strategy: &str) -> String {
-        self.get_report_with(symbol, strategy, &default_columns())
+        let columns = self.layout().columns();
+        self.get_report_with(symbol, strategy, &columns)
     }
 
     /// The markdown report with your own columns; hidden ones are left out.
@@ -181,7 +199,7 @@ impl PerformanceService {
     /// assert!(report.contains("| Metric |\n|---|\n| tick |\n"));
     /// ```
     pub fn get_report_with(&self, symbol: &str, strategy: &str, columns: &[Column]) -> String {
-        render(&self.get_data(symbol, strategy), columns)
+        render_layout(&self.get_data(symbol, strategy), columns, self.layout())
     }
 
     /// Writes the report to `./dump/performance/<strategy>.md`; returns the path.

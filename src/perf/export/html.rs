@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use crate::dump::{DumpError, safe_file_stem, write_atomic};
-use crate::report::{sorted_rows, thousands};
+use crate::report::{self, sorted_rows, thousands};
 use crate::stats::{MetricStats, PerformanceStatistics};
 use crate::tracker::timeline::subtree;
 use crate::tracker::{EventKind, TrackerReport};
@@ -46,44 +46,13 @@ fn short(ms: f64) -> String {
     }
 }
 
-/// A duration for people: `12.35 ms`, `420.1 µs`, `230 ns`.
-fn human(ms: f64) -> String {
-    if ms >= 1.0 || ms == 0.0 {
-        format!("{ms:.2} ms")
-    } else if ms >= 0.001 {
-        format!("{:.1} µs", ms * 1000.0)
-    } else {
-        format!("{:.0} ns", ms * 1e6)
-    }
-}
-
-/// How a table cell is written from a row's statistics.
-type Cell = fn(&MetricStats) -> String;
-
-/// The table's columns: the report's, with durations at a readable scale.
-fn columns() -> Vec<(&'static str, Cell)> {
-    vec![
-        ("Metric", |m| m.metric_type.to_string()),
-        ("Count", |m| m.count.to_string()),
-        ("Avg", |m| human(m.avg_duration)),
-        ("Min", |m| human(m.min_duration)),
-        ("Max", |m| human(m.max_duration)),
-        ("Median", |m| human(m.median)),
-        ("P95", |m| human(m.p95)),
-        ("P99", |m| human(m.p99)),
-        ("Std Dev", |m| human(m.std_dev)),
-        ("Avg Wait", |m| human(m.avg_wait_time)),
-        ("Min Wait", |m| human(m.min_wait_time)),
-        ("Max Wait", |m| human(m.max_wait_time)),
-    ]
-}
-
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222;max-width:1100px}\
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}table{border-collapse:collapse;font-variant-numeric:tabular-nums}\
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}th:first-child,td:first-child{text-align:left}\
 th{background:#f3f3f3}.meta span{margin-right:1.5rem}figure{margin:1rem 0}figcaption{font-weight:600}\
 svg text{font:11px system-ui,sans-serif;fill:#333}.slow{fill:#d9822b}.bar{fill:#4a7fb5}.op{fill:#7fa7d0}";
 
+/// The share of self time of each metric type (nested operations counted once).
 fn distribution_svg(rows: &[&MetricStats], total: f64) -> String {
     let (width, row) = (700.0, 24.0);
     let mut svg = format!(
@@ -92,14 +61,14 @@ fn distribution_svg(rows: &[&MetricStats], total: f64) -> String {
     );
     for (i, m) in rows.iter().enumerate() {
         let share = if total > 0.0 {
-            m.total_duration / total
+            m.self_duration / total
         } else {
             0.0
         };
         let y = i as f64 * row;
         let _ = write!(
             svg,
-            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"bar\" x=\"150\" y=\"{}\" width=\"{:.1}\" height=\"16\"/><text x=\"{:.1}\" y=\"{}\">{:.1}% ({} ms)</text>",
+            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"bar\" x=\"150\" y=\"{}\" width=\"{:.1}\" height=\"16\"/><text x=\"{:.1}\" y=\"{}\">{:.1}% ({} self)</text>",
             y + 14.0,
             esc(m.metric_type.as_str()),
             y + 2.0,
@@ -107,7 +76,7 @@ fn distribution_svg(rows: &[&MetricStats], total: f64) -> String {
             156.0 + share * 400.0,
             y + 14.0,
             share * 100.0,
-            thousands(m.total_duration, 2)
+            report::human(m.self_duration)
         );
     }
     svg.push_str("</svg>");
@@ -224,33 +193,47 @@ pub fn render_html(
         html.push_str("<p>No performance metrics recorded yet.</p></body></html>\n");
         return html;
     }
+    let window = if stats.events.len() >= stats.total_events {
+        "all kept as events".to_string()
+    } else {
+        format!(
+            "the newest {} kept as events",
+            thousands(stats.events.len() as f64, 0)
+        )
+    };
     let _ = writeln!(
         html,
-        "<p class=\"meta\"><span>Symbol: <b>{}</b></span><span>Total events: <b>{}</b></span><span>Total execution time: <b>{} ms</b></span><span>Metric types: <b>{}</b></span><span>Rejected: <b>{}</b></span><span>Dropped: <b>{}</b></span></p>",
+        "<p class=\"meta\"><span>Symbol: <b>{}</b></span><span>Events: <b>{}</b> (statistics over all of them; {window})</span><span>Time in hooks: <b>{}</b> (self time)</span><span>Wall time: <b>{}</b></span><span>Metric types: <b>{}</b></span><span>Rejected: <b>{}</b></span><span>Left the window: <b>{}</b></span></p>",
         esc(&stats.symbol),
         thousands(stats.total_events as f64, 0),
-        thousands(stats.total_duration, 2),
+        report::human(stats.self_duration),
+        report::human(stats.wall_duration),
         stats.metric_stats.len(),
         stats.rejected,
         stats.dropped
     );
     let rows = sorted_rows(stats);
-    html.push_str("<h2>Detailed metrics</h2>\n<table><thead><tr>");
-    let columns = columns();
-    for (label, _) in &columns {
-        let _ = write!(html, "<th>{label}</th>");
+    let unit = report::Unit::for_stats(stats);
+    let _ = write!(
+        html,
+        "<h2>Detailed metrics (durations in {})</h2>\n<table><thead><tr>",
+        unit.label()
+    );
+    let columns = report::default_columns();
+    for column in &columns {
+        let _ = write!(html, "<th>{}</th>", esc(column.label()));
     }
     html.push_str("</tr></thead><tbody>\n");
     for m in &rows {
         html.push_str("<tr>");
-        for (_, format) in &columns {
-            let _ = write!(html, "<td>{}</td>", esc(&format(m)));
+        for column in &columns {
+            let _ = write!(html, "<td>{}</td>", esc(&column.format_in(m, unit)));
         }
         html.push_str("</tr>\n");
     }
-    html.push_str("</tbody></table>\n<h2>Time distribution</h2>\n");
-    html.push_str(&distribution_svg(&rows, stats.total_duration));
-    html.push_str("\n<h2>Latency histograms</h2>\n");
+    html.push_str("</tbody></table>\n<h2>Where the time goes (self time)</h2>\n");
+    html.push_str(&distribution_svg(&rows, stats.self_duration));
+    html.push_str("\n<h2>Latency histograms (the events kept in the window)</h2>\n");
     for m in &rows {
         let durations: Vec<f64> = stats
             .events

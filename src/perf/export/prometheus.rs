@@ -229,7 +229,7 @@ impl PrometheusExporter {
             let dropped: Vec<(String, u64)> = storage
                 .keys()
                 .into_iter()
-                .filter_map(|k| storage.snapshot(k).map(|(_, _, d)| (key_labels(&k), d)))
+                .filter_map(|k| storage.counters(k).map(|c| (key_labels(&k), c.dropped)))
                 .collect();
             counter(
                 &mut out,
