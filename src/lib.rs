@@ -58,6 +58,7 @@ pub use perf::event::{InvalidEvent, MetricType, PerformanceContract};
 pub use perf::facade::{
     Performance, PerformanceService, listen_performance, listen_performance_async,
     listen_performance_filtered, listen_performance_once, performance_emitter, performance_service,
+    time, time_async,
 };
 pub use perf::key::{GLOBAL, StorageKey};
 pub use perf::listener::{ListenerOutcome, Subscription};

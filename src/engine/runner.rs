@@ -13,7 +13,7 @@ use super::signal::{
 };
 use super::strategy::{Context, Strategy, average_price};
 use super::timing::{Hook, HookTimer, SlowHook};
-use crate::tracker::{RunInfo, Tracker, TrackerOptions, TrackerReport};
+use crate::tracker::{BusTarget, RunInfo, Tracker, TrackerOptions, TrackerReport};
 use crate::{Name, PerformanceEmitter, performance_emitter};
 
 /// How a run trades, what it waits for, and how it is tracked.
@@ -325,12 +325,6 @@ impl<'a> Backtest<'a> {
     pub fn run(&self, strategy: &mut dyn Strategy) -> Result<BacktestResult, BacktestError> {
         let strategy_name = Name::new(strategy.name());
         let symbol = self.series.symbol();
-        let mut timer = HookTimer::new(
-            self.bus.clone(),
-            symbol,
-            strategy_name,
-            &self.config.tracker,
-        );
         let run = RunInfo {
             id: format!("{symbol}:{strategy_name}:{}", self.frame.start),
             symbol: Some(symbol.to_string()),
@@ -338,7 +332,24 @@ impl<'a> Backtest<'a> {
             from: Some(to_utc(self.frame.start)),
             to: Some(to_utc(self.frame.end)),
         };
-        let tracker = Tracker::new(run, self.config.tracker.clone());
+        // The run's tracker keeps the timeline when the config asks for one, and always puts
+        // the strategy's own steps (`ctx.tracker()`) on the bus.
+        let tracker = Tracker::on_bus(
+            run,
+            self.config.tracker.clone(),
+            BusTarget {
+                bus: self.bus.clone(),
+                symbol,
+                strategy: strategy_name,
+            },
+        );
+        let mut timer = HookTimer::new(
+            self.bus.clone(),
+            symbol,
+            strategy_name,
+            &self.config.tracker,
+            tracker.clone(),
+        );
         let mut result = BacktestResult {
             symbol: self.series.symbol(),
             strategy: strategy_name,
@@ -356,12 +367,10 @@ impl<'a> Backtest<'a> {
         let (mut unreported, mut passed) = (0, 0);
         let mut when = self.frame.start;
         while when <= self.frame.end {
-            let tick_span = tracker.start(Hook::Tick.name(), None);
             let tick = timer.start();
             let mut next = when + self.frame.interval.millis();
             if last_call.is_none_or(|t| when - t >= throttle) {
                 last_call = Some(when);
-                let signal_span = tracker.start(Hook::GetSignal.name(), None);
                 let signal_started = timer.start_with(&tick);
                 let mut ctx = Context {
                     exchange: self.exchange,
@@ -375,7 +384,6 @@ impl<'a> Backtest<'a> {
                 // The tick and the signal function start together; they end together too
                 // unless a signal is then handled.
                 let asked = timer.finish(Hook::GetSignal, signal_started, when);
-                signal_span.end();
                 let signal = signal.map_err(|source| BacktestError::Strategy {
                     strategy: strategy_name.to_string(),
                     when: to_utc(when).to_rfc3339(),
@@ -383,9 +391,7 @@ impl<'a> Backtest<'a> {
                 })?;
                 match signal {
                     Some(signal) => {
-                        if let Some(resume) =
-                            self.handle(signal, when, &mut timer, &tracker, &mut result)?
-                        {
+                        if let Some(resume) = self.handle(signal, when, &mut timer, &mut result)? {
                             next = next.max(self.frame.first_at_or_after(resume));
                         }
                         let _ = timer.finish(Hook::Tick, tick, when);
@@ -395,7 +401,6 @@ impl<'a> Backtest<'a> {
             } else {
                 let _ = timer.finish(Hook::Tick, tick, when);
             }
-            tick_span.end();
             result.frames += 1;
             // Progress counts frame positions passed, the skipped ones included.
             unreported += ((next - when) / self.frame.interval.millis()).max(1) as u64;
@@ -426,7 +431,6 @@ impl<'a> Backtest<'a> {
         signal: Signal,
         when: Millis,
         timer: &mut HookTimer,
-        tracker: &Tracker,
         result: &mut BacktestResult,
     ) -> Result<Option<Millis>, ExchangeError> {
         let entry = match signal.price_open {
@@ -437,7 +441,6 @@ impl<'a> Backtest<'a> {
                 when,
                 self.config.vwap_candles,
                 timer,
-                tracker,
             )?,
         };
         let checked = entry
@@ -454,11 +457,9 @@ impl<'a> Backtest<'a> {
                 return Ok(None);
             }
         };
-        let span = tracker.start(Hook::Backtest.name(), None);
         let started = timer.start();
-        let outcome = self.replay(&signal, entry, when, timer, tracker);
+        let outcome = self.replay(&signal, entry, when, timer);
         let _ = timer.finish(Hook::Backtest, started, when);
-        span.end();
         Ok(Some(match outcome? {
             Outcome::Closed(closed) => {
                 let resume = closed.closed_at.timestamp_millis();
@@ -481,7 +482,6 @@ impl<'a> Backtest<'a> {
         entry: f64,
         when: Millis,
         timer: &mut HookTimer,
-        tracker: &Tracker,
     ) -> Result<Outcome, ExchangeError> {
         let series = self.series;
         let wait = if signal.price_open.is_some() {
@@ -494,13 +494,11 @@ impl<'a> Backtest<'a> {
         // to tell whether the data goes on past them.
         let first = series.first_open_at_or_after(when);
         let last = series.first_open_at_or_after(when + wait + lifetime);
-        let span = tracker.start(Hook::GetCandles.name(), None);
         let fetched = timer.start();
         let candles =
             self.exchange
                 .get_candles(series.symbol(), series.interval(), when, last - first + 1);
         let _ = timer.finish(Hook::GetCandles, fetched, when);
-        span.end();
         let candles = candles?;
 
         let (opened_at, from) = if signal.price_open.is_some() {

@@ -170,7 +170,6 @@ impl<'r> Context<'r> {
     /// }
     /// ```
     pub fn candles(&mut self, limit: usize) -> Result<&'r [Candle], ExchangeError> {
-        let _span = self.tracker.start(Hook::GetCandles.name(), None);
         let started = self.timer.start();
         let candles = self.exchange.get_closed_candles(
             self.series.symbol(),
@@ -199,7 +198,6 @@ impl<'r> Context<'r> {
             self.when,
             self.vwap_candles,
             self.timer,
-            self.tracker,
         )
     }
 }
@@ -211,9 +209,7 @@ pub(crate) fn average_price(
     when: Millis,
     n: usize,
     timer: &mut HookTimer,
-    tracker: &Tracker,
 ) -> Result<Option<f64>, ExchangeError> {
-    let _span = tracker.start(Hook::GetAveragePrice.name(), None);
     let started = timer.start();
     let result = exchange
         .get_closed_candles(series.symbol(), series.interval(), when, n)

@@ -18,7 +18,7 @@ use super::candle::{Millis, to_utc};
 use serde::Serialize;
 
 use crate::span::{self, Open};
-use crate::tracker::TrackerOptions;
+use crate::tracker::{Tracker, TrackerOptions};
 use crate::{MetricType, Name, PerformanceContract, PerformanceEmitter};
 
 /// Slow hooks listed per run; past it they are only counted.
@@ -117,6 +117,9 @@ pub(crate) struct HookTimer {
     thresholds_ns: [u64; 5],
     slow: Vec<SlowHook>,
     slow_total: u64,
+    /// The run's tracker: it keeps these measurements for its timeline instead of
+    /// timing the hooks again.
+    tracker: Tracker,
 }
 
 impl HookTimer {
@@ -127,6 +130,7 @@ impl HookTimer {
         symbol: Name,
         strategy: Name,
         options: &TrackerOptions,
+        tracker: Tracker,
     ) -> Self {
         let thresholds_ns =
             MetricType::BUILT_IN.map(|t| (options.threshold_ms(t.as_str()).max(0.0) * 1e6) as u64);
@@ -140,6 +144,7 @@ impl HookTimer {
             thresholds_ns,
             slow: Vec::new(),
             slow_total: 0,
+            tracker,
         }
     }
 
@@ -184,7 +189,12 @@ impl HookTimer {
         if self.when.0 != when {
             self.when = (when, to_utc(when));
         }
+        let (start_ns, depth) = (open.start_ns, open.depth);
         let closed = span::exit_at(open, end_ns);
+        if self.tracker.is_enabled() {
+            self.tracker
+                .record_measured(hook.name(), start_ns, depth, &closed);
+        }
         let timestamp = span::epoch_ms(end_ns);
         if closed.duration_ns > self.thresholds_ns[hook as usize] {
             self.slow_hook(hook, closed.duration_ns as f64 / 1e6);

@@ -59,6 +59,7 @@ use parking_lot::Mutex;
 use super::event::{InvalidEvent, MetricType, PerformanceContract};
 use super::key::{Prehashed, StorageKey};
 use super::listener::ListenerShared;
+use super::span;
 
 /// A subscriber that runs on the emitting thread. Keep it quick: every `emit` waits for it.
 ///
@@ -180,6 +181,20 @@ pub(crate) struct EmitterInner {
     rejected: AtomicU64,
     listener_failures: AtomicU64,
     series: [Mutex<SeriesMap>; SERIES_SHARDS],
+}
+
+/// The event of an operation measured with [`span`], finished at `end_ns`.
+fn closed_event(metric: MetricType, closed: &span::Closed, end_ns: u64) -> PerformanceContract {
+    PerformanceContract {
+        self_duration: Some(closed.self_ns as f64 / 1e6),
+        id: Some(closed.id),
+        parent_id: closed.parent,
+        ..PerformanceContract::new(
+            metric,
+            closed.duration_ns as f64 / 1e6,
+            span::epoch_ms(end_ns),
+        )
+    }
 }
 
 /// Fills an empty `previousTimestamp` from the series' last timestamp. A last timestamp
@@ -454,6 +469,131 @@ impl PerformanceEmitter {
             }
         }
         Rejected { event, reason }
+    }
+
+    /// Times `f` and puts one event of type `metric` for `symbol`:`strategy` on this bus:
+    /// measured once with the process clock ([`crate::span`]), with its id, the id of the
+    /// operation it ran inside (a hook, or another `time`) as its parent, and its self
+    /// time. With tracking off it only runs `f`. See also [`crate::facade::time`].
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// let sum = bus.time("load-prices", "BTCUSDT", "my-strategy", || {
+    ///     bus.time("parse", "BTCUSDT", "my-strategy", || (1..=3).sum::<u32>())
+    /// });
+    /// assert_eq!(sum, 6);
+    /// let data = service.get_data("BTCUSDT", "my-strategy");
+    /// let (load, parse) = (&data.metric_stats[&MetricType::custom("load-prices")], &data.metric_stats[&MetricType::custom("parse")]);
+    /// assert_eq!((load.count, parse.count), (1, 1));
+    /// // parse is nested in load-prices: its time is left out of load-prices' self time.
+    /// assert!((load.self_duration - (load.total_duration - parse.total_duration)).abs() < 1e-9);
+    /// assert_eq!(data.events[0].id, data.events[1].parent_id, "newest first: load-prices, then parse");
+    /// ```
+    pub fn time<R>(
+        &self,
+        metric: impl Into<MetricType>,
+        symbol: &str,
+        strategy: &str,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        self.time_with(metric, symbol, strategy, |_| true, f)
+    }
+
+    /// [`time`](Self::time) for code that can fail: an `Err` makes the event `ok: false`.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// let parsed: Result<u32, _> = bus.time_result("parse", "A", "s", || "x".parse::<u32>());
+    /// assert!(parsed.is_err());
+    /// assert_eq!(service.get_data("A", "s").events[0].ok, Some(false));
+    /// ```
+    pub fn time_result<T, E>(
+        &self,
+        metric: impl Into<MetricType>,
+        symbol: &str,
+        strategy: &str,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.time_with(metric, symbol, strategy, Result::is_ok, f)
+    }
+
+    fn time_with<R>(
+        &self,
+        metric: impl Into<MetricType>,
+        symbol: &str,
+        strategy: &str,
+        ok: impl FnOnce(&R) -> bool,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        if !self.is_enabled() {
+            return f();
+        }
+        let open = span::enter_at(span::now_ns());
+        let result = f();
+        let end = span::now_ns();
+        let closed = span::exit_at(open, end);
+        let mut event = closed_event(metric.into(), &closed, end)
+            .with_symbol(symbol)
+            .with_strategy(strategy);
+        if !ok(&result) {
+            event.ok = Some(false);
+        }
+        // A valid measurement cannot be rejected; an invalid name is counted as rejected.
+        let _ = self.emit(event);
+        result
+    }
+
+    /// Times a future until it completes (not until it is created) and puts one event on
+    /// this bus, like [`time`](Self::time). Its parent is the operation open on the
+    /// calling thread when the future was made; its time is left out of that parent's
+    /// self time if it completes on the parent's thread while the parent is open.
+    /// Operations nested inside the future are not subtracted from its own self time.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// let answer = futures::executor::block_on(bus.time_async("fetch", "A", "s", async { 42 }));
+    /// assert_eq!(answer, 42);
+    /// assert_eq!(service.get_data("A", "s").metric_stats[&MetricType::custom("fetch")].count, 1);
+    /// ```
+    pub async fn time_async<F: std::future::Future>(
+        &self,
+        metric: impl Into<MetricType>,
+        symbol: &str,
+        strategy: &str,
+        future: F,
+    ) -> F::Output {
+        if !self.is_enabled() {
+            return future.await;
+        }
+        let (metric, parent, id, start) = (
+            metric.into(),
+            span::current(),
+            span::next_id(),
+            span::now_ns(),
+        );
+        let output = future.await;
+        let end = span::now_ns();
+        let duration_ns = end.saturating_sub(start);
+        if let Some(parent) = parent {
+            span::add_child_time(parent, duration_ns);
+        }
+        let closed = span::Closed {
+            id,
+            parent,
+            duration_ns,
+            self_ns: duration_ns,
+        };
+        let event = closed_event(metric, &closed, end)
+            .with_symbol(symbol)
+            .with_strategy(strategy);
+        let _ = self.emit(event);
+        output
     }
 
     /// Adds a sink that runs on the emitting thread; returns its id for [`remove`](Self::remove).

@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::dump::{DEFAULT_DUMP_DIR, DumpError, safe_file_stem, write_atomic};
 use super::emitter::PerformanceEmitter;
-use super::event::PerformanceContract;
+use super::event::{MetricType, PerformanceContract};
 use super::key::StorageKey;
 use super::listener::{ListenerOutcome, Subscription};
 use super::report::{Column, ReportLayout, render_layout};
@@ -300,6 +300,46 @@ pub fn performance_emitter() -> &'static PerformanceEmitter {
 /// ```
 pub fn performance_service() -> &'static PerformanceService {
     &defaults().service
+}
+
+/// Times `f` onto the process-wide bus as one event of type `metric` for
+/// `symbol`:`strategy`; see [`PerformanceEmitter::time`]. Called inside a hook (or another
+/// `time`), the event is nested under it.
+///
+/// ```
+/// use backtest_perf::{time, MetricType, Performance};
+/// let rows = time("load-csv", "TIMEUSD", "doc-time", || vec![1, 2, 3]);
+/// assert_eq!(rows.len(), 3);
+/// let stats = Performance::get_data("TIMEUSD", "doc-time");
+/// assert_eq!(stats.metric_stats[&MetricType::custom("load-csv")].count, 1);
+/// ```
+pub fn time<R>(
+    metric: impl Into<MetricType>,
+    symbol: &str,
+    strategy: &str,
+    f: impl FnOnce() -> R,
+) -> R {
+    performance_emitter().time(metric, symbol, strategy, f)
+}
+
+/// Times a future until it completes onto the process-wide bus; see
+/// [`PerformanceEmitter::time_async`].
+///
+/// ```
+/// use backtest_perf::{time_async, MetricType, Performance};
+/// let n = futures::executor::block_on(time_async("fetch-news", "TIMEUSD", "doc-async", async { 7 }));
+/// assert_eq!(n, 7);
+/// assert_eq!(Performance::get_data("TIMEUSD", "doc-async").metric_stats[&MetricType::custom("fetch-news")].count, 1);
+/// ```
+pub async fn time_async<F: Future>(
+    metric: impl Into<MetricType>,
+    symbol: &str,
+    strategy: &str,
+    future: F,
+) -> F::Output {
+    performance_emitter()
+        .time_async(metric, symbol, strategy, future)
+        .await
 }
 
 /// Listens to the process-wide bus; see [`PerformanceEmitter::listen`].

@@ -125,8 +125,10 @@ pub struct Open {
     pub id: u64,
     /// The id of the operation open around it on this thread when it started.
     pub parent: Option<u64>,
-    /// When it started, ns of the process clock.
+    /// When it started, ns of the clock it was measured with.
     pub start_ns: u64,
+    /// How many operations were open around it on this thread.
+    pub depth: u32,
 }
 
 /// A closed operation: what an event needs.
@@ -153,16 +155,18 @@ pub struct Closed {
 #[inline]
 pub fn enter_at(start_ns: u64) -> Open {
     let id = next_id();
-    let parent = STACK.with(|stack| {
+    let (parent, depth) = STACK.with(|stack| {
         let mut stack = stack.borrow_mut();
         let parent = stack.last().map(|f| f.id);
+        let depth = u32::try_from(stack.len()).unwrap_or(u32::MAX);
         stack.push(Frame { id, children_ns: 0 });
-        parent
+        (parent, depth)
     });
     Open {
         id,
         parent,
         start_ns,
+        depth,
     }
 }
 
@@ -198,6 +202,24 @@ pub fn exit_at(open: Open, end_ns: u64) -> Closed {
         duration_ns,
         self_ns: duration_ns.saturating_sub(children_ns),
     }
+}
+
+/// Counts `ns` as time spent inside `parent`, if `parent` is open on this thread: for an
+/// operation measured without [`enter_at`] (an async one, which may move threads), so its
+/// parent's self time still leaves it out.
+///
+/// ```
+/// use backtest_perf::span::{add_child_time, enter_at, exit_at};
+/// let outer = enter_at(0);
+/// add_child_time(outer.id, 30);
+/// assert_eq!(exit_at(outer, 100).self_ns, 70);
+/// ```
+pub fn add_child_time(parent: u64, ns: u64) {
+    STACK.with(|stack| {
+        if let Some(frame) = stack.borrow_mut().iter_mut().rev().find(|f| f.id == parent) {
+            frame.children_ns = frame.children_ns.saturating_add(ns);
+        }
+    });
 }
 
 /// The id of the innermost operation open on this thread, if any.

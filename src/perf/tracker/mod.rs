@@ -36,7 +36,7 @@ mod report;
 pub mod timeline;
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -47,6 +47,11 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
+
+use super::emitter::PerformanceEmitter;
+use super::event::{MetricType, PerformanceContract};
+use super::name::Name;
+use super::span;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use memory::{CountingAllocator, ResourceSnapshot};
@@ -271,11 +276,8 @@ static TRACKER_IDS: AtomicU64 = AtomicU64::new(1);
 /// copied on the way in and out: what is rarely there sits behind one box.
 struct Frame {
     tracker: u64,
-    id: u64,
-    parent: Option<u64>,
-    depth: u32,
-    children_ns: u64,
-    start_ns: u64,
+    /// Its place on the thread's span stack: id, parent, depth and start.
+    open: span::Open,
     name: Cow<'static, str>,
     extras: Option<Box<Extras>>,
 }
@@ -289,27 +291,25 @@ struct Extras {
 thread_local! {
     /// Open operations on this thread, innermost last.
     static OPEN: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
-    /// This thread's next event id: its thread number in the high bits, a count below.
-    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
 }
 
-static THREADS: AtomicU64 = AtomicU64::new(1);
-
-/// An event id unique in the process, without a shared counter on the hot path.
-#[inline]
-fn next_id() -> u64 {
-    NEXT_ID.with(|next| {
-        let mut id = next.get();
-        if id == 0 {
-            id = THREADS.fetch_add(1, Ordering::Relaxed) << 40;
-        }
-        next.set(id + 1);
-        id + 1
-    })
+/// Where a tracker's operations go on the bus: each becomes one event of a custom metric
+/// type named after the operation, for this symbol:strategy.
+#[derive(Clone, Debug)]
+pub struct BusTarget {
+    /// The bus.
+    pub bus: PerformanceEmitter,
+    /// The symbol of the events.
+    pub symbol: Name,
+    /// The strategy of the events.
+    pub strategy: Name,
 }
 
 struct Inner {
     id: u64,
+    /// Whether it keeps a report (`false`: it only puts operations on the bus).
+    recording: bool,
+    bus: Option<BusTarget>,
     run: RunInfo,
     options: TrackerOptions,
     clock: ClockSource,
@@ -359,7 +359,33 @@ impl Inner {
     }
 
     fn record(&self, event: report::Raw) {
-        self.state.lock().record(event, &self.options);
+        if self.recording {
+            self.state.lock().record(event, &self.options);
+        }
+    }
+
+    /// Puts a closed operation on the bus, if the tracker has one.
+    fn emit(&self, name: &str, closed: &span::Closed, end_ns: u64) {
+        let Some(target) = &self.bus else { return };
+        // On the process clock the end is already known; on another clock (a test's),
+        // the timestamp reads the process clock.
+        let end = match self.clock {
+            ClockSource::Monotonic(_) => end_ns.saturating_add(self.started_ns),
+            ClockSource::Other(_) => span::now_ns(),
+        };
+        let event = PerformanceContract {
+            self_duration: Some(closed.self_ns as f64 / 1e6),
+            id: Some(closed.id),
+            parent_id: closed.parent,
+            symbol: Some(target.symbol),
+            strategy_name: Some(target.strategy),
+            ..PerformanceContract::new(
+                MetricType::custom(name),
+                closed.duration_ns as f64 / 1e6,
+                span::epoch_ms(end),
+            )
+        };
+        let _ = target.bus.emit(event);
     }
 }
 
@@ -421,8 +447,43 @@ impl Tracker {
         Self::build(run, options, ClockSource::Other(clock))
     }
 
+    /// A tracker whose operations also go on `bus` as events (a custom metric type per
+    /// operation name, with their ids, parents and self time), whether or not it keeps a
+    /// report: the engine gives each run one, so a strategy's steps timed through
+    /// `ctx.tracker()` appear in `get_data`, the reports and the exports.
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{BusTarget, RunInfo, Tracker, TrackerOptions};
+    /// use backtest_perf::{MetricType, Name, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// let target = BusTarget { bus: bus.clone(), symbol: Name::new("A"), strategy: Name::new("s") };
+    /// let tracker = Tracker::on_bus(RunInfo::named("run"), TrackerOptions::disabled(), target);
+    /// assert!(!tracker.is_enabled(), "no report is kept");
+    /// tracker.measure("warm-cache", || ());
+    /// assert_eq!(service.get_data("A", "s").metric_stats[&MetricType::custom("warm-cache")].count, 1);
+    /// ```
+    pub fn on_bus(run: RunInfo, options: TrackerOptions, target: BusTarget) -> Self {
+        Self::build_with(
+            run,
+            options,
+            ClockSource::Monotonic(MonotonicClock::default()),
+            Some(target),
+        )
+    }
+
     fn build(run: RunInfo, options: TrackerOptions, clock: ClockSource) -> Self {
-        if !options.enabled || !options.samples(&run.id) {
+        Self::build_with(run, options, clock, None)
+    }
+
+    fn build_with(
+        run: RunInfo,
+        options: TrackerOptions,
+        clock: ClockSource,
+        bus: Option<BusTarget>,
+    ) -> Self {
+        let recording = options.enabled && options.samples(&run.id);
+        if !recording && bus.is_none() {
             return Tracker::disabled();
         }
         let started_ns = clock.now_ns();
@@ -434,6 +495,8 @@ impl Tracker {
         Tracker {
             inner: Some(Arc::new(Inner {
                 id: TRACKER_IDS.fetch_add(1, Ordering::Relaxed),
+                recording,
+                bus,
                 run,
                 options,
                 clock,
@@ -462,7 +525,48 @@ impl Tracker {
     /// ```
     #[inline]
     pub fn is_enabled(&self) -> bool {
-        self.inner.is_some()
+        self.inner.as_ref().is_some_and(|i| i.recording)
+    }
+
+    /// Records an operation measured elsewhere (the engine's hook timer), so it is timed
+    /// once: `start_ns` and `closed` are on the process clock. Nothing for a tracker that
+    /// keeps no report or runs on another clock.
+    ///
+    /// ```
+    /// use backtest_perf::span::{enter_at, exit_at};
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// let now = backtest_perf::span::now_ns();
+    /// let open = enter_at(now);
+    /// let (start, depth) = (open.start_ns, open.depth);
+    /// let closed = exit_at(open, now + 5_000);
+    /// tracker.record_measured("tick", start, depth, &closed);
+    /// let report = tracker.finish().unwrap();
+    /// assert_eq!((report.events[0].name.as_ref(), report.events[0].duration_ms), ("tick", 0.005));
+    /// ```
+    pub fn record_measured(
+        &self,
+        name: &'static str,
+        start_ns: u64,
+        depth: u32,
+        closed: &span::Closed,
+    ) {
+        let Some(inner) = &self.inner else { return };
+        if !inner.recording || !matches!(inner.clock, ClockSource::Monotonic(_)) {
+            return;
+        }
+        inner.record(report::Raw {
+            id: closed.id,
+            parent: closed.parent,
+            depth,
+            name: Cow::Borrowed(name),
+            kind: EventKind::Operation,
+            start_ns: start_ns.saturating_sub(inner.started_ns),
+            duration_ns: closed.duration_ns,
+            self_ns: closed.self_ns,
+            detail: None,
+            slow: false,
+        });
     }
 
     /// Records an instant mark.
@@ -475,16 +579,9 @@ impl Tracker {
     /// ```
     pub fn track(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) {
         let Some(inner) = &self.inner else { return };
-        let parent = OPEN.with(|open| {
-            open.borrow()
-                .iter()
-                .rev()
-                .find(|f| f.tracker == inner.id)
-                .map(|f| f.id)
-        });
         inner.record(report::Raw {
-            id: next_id(),
-            parent,
+            id: span::next_id(),
+            parent: span::current(),
             depth: 0,
             name: name.into(),
             kind: EventKind::Mark,
@@ -552,13 +649,24 @@ impl Tracker {
             return future.await;
         };
         let name = name.into();
-        let id = next_id();
+        let (id, parent) = (span::next_id(), span::current());
         let start_ns = inner.now();
         let value = future.await;
-        let duration_ns = inner.now().saturating_sub(start_ns);
+        let end_ns = inner.now();
+        let duration_ns = end_ns.saturating_sub(start_ns);
+        if let Some(parent) = parent {
+            span::add_child_time(parent, duration_ns);
+        }
+        let closed = span::Closed {
+            id,
+            parent,
+            duration_ns,
+            self_ns: duration_ns,
+        };
+        inner.emit(&name, &closed, end_ns);
         inner.record(report::Raw {
             id,
-            parent: None,
+            parent,
             depth: 0,
             name,
             kind: EventKind::Operation,
@@ -608,7 +716,7 @@ impl Tracker {
     /// assert!(backtest_perf::tracker::Tracker::disabled().finish().is_none());
     /// ```
     pub fn finish(&self) -> Option<TrackerReport> {
-        let inner = self.inner.as_ref()?;
+        let inner = self.inner.as_ref().filter(|i| i.recording)?;
         let total_ns = inner.now();
         let rss_now = if inner.options.track_memory {
             memory::rss_bytes()
@@ -632,25 +740,17 @@ impl Tracker {
 
 #[inline(never)]
 fn begin<'t>(inner: &'t Arc<Inner>, name: Cow<'static, str>, meta: Option<Value>) -> Span<'t> {
-    let id = next_id();
     let memory = inner.memory_now();
     let extras = (meta.is_some() || memory.is_some()).then(|| Box::new(Extras { meta, memory }));
-    let start_ns = inner.now();
-    OPEN.with(|open| {
-        let mut open = open.borrow_mut();
-        let mut mine = open.iter().filter(|f| f.tracker == inner.id);
-        let parent = mine.next_back().map(|f| f.id);
-        let depth = parent.map_or(0, |_| 1 + mine.count() as u32);
-        open.push(Frame {
+    let open = span::enter_at(inner.now());
+    let id = open.id;
+    OPEN.with(|frames| {
+        frames.borrow_mut().push(Frame {
             tracker: inner.id,
-            id,
-            parent,
-            depth,
-            children_ns: 0,
-            start_ns,
+            open,
             name,
             extras,
-        });
+        })
     });
     Span {
         open: Some((inner, id)),
@@ -661,32 +761,29 @@ fn begin<'t>(inner: &'t Arc<Inner>, name: Cow<'static, str>, meta: Option<Value>
 #[inline(never)]
 fn end(inner: &Inner, id: u64, extra: Option<Value>) {
     let end_ns = inner.now();
-    let frame = OPEN.with(|open| {
-        let mut open = open.borrow_mut();
-        let i = open
+    let frame = OPEN.with(|frames| {
+        let mut frames = frames.borrow_mut();
+        let i = frames
             .iter()
-            .rposition(|f| f.tracker == inner.id && f.id == id)?;
-        let frame = open.remove(i);
-        let duration = end_ns.saturating_sub(frame.start_ns);
-        if let Some(parent) = open[..i].iter_mut().rev().find(|f| f.tracker == inner.id) {
-            parent.children_ns += duration;
-        }
-        Some(frame)
+            .rposition(|f| f.tracker == inner.id && f.open.id == id)?;
+        Some(frames.remove(i))
     });
     // A span is !Send and its frame is removed only here: it is always found.
     let Some(frame) = frame else { return };
-    let duration_ns = end_ns.saturating_sub(frame.start_ns);
+    let (start_ns, depth) = (frame.open.start_ns, frame.open.depth);
+    let closed = span::exit_at(frame.open, end_ns);
+    inner.emit(&frame.name, &closed, end_ns);
     let (meta, memory) = frame.extras.map_or((None, None), |e| (e.meta, e.memory));
     inner.record(report::Raw {
         id,
-        parent: frame.parent,
-        depth: frame.depth,
+        parent: closed.parent,
+        depth,
         kind: EventKind::Operation,
         slow: false, // judged when recorded
         name: frame.name,
-        start_ns: frame.start_ns,
-        duration_ns,
-        self_ns: duration_ns.saturating_sub(frame.children_ns),
+        start_ns,
+        duration_ns: closed.duration_ns,
+        self_ns: closed.self_ns,
         detail: Detail::boxed(meta, extra, inner.memory_since(memory)),
     });
 }
