@@ -50,19 +50,19 @@ const PLAIN: &str = "\
 ════════════════════════════════════════════════════════════════
 Performance timeline: demo (BTCUSDT · my-strategy)
 ════════════════════════════════════════════════════════════════
-Total duration: 5.000 ms
+Total duration: 5.00 ms
 Memory delta:   not tracked
 Events:         4
 ⚠ Slow events:  1
 ▲ Memory spikes: 0
 ────────────────────────────────────────────────────────────────
-• run-start [@0.000 ms]
-tick 4.000 ms [@0.000 ms] self 1.250 ms
+• run-start [@0 ns]
+tick 4.00 ms [@0 ns] self 1.25 ms
     duration: 4.0
     frame: 1
     signal: false
-  getSignal 2.750 ms [@1.000 ms] self 2.250 ms
-    getCandles 0.500 ms [@3.000 ms] ⚠ slow 2.0x
+  getSignal 2.75 ms [@1.00 ms] self 2.25 ms
+    getCandles 500 µs [@3.00 ms] ⚠ slow 2.0x
         duration: 0.5
         limit: 31
 ";
@@ -96,14 +96,14 @@ fn timeline_snapshot_without_metadata_and_for_one_subtree() {
     assert_eq!(
         body,
         [
-            "Total duration: 2.750 ms",
+            "Total duration: 2.75 ms",
             "Memory delta:   not tracked",
             "Events:         2",
             "⚠ Slow events:  1",
             "▲ Memory spikes: 0",
             "────────────────────────────────────────────────────────────────",
-            "getSignal 2.750 ms [@1.000 ms] self 2.250 ms",
-            "  getCandles 0.500 ms [@3.000 ms] ⚠ slow 2.0x",
+            "getSignal 2.75 ms [@1.00 ms] self 2.25 ms",
+            "  getCandles 500 µs [@3.00 ms] ⚠ slow 2.0x",
         ]
     );
 }

@@ -64,7 +64,7 @@ pub use report::{
 ///
 /// ```
 /// use backtest_perf::tracker::Precision;
-/// assert_eq!(Precision::default(), Precision::Microseconds);
+/// assert_eq!(Precision::default(), Precision::Nanoseconds);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,9 +72,10 @@ pub enum Precision {
     /// Whole milliseconds.
     Milliseconds,
     /// Milliseconds with 3 decimals.
-    #[default]
     Microseconds,
-    /// Milliseconds with 6 decimals.
+    /// Milliseconds with 6 decimals: the default, so an operation of a few nanoseconds
+    /// never reads as zero.
+    #[default]
     Nanoseconds,
 }
 

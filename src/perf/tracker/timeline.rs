@@ -98,8 +98,10 @@ pub fn bytes(n: i64) -> String {
     }
 }
 
+/// A duration in the unit that reads best, 3 significant digits: never `0.000 ms` for a
+/// 30 ns operation.
 fn ms(value: f64) -> String {
-    format!("{value:.3} ms")
+    crate::report::human(value)
 }
 
 /// Renders the timeline of `report`.
