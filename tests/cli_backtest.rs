@@ -193,16 +193,29 @@ fn timeline_prints_the_slowest_tick_and_slow_hooks_are_listed() {
     let timeline = &stdout[stdout
         .find("Performance timeline: SYNTH:sma-crossover:")
         .expect("timeline")..];
+    // Metadata lines (`key: value`) stand under their event.
     let tree: Vec<&str> = timeline
         .lines()
         .skip_while(|l| !l.starts_with('─'))
         .skip(1)
+        .filter(|l| !l.trim_start().contains(": "))
         .take(3)
         .collect();
     assert!(tree[0].starts_with("tick "), "{timeline}");
     assert!(tree[1].starts_with("  getSignal "), "{timeline}");
     assert!(tree[2].starts_with("    getCandles "), "{timeline}");
     assert!(!stdout.contains('\u{1b}'), "no colour when piped");
+    // The first tick is a warm-up, named as such and left out of the slowest; the slowest
+    // says whether its thread ran (its CPU time against its wall time).
+    assert!(
+        stdout.contains("first tick (warm-up, one-time costs; left out of the slowest): "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("slowest tick: thread CPU time "),
+        "{stdout}"
+    );
+    assert!(timeline.contains("    threadCpuMs: "), "{timeline}");
 }
 
 #[test]

@@ -351,3 +351,48 @@ fn on_complete_receives_the_report_and_a_disabled_tracker_reports_nothing() {
     assert_eq!(off.measure("x", || 5), 5);
     assert!(off.finish().is_none());
 }
+
+#[test]
+fn keeping_the_slowest_roots_holds_the_warm_up_and_the_k_slowest_subtrees() {
+    let clock = Arc::new(ManualClock::default());
+    let options = TrackerOptions {
+        keep_slowest_roots: Some(2),
+        ..TrackerOptions::default()
+    };
+    let tracker = Tracker::with_clock(run(), options, clock.clone());
+    // Ticks of 10 (the first), 1, 5, 3 and 4 ms, each with one nested step of 0.5 ms.
+    for ms in [10.0, 1.0, 5.0, 3.0, 4.0] {
+        let tick = tracker.start("tick", None);
+        tracker.measure("step", || clock.advance_ms(0.5));
+        clock.advance_ms(ms - 0.5);
+        tick.end();
+    }
+    let report = tracker.finish().unwrap();
+    let roots: Vec<(f64, Option<u64>)> = report
+        .events
+        .iter()
+        .filter(|e| e.name == "tick")
+        .map(|e| (e.duration_ms, e.parent))
+        .collect();
+    // Start order: the warm-up (10 ms), then the 5 and 4 ms ticks; 1 and 3 ms are gone.
+    assert_eq!(roots, [(10.0, None), (5.0, None), (4.0, None)]);
+    assert_eq!(report.events.len(), 6, "each kept tick with its step");
+    assert_eq!((report.event_count, report.dropped), (10, 4));
+    let duration = |id: u64| {
+        report
+            .events
+            .iter()
+            .find(|e| e.id == id)
+            .unwrap()
+            .duration_ms
+    };
+    assert_eq!(duration(report.warm_up_root.unwrap()), 10.0);
+    let slowest: Vec<f64> = report
+        .slowest_roots
+        .iter()
+        .map(|&id| duration(id))
+        .collect();
+    assert_eq!(slowest, [5.0, 4.0], "slowest first");
+    // Per-name statistics still count every tick.
+    assert_eq!(report.stats["tick"].count, 5);
+}

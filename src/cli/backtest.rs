@@ -271,9 +271,10 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let mut tracker = if args.trace && !args.timeline {
         TrackerOptions::default()
     } else if args.timeline {
-        // Every hook of the run is kept, to find the slowest tick afterwards.
+        // The first tick (the warm-up) and the slowest later ones are kept with what ran
+        // inside them, whatever the run's length: memory does not grow with the run.
         TrackerOptions {
-            max_events: usize::MAX,
+            keep_slowest_roots: Some(TIMELINE_TICKS),
             track_memory: true,
             ..TrackerOptions::default()
         }
@@ -436,19 +437,55 @@ fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
 }
 
 /// The run's tracker report and the id of its slowest tick, if it was tracked.
+/// Ticks `--timeline` keeps besides the warm-up: the slowest ones.
+const TIMELINE_TICKS: usize = 3;
+
+/// The slowest tick after the first (the warm-up), from the tracker's kept subtrees.
 fn slowest_tick(result: &BacktestResult) -> Option<(&TrackerReport, u64)> {
     let report = result.tracker.as_ref()?;
-    let tick = report
-        .events
-        .iter()
-        .filter(|e| e.name == "tick")
-        .max_by(|a, b| a.duration_ms.total_cmp(&b.duration_ms))?;
-    Some((report, tick.id))
+    let root = report
+        .slowest_roots
+        .first()
+        .or(report.warm_up_root.as_ref())?;
+    Some((report, *root))
+}
+
+/// Whether a tick's thread ran or waited: its thread CPU time against its wall time.
+fn ran_or_waited(report: &TrackerReport, id: u64) -> Option<String> {
+    let tick = report.events.iter().find(|e| e.id == id)?;
+    let cpu_ms = tick.metadata.as_ref()?.get("threadCpuMs")?.as_f64()?;
+    let share = if tick.duration_ms > 0.0 {
+        (cpu_ms / tick.duration_ms * 100.0).min(100.0)
+    } else {
+        100.0
+    };
+    let verdict = if share >= 80.0 {
+        "the thread ran: slow code"
+    } else {
+        "the thread waited (pre-empted or blocked): not slow code"
+    };
+    Some(format!(
+        "thread CPU time {} of {} wall ({share:.0}%): {verdict}",
+        human(cpu_ms),
+        human(tick.duration_ms)
+    ))
 }
 
 /// The timeline of the run's slowest tick.
 fn print_slowest_tick(result: &BacktestResult) {
+    if let Some(report) = &result.tracker
+        && let Some(warm_up) = report.warm_up_root
+        && let Some(first) = report.events.iter().find(|e| e.id == warm_up)
+    {
+        println!(
+            "first tick (warm-up, one-time costs; left out of the slowest): {}",
+            human(first.duration_ms)
+        );
+    }
     if let Some((report, root)) = slowest_tick(result) {
+        if let Some(line) = ran_or_waited(report, root) {
+            println!("slowest tick: {line}");
+        }
         let style = TimelineStyle {
             root: Some(root),
             ..TimelineStyle::for_stdout()

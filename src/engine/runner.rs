@@ -367,7 +367,7 @@ impl<'a> Backtest<'a> {
         let (mut unreported, mut passed) = (0, 0);
         let mut when = self.frame.start;
         while when <= self.frame.end {
-            let tick = timer.start();
+            let tick = timer.start_tick();
             let mut next = when + self.frame.interval.millis();
             if last_call.is_none_or(|t| when - t >= throttle) {
                 last_call = Some(when);

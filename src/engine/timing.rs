@@ -120,6 +120,8 @@ pub(crate) struct HookTimer {
     /// The run's tracker: it keeps these measurements for its timeline instead of
     /// timing the hooks again.
     tracker: Tracker,
+    /// The thread's CPU time when the current tick started, while the tracker records.
+    tick_cpu_ns: Option<u64>,
 }
 
 impl HookTimer {
@@ -145,6 +147,7 @@ impl HookTimer {
             slow: Vec::new(),
             slow_total: 0,
             tracker,
+            tick_cpu_ns: None,
         }
     }
 
@@ -156,6 +159,16 @@ impl HookTimer {
                 .is_enabled()
                 .then(|| span::enter_at(span::now_ns())),
         )
+    }
+
+    /// Starts timing a tick. While the tracker keeps a timeline, the thread's CPU time is
+    /// read around it too, so a slow tick says whether its thread ran or waited.
+    #[inline]
+    pub(crate) fn start_tick(&mut self) -> Started {
+        if self.tracker.is_enabled() {
+            self.tick_cpu_ns = span::thread_cpu_ns();
+        }
+        self.start()
     }
 
     /// Starts timing a hook nested in `outer` at the moment `outer` started.
@@ -192,8 +205,19 @@ impl HookTimer {
         let (start_ns, depth) = (open.start_ns, open.depth);
         let closed = span::exit_at(open, end_ns);
         if self.tracker.is_enabled() {
+            let cpu_start = if hook == Hook::Tick {
+                self.tick_cpu_ns.take()
+            } else {
+                None
+            };
+            let meta = cpu_start.and_then(|cpu_start| {
+                span::thread_cpu_ns().map(|cpu_end| {
+                    let cpu_ms = cpu_end.saturating_sub(cpu_start) as f64 / 1e6;
+                    serde_json::json!({ "threadCpuMs": cpu_ms })
+                })
+            });
             self.tracker
-                .record_measured(hook.name(), start_ns, depth, &closed);
+                .record_measured(hook.name(), start_ns, depth, &closed, meta);
         }
         let timestamp = span::epoch_ms(end_ns);
         if closed.duration_ns > self.thresholds_ns[hook as usize] {

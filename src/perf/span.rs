@@ -79,6 +79,33 @@ pub fn epoch_ms(ns: u64) -> f64 {
     process_clock().origin_epoch_ms + ns as f64 / 1e6
 }
 
+/// CPU time the calling thread has used, ns; `None` where the platform does not say
+/// (Linux only here). A system call (a few hundred ns): read it only where that is
+/// affordable, such as around the ticks of a `--timeline` run, to tell whether a slow
+/// operation's thread ran or waited (was pre-empted).
+///
+/// ```
+/// if let Some(a) = backtest_perf::span::thread_cpu_ns() {
+///     let mut x = 0u64;
+///     for i in 0..1_000_000u64 { x = x.wrapping_add(i * i); }
+///     std::hint::black_box(x);
+///     assert!(backtest_perf::span::thread_cpu_ns().unwrap() > a);
+/// }
+/// ```
+pub fn thread_cpu_ns() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        let secs = u64::try_from(t.tv_sec).ok()?;
+        let nanos = u64::try_from(t.tv_nsec).ok()?;
+        Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// Ids are handed to threads in blocks of this many, so taking one is a thread-local step.
 const ID_BLOCK: u64 = 1 << 16;
 static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);

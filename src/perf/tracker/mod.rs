@@ -134,8 +134,13 @@ pub struct TrackerOptions {
     pub track_memory: bool,
     /// Keep metadata in the events.
     pub include_metadata: bool,
-    /// Events kept; past it every slow event is still kept and the others are counted.
+    /// Events kept; past it slow events are still kept (up to 1,000 more) and the others
+    /// are counted.
     pub max_events: usize,
+    /// Keep only the subtrees of the first root operation (the warm-up) and of the `K`
+    /// slowest later ones, whatever the run's length (`--timeline`): memory holds `K + 2`
+    /// subtrees. `None` keeps events up to `max_events`.
+    pub keep_slowest_roots: Option<usize>,
     /// Rounding of reported durations and offsets.
     pub precision: Precision,
     /// Called with the report when the run finishes.
@@ -170,6 +175,7 @@ impl Default for TrackerOptions {
             track_memory: false,
             include_metadata: true,
             max_events: 10_000,
+            keep_slowest_roots: None,
             precision: Precision::default(),
             on_complete: None,
         }
@@ -530,8 +536,8 @@ impl Tracker {
     }
 
     /// Records an operation measured elsewhere (the engine's hook timer), so it is timed
-    /// once: `start_ns` and `closed` are on the process clock. Nothing for a tracker that
-    /// keeps no report or runs on another clock.
+    /// once: `start_ns` and `closed` are on the process clock; `meta` is kept with it.
+    /// Nothing for a tracker that keeps no report or runs on another clock.
     ///
     /// ```
     /// use backtest_perf::span::{enter_at, exit_at};
@@ -541,7 +547,7 @@ impl Tracker {
     /// let open = enter_at(now);
     /// let (start, depth) = (open.start_ns, open.depth);
     /// let closed = exit_at(open, now + 5_000);
-    /// tracker.record_measured("tick", start, depth, &closed);
+    /// tracker.record_measured("tick", start, depth, &closed, None);
     /// let report = tracker.finish().unwrap();
     /// assert_eq!((report.events[0].name.as_ref(), report.events[0].duration_ms), ("tick", 0.005));
     /// ```
@@ -551,6 +557,7 @@ impl Tracker {
         start_ns: u64,
         depth: u32,
         closed: &span::Closed,
+        meta: Option<Value>,
     ) {
         let Some(inner) = &self.inner else { return };
         if !inner.recording || !matches!(inner.clock, ClockSource::Monotonic(_)) {
@@ -565,7 +572,7 @@ impl Tracker {
             start_ns: start_ns.saturating_sub(inner.started_ns),
             duration_ns: closed.duration_ns,
             self_ns: closed.self_ns,
-            detail: None,
+            detail: Detail::boxed(meta, None, None),
             slow: false,
         });
     }

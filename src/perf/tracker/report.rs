@@ -305,6 +305,15 @@ pub struct Thresholds {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackerReport {
+    /// With [`TrackerOptions::keep_slowest_roots`]: the id of the first root operation
+    /// (the first tick), whose one-time costs (first allocations, cold caches, lazy
+    /// initialisation) make it a warm-up rather than slow code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_up_root: Option<u64>,
+    /// With [`TrackerOptions::keep_slowest_roots`]: the ids of the slowest root operations
+    /// after the warm-up, slowest first; their subtrees are in `events`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slowest_roots: Vec<u64>,
     /// The run.
     pub run: RunInfo,
     /// From the tracker's creation to `finish`, ms.
@@ -363,6 +372,12 @@ type Fast = foldhash::fast::RandomState;
 pub(crate) struct State {
     events: Vec<Raw>,
     dropped: u64,
+    /// With [`TrackerOptions::keep_slowest_roots`]: the events of the root operation in
+    /// progress (children close first, then the root), the first root's subtree (its
+    /// warm-up), and the slowest later subtrees by the root's duration.
+    pending: Vec<Raw>,
+    warm_up: Option<Vec<Raw>>,
+    slowest: Vec<(u64, Vec<Raw>)>,
     /// Running statistics by name, in order of first use.
     running: Vec<(Cow<'static, str>, Running)>,
     index: HashMap<Cow<'static, str>, usize, Fast>,
@@ -372,6 +387,9 @@ pub(crate) struct State {
     slow: Vec<SlowEvent>,
     spikes: Vec<MemorySpike>,
 }
+
+/// Slow events listed in a report, at most; the per-name statistics count them all.
+pub const SLOW_EVENTS_KEPT: usize = 1_000;
 
 impl State {
     /// The running statistics of `name`, created on first use.
@@ -436,11 +454,52 @@ impl State {
                 });
             }
         }
-        if self.events.len() >= options.max_events && !event.slow {
+        if event.slow && self.slow.len() > SLOW_EVENTS_KEPT {
+            // Listed slow events are bounded; the statistics above still count them.
+            self.slow.pop();
+        }
+        if let Some(k) = options.keep_slowest_roots {
+            self.keep_if_slowest(event, k);
+            return;
+        }
+        let full = self.events.len() >= options.max_events;
+        if (full && !event.slow)
+            || self.events.len() >= options.max_events.saturating_add(SLOW_EVENTS_KEPT)
+        {
             self.dropped += 1;
             return;
         }
         self.events.push(event);
+    }
+
+    /// Collects a root operation's subtree, then keeps it if it is the first root (the
+    /// warm-up) or among the `k` slowest later roots: memory holds `k + 2` subtrees.
+    fn keep_if_slowest(&mut self, event: Raw, k: usize) {
+        let is_root = event.parent.is_none() && event.kind == EventKind::Operation;
+        self.pending.push(event);
+        if !is_root {
+            return;
+        }
+        let subtree = std::mem::take(&mut self.pending);
+        let duration = subtree.last().map_or(0, |root| root.duration_ns);
+        if self.warm_up.is_none() {
+            self.warm_up = Some(subtree);
+            return;
+        }
+        let fastest = self
+            .slowest
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (d, _))| *d)
+            .map(|(i, (d, _))| (i, *d));
+        match fastest {
+            _ if self.slowest.len() < k => self.slowest.push((duration, subtree)),
+            Some((i, d)) if duration > d => {
+                self.dropped += self.slowest[i].1.len() as u64;
+                self.slowest[i] = (duration, subtree);
+            }
+            _ => self.dropped += subtree.len() as u64,
+        }
     }
 
     pub(crate) fn report(
@@ -450,11 +509,27 @@ impl State {
         total_ns: u64,
         memory_delta: Option<i64>,
     ) -> TrackerReport {
-        let mut events: Vec<TrackedEvent> = self
+        let warm_up_root = self
+            .warm_up
+            .as_ref()
+            .and_then(|w| w.last())
+            .map(|root| root.id);
+        let mut by_duration: Vec<&(u64, Vec<Raw>)> = self.slowest.iter().collect();
+        by_duration.sort_by(|a, b| b.0.cmp(&a.0));
+        let slowest_roots: Vec<u64> = by_duration
+            .iter()
+            .filter_map(|(_, subtree)| subtree.last().map(|root| root.id))
+            .collect();
+        let kept = self
             .events
             .iter()
+            .chain(self.warm_up.iter().flatten())
+            .chain(self.slowest.iter().flat_map(|(_, s)| s))
+            .chain(self.pending.iter());
+        let mut events: Vec<TrackedEvent> = kept
             .map(|raw| TrackedEvent::from_raw(raw, options))
             .collect();
+        let kept_count = events.len() as u64;
         events.sort_by_key(|e| (e.start_ns, e.id));
         let mut previous = 0;
         for event in &mut events {
@@ -482,7 +557,9 @@ impl State {
             run: run.clone(),
             total_duration_ms: p.ms(total_ns),
             total_memory_delta_bytes: memory_delta,
-            event_count: self.events.len() as u64 + self.dropped,
+            event_count: kept_count + self.dropped,
+            warm_up_root,
+            slowest_roots,
             events,
             slow_events: self.slow.clone(),
             memory_spikes: self.spikes.clone(),
