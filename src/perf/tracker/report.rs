@@ -515,7 +515,7 @@ impl State {
             .and_then(|w| w.last())
             .map(|root| root.id);
         let mut by_duration: Vec<&(u64, Vec<Raw>)> = self.slowest.iter().collect();
-        by_duration.sort_by(|a, b| b.0.cmp(&a.0));
+        by_duration.sort_by_key(|entry| std::cmp::Reverse(entry.0));
         let slowest_roots: Vec<u64> = by_duration
             .iter()
             .filter_map(|(_, subtree)| subtree.last().map(|root| root.id))
