@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use backtest_perf::thresholds::Thresholds;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
 use backtest_perf::tracker::{ManualClock, RunInfo, Tracker, TrackerOptions};
 use serde_json::json;
@@ -15,7 +16,7 @@ fn main() {
     // for real timings.
     let clock = Arc::new(ManualClock::default());
     let options = TrackerOptions {
-        thresholds_ms: [("getCandles".to_string(), 0.25)].into(),
+        thresholds: Thresholds::default().with("getCandles", 0.25).unwrap(),
         ..TrackerOptions::default()
     };
     let run = RunInfo {

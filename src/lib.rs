@@ -49,7 +49,7 @@ pub mod strategies;
 pub use perf::tracing_layer;
 pub use perf::{
     alerts, compare, dump, emitter, event, export, facade, key, listener, name, report, span,
-    stats, storage, tracker,
+    stats, storage, thresholds, tracker,
 };
 
 pub use perf::dump::DumpError;

@@ -161,7 +161,7 @@ fn timeline_prints_the_slowest_tick_and_slow_hooks_are_listed() {
             "sma-crossover",
             "--timeline",
             "--slow",
-            "tick=0",
+            "tick=0.000001",
             "--out",
         ])
         .arg(dir.path())
@@ -225,6 +225,19 @@ fn a_bad_threshold_is_refused_with_its_reason() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.contains("`tick` is not HOOK=MS (for example getSignal=5)"),
+        "{stderr}"
+    );
+    // A zero threshold would make every ratio infinite: refused before anything runs.
+    let out = bin()
+        .args(["backtest", "--slow", "tick=0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "`tick=0`: the `tick` slow threshold is 0 ms; give a number of milliseconds above 0 (for example 5)"
+        ),
         "{stderr}"
     );
 }

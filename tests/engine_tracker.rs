@@ -5,6 +5,7 @@ use backtest_perf::engine::{
     Backtest, BacktestConfig, BacktestResult, Context, Signal, Strategy, StrategyError,
     SyntheticConfig, SyntheticExchange,
 };
+use backtest_perf::thresholds::Thresholds;
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::{MetricType, PerformanceEmitter};
 
@@ -70,10 +71,10 @@ fn hooks_and_user_steps_nest_in_the_run_report() {
 
 #[test]
 fn slow_hooks_are_listed_against_their_thresholds() {
-    // Every tick is slow against a zero threshold; nothing else is.
+    // Every tick is slow against a threshold of 1 ns (a zero one is refused); nothing
+    // else is.
     let tracker = TrackerOptions {
-        thresholds_ms: [("tick".to_string(), 0.0)].into(),
-        slow_threshold_ms: 1e9,
+        thresholds: Thresholds::new(1e9).unwrap().with("tick", 1e-6).unwrap(),
         ..TrackerOptions::disabled()
     };
     let result = run_with(tracker);
@@ -83,7 +84,7 @@ fn slow_hooks_are_listed_against_their_thresholds() {
     let first = &result.slow_hooks[0];
     assert_eq!(
         (first.metric_type, first.threshold_ms, first.slowness_ratio),
-        (MetricType::Tick, 0.0, f64::INFINITY)
+        (MetricType::Tick, 1e-6, first.duration_ms / 1e-6)
     );
     assert_eq!(first.when.timestamp_millis(), 1_704_067_200_000 + 60_000);
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use backtest_perf::export::otel::{OtlpHttpExporter, OtlpJsonFileExporter, listen};
-use backtest_perf::tracker::TrackerOptions;
+use backtest_perf::thresholds::Thresholds;
 use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
@@ -30,7 +30,7 @@ fn spans_carry_the_hook_its_key_and_its_slowness() {
         .with_simple_exporter(exporter.clone())
         .build();
     let bus = PerformanceEmitter::new();
-    let sub = listen(&bus, &provider, TrackerOptions::default());
+    let sub = listen(&bus, &provider, Thresholds::default());
     emit_two(&bus);
     sub.flush();
     let spans = exporter.get_finished_spans().unwrap();
@@ -104,7 +104,7 @@ fn an_otlp_json_file_holds_one_request_per_line() {
         .with_simple_exporter(OtlpJsonFileExporter::create(&path).unwrap())
         .build();
     let bus = PerformanceEmitter::new();
-    let sub = listen(&bus, &provider, TrackerOptions::default());
+    let sub = listen(&bus, &provider, Thresholds::default());
     emit_two(&bus);
     sub.flush();
     provider.force_flush().unwrap();
@@ -161,7 +161,7 @@ fn otlp_http_posts_json_to_the_receiver() {
         .with_simple_exporter(OtlpHttpExporter::new(format!("http://{addr}/v1/traces")))
         .build();
     let bus = PerformanceEmitter::new();
-    let sub = listen(&bus, &provider, TrackerOptions::default());
+    let sub = listen(&bus, &provider, Thresholds::default());
     emit_two(&bus);
     sub.flush();
     let bodies = receiver.join().unwrap();
@@ -183,7 +183,7 @@ fn batched_exports_in_groups_and_flushes_the_rest_without_dropping() {
         .with_simple_exporter(exporter)
         .build();
     let bus = PerformanceEmitter::new();
-    let sub = listen(&bus, &provider, TrackerOptions::default());
+    let sub = listen(&bus, &provider, Thresholds::default());
     for i in 0..7 {
         bus.emit(PerformanceContract::new(
             MetricType::Tick,

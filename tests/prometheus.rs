@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 use backtest_perf::export::prometheus::PrometheusExporter;
-use backtest_perf::tracker::TrackerOptions;
+use backtest_perf::thresholds::Thresholds;
 use backtest_perf::{
     MetricType, PerformanceContract, PerformanceEmitter, PerformanceService, StatsPreset,
     StorageConfig,
@@ -51,7 +51,7 @@ fn metrics_over_http_and_in_a_textfile() {
         StatsPreset::Seed,
     );
     let exporter = Arc::new(PrometheusExporter::new(
-        TrackerOptions::default(),
+        Thresholds::default(),
         Some(service.storage().clone()),
     ));
     bus.add_sink(exporter.clone());

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backtest_perf::thresholds::Thresholds;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
 use backtest_perf::tracker::{
     EventKind, ManualClock, RunInfo, Tracker, TrackerOptions, TrackerReport,
@@ -21,7 +22,7 @@ fn run() -> RunInfo {
 
 fn options() -> TrackerOptions {
     TrackerOptions {
-        thresholds_ms: [("getCandles".to_string(), 0.25)].into(),
+        thresholds: Thresholds::default().with("getCandles", 0.25).unwrap(),
         ..TrackerOptions::default()
     }
 }
@@ -213,7 +214,10 @@ fn report_fields_offsets_gaps_and_self_times() {
     ] {
         assert!(json.get(key).is_some(), "{key}");
     }
-    assert_eq!(json["thresholds"]["byNameMs"], json!({"getCandles": 0.25}));
+    assert_eq!(
+        json["thresholds"]["byNameMs"],
+        json!({"getCandles": 0.25, "getSignal": 5.0})
+    );
     assert_eq!(json["run"]["symbol"], json!("BTCUSDT"));
 }
 
@@ -285,7 +289,7 @@ fn past_the_cap_slow_events_are_kept_and_the_rest_counted() {
     let clock = Arc::new(ManualClock::default());
     let options = TrackerOptions {
         max_events: 3,
-        slow_threshold_ms: 5.0,
+        thresholds: Thresholds::new(5.0).unwrap(),
         ..TrackerOptions::default()
     };
     let tracker = Tracker::with_clock(RunInfo::named("cap"), options, clock.clone());

@@ -281,9 +281,9 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     } else {
         TrackerOptions::disabled()
     };
-    tracker
-        .thresholds_ms
-        .extend(args.thresholds.iter().cloned());
+    for (metric, ms) in &args.thresholds {
+        tracker.thresholds.set(metric, *ms)?;
+    }
     let config = BacktestConfig {
         tracker,
         ..BacktestConfig::default()
@@ -306,9 +306,9 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         })
         .collect::<Result<_, CliError>>()?;
     #[cfg(feature = "prometheus")]
-    let metrics = super::exporters::Metrics::start(args, &config.tracker)?;
+    let metrics = super::exporters::Metrics::start(args, &config.tracker.thresholds)?;
     #[cfg(feature = "otel")]
-    let spans = super::exporters::Spans::start(args, &config.tracker)?;
+    let spans = super::exporters::Spans::start(args, &config.tracker.thresholds)?;
     let results = run_parallel(jobs, args.threads);
     #[cfg(feature = "prometheus")]
     metrics.finish(args)?;

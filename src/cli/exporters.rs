@@ -7,7 +7,7 @@ use std::sync::Arc;
 #[cfg(feature = "prometheus")]
 use backtest_perf::performance_service;
 #[cfg(any(feature = "prometheus", feature = "otel"))]
-use backtest_perf::tracker::TrackerOptions;
+use backtest_perf::thresholds::Thresholds;
 
 #[cfg(any(feature = "prometheus", feature = "otel"))]
 use super::CliError;
@@ -24,7 +24,7 @@ pub struct Metrics {
 #[cfg(feature = "prometheus")]
 impl Metrics {
     /// Starts what the flags ask for (nothing when they ask for nothing).
-    pub fn start(args: &BacktestArgs, thresholds: &TrackerOptions) -> Result<Self, CliError> {
+    pub fn start(args: &BacktestArgs, thresholds: &Thresholds) -> Result<Self, CliError> {
         use backtest_perf::export::prometheus::PrometheusExporter;
         if args.metrics_addr.is_none() && !args.metrics_textfile {
             return Ok(Metrics {
@@ -72,7 +72,7 @@ pub struct Spans {
 #[cfg(feature = "otel")]
 impl Spans {
     /// Starts what the flags ask for (nothing when they ask for nothing).
-    pub fn start(args: &BacktestArgs, thresholds: &TrackerOptions) -> Result<Self, CliError> {
+    pub fn start(args: &BacktestArgs, thresholds: &Thresholds) -> Result<Self, CliError> {
         use backtest_perf::export::otel::{
             Batched, OtlpHttpExporter, OtlpJsonFileExporter, listen,
         };

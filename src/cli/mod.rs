@@ -96,11 +96,10 @@ fn parse_threshold(text: &str) -> Result<(String, f64), String> {
     let ms: f64 = ms
         .parse()
         .map_err(|_| format!("`{ms}` in `{text}` is not a number of milliseconds"))?;
-    if !(ms >= 0.0 && ms.is_finite()) {
-        return Err(format!(
-            "the threshold in `{text}` must be a finite number of ms >= 0"
-        ));
-    }
+    // The one place slowness is defined checks it: a finite number of ms above 0.
+    backtest_perf::thresholds::Thresholds::default()
+        .with(name, ms)
+        .map_err(|e| format!("`{text}`: {e}"))?;
     Ok((name.to_string(), ms))
 }
 
@@ -151,6 +150,9 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A slow-operation threshold was not a number of ms above 0.
+    #[error(transparent)]
+    Threshold(#[from] backtest_perf::thresholds::InvalidThreshold),
     /// Standard output could not be written.
     #[error("cannot write output: {0}")]
     Output(std::io::Error),

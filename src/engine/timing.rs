@@ -18,6 +18,7 @@ use super::candle::{Millis, to_utc};
 use serde::Serialize;
 
 use crate::span::{self, Open};
+use crate::thresholds::Thresholds;
 use crate::tracker::{Tracker, TrackerOptions};
 use crate::{MetricType, Name, PerformanceContract, PerformanceEmitter};
 
@@ -33,8 +34,10 @@ pub const SLOW_HOOKS_KEPT: usize = 100;
 /// ```
 /// use backtest_perf::engine::{Backtest, BacktestConfig, SyntheticConfig, SyntheticExchange};
 /// use backtest_perf::strategies::SmaCrossover;
+/// use backtest_perf::thresholds::Thresholds;
 /// use backtest_perf::tracker::TrackerOptions;
-/// let tracker = TrackerOptions { thresholds_ms: [("tick".to_string(), 0.0)].into(), ..TrackerOptions::disabled() };
+/// let thresholds = Thresholds::default().with("tick", 1e-6).unwrap(); // 1 ns
+/// let tracker = TrackerOptions { thresholds, ..TrackerOptions::disabled() };
 /// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
 /// let config = BacktestConfig { tracker, ..BacktestConfig::default() };
 /// let result = Backtest::new(&exchange, "SYN").unwrap().with_config(config).run(&mut SmaCrossover::default()).unwrap();
@@ -114,7 +117,9 @@ pub(crate) struct HookTimer {
     /// The last simulated time converted, and its conversion: every hook of a frame
     /// shares one `when`.
     when: (Millis, DateTime<Utc>),
+    /// The hooks' thresholds in ns, for comparing clock readings; `thresholds` judges.
     thresholds_ns: [u64; 5],
+    thresholds: Thresholds,
     slow: Vec<SlowHook>,
     slow_total: u64,
     /// The run's tracker: it keeps these measurements for its timeline instead of
@@ -135,7 +140,7 @@ impl HookTimer {
         tracker: Tracker,
     ) -> Self {
         let thresholds_ns =
-            MetricType::BUILT_IN.map(|t| (options.threshold_ms(t.as_str()).max(0.0) * 1e6) as u64);
+            MetricType::BUILT_IN.map(|t| options.thresholds.threshold_ns(t.as_str()));
         HookTimer {
             bus,
             symbol,
@@ -144,6 +149,7 @@ impl HookTimer {
             buffer: Vec::with_capacity(BATCH),
             when: (0, to_utc(0)),
             thresholds_ns,
+            thresholds: options.thresholds.clone(),
             slow: Vec::new(),
             slow_total: 0,
             tracker,
@@ -247,17 +253,17 @@ impl HookTimer {
     fn slow_hook(&mut self, hook: Hook, duration_ms: f64) {
         self.slow_total += 1;
         if self.slow.len() < SLOW_HOOKS_KEPT {
-            let threshold_ms = self.thresholds_ns[hook as usize] as f64 / 1e6;
+            let name = hook.name();
+            let (threshold_ms, slowness_ratio) = (
+                self.thresholds.threshold_ms(name),
+                self.thresholds.ratio(name, duration_ms),
+            );
             self.slow.push(SlowHook {
                 metric_type: hook.metric_type(),
                 when: self.when.1,
                 duration_ms,
                 threshold_ms,
-                slowness_ratio: if threshold_ms > 0.0 {
-                    duration_ms / threshold_ms
-                } else {
-                    f64::INFINITY
-                },
+                slowness_ratio,
             });
         }
     }

@@ -16,6 +16,7 @@ pub mod report;
 pub mod span;
 pub mod stats;
 pub mod storage;
+pub mod thresholds;
 #[cfg(feature = "tracing-layer")]
 pub mod tracing_layer;
 pub mod tracker;

@@ -20,20 +20,20 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::key::StorageKey;
-use crate::tracker::TrackerOptions;
+use crate::thresholds::Thresholds;
 use crate::{PerformanceContract, PerformanceEmitter, Subscription};
 
 /// The instrumentation scope's name.
 ///
 /// ```
 /// use backtest_perf::export::otel::otlp_json;
-/// use backtest_perf::tracker::TrackerOptions;
+/// use backtest_perf::thresholds::Thresholds;
 /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
 /// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 /// let exporter = InMemorySpanExporter::default();
 /// let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
 /// let bus = PerformanceEmitter::new();
-/// let sub = backtest_perf::export::otel::listen(&bus, &provider, TrackerOptions::default());
+/// let sub = backtest_perf::export::otel::listen(&bus, &provider, Thresholds::default());
 /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.7e12)).unwrap();
 /// sub.flush();
 /// let spans = exporter.get_finished_spans().unwrap();
@@ -47,14 +47,14 @@ pub const SCOPE: &str = "backtest-perf";
 ///
 /// ```
 /// use backtest_perf::export::otel::listen;
-/// use backtest_perf::tracker::TrackerOptions;
+/// use backtest_perf::thresholds::Thresholds;
 /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
 /// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 ///
 /// let exporter = InMemorySpanExporter::default();
 /// let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
 /// let bus = PerformanceEmitter::new();
-/// let sub = listen(&bus, &provider, TrackerOptions::default());
+/// let sub = listen(&bus, &provider, Thresholds::default());
 /// bus.emit(PerformanceContract::new(MetricType::GetSignal, 6.0, 1.7e12).with_symbol("BTCUSDT").with_strategy("sma")).unwrap();
 /// sub.flush();
 /// let spans = exporter.get_finished_spans().unwrap();
@@ -63,7 +63,7 @@ pub const SCOPE: &str = "backtest-perf";
 pub fn listen(
     bus: &PerformanceEmitter,
     provider: &SdkTracerProvider,
-    thresholds: TrackerOptions,
+    thresholds: Thresholds,
 ) -> Subscription {
     let tracer = provider.tracer(SCOPE);
     bus.listen(move |event: &PerformanceContract| {
@@ -77,15 +77,14 @@ pub fn listen(
             KeyValue::new("symbol", key.symbol.as_str()),
             KeyValue::new("strategy", key.strategy.as_str()),
             KeyValue::new("performance.duration_ms", event.duration),
-            KeyValue::new("performance.slow", event.duration > threshold),
+            KeyValue::new(
+                "performance.slow",
+                thresholds.is_slow(event.metric_type.as_str(), event.duration),
+            ),
             KeyValue::new("performance.threshold", threshold),
             KeyValue::new(
                 "performance.slowness_ratio",
-                if threshold > 0.0 {
-                    event.duration / threshold
-                } else {
-                    f64::INFINITY
-                },
+                thresholds.ratio(event.metric_type.as_str(), event.duration),
             ),
         ];
         if let Some(when) = event.when {
@@ -133,13 +132,13 @@ fn value(v: &OtelValue) -> Value {
 ///
 /// ```
 /// use backtest_perf::export::otel::otlp_json;
-/// use backtest_perf::tracker::TrackerOptions;
+/// use backtest_perf::thresholds::Thresholds;
 /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
 /// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 /// let exporter = InMemorySpanExporter::default();
 /// let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
 /// let bus = PerformanceEmitter::new();
-/// let sub = backtest_perf::export::otel::listen(&bus, &provider, TrackerOptions::default());
+/// let sub = backtest_perf::export::otel::listen(&bus, &provider, Thresholds::default());
 /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.7e12)).unwrap();
 /// sub.flush();
 /// let spans = exporter.get_finished_spans().unwrap();

@@ -36,7 +36,8 @@ use crate::event::{InvalidEvent, MetricType, PerformanceContract};
 use crate::key::{Prehashed, StorageKey};
 use crate::stats::Sum;
 use crate::storage::StorageService;
-use crate::tracker::{ResourceSnapshot, TrackerOptions};
+use crate::thresholds::Thresholds;
+use crate::tracker::ResourceSnapshot;
 
 /// Histogram bucket bounds, ms: hooks take microseconds to seconds.
 ///
@@ -54,8 +55,6 @@ struct Series {
     count: u64,
     sum: Sum,
     slow: u64,
-    /// The slow threshold of its metric type, looked up once.
-    threshold_ms: f64,
 }
 
 /// One histogram series: a metric type of one key. Hashes by the names' interned hashes.
@@ -88,13 +87,13 @@ struct Aggregate {
 /// ```
 pub struct PrometheusExporter {
     state: Mutex<Aggregate>,
-    thresholds: TrackerOptions,
+    thresholds: Thresholds,
     storage: Option<Arc<StorageService>>,
 }
 
 impl Default for PrometheusExporter {
     fn default() -> Self {
-        Self::new(TrackerOptions::default(), None)
+        Self::new(Thresholds::default(), None)
     }
 }
 
@@ -110,10 +109,10 @@ impl PrometheusExporter {
     ///
     /// ```
     /// use backtest_perf::export::prometheus::PrometheusExporter;
-    /// use backtest_perf::tracker::TrackerOptions;
-    /// let _exporter = PrometheusExporter::new(TrackerOptions { slow_threshold_ms: 10.0, ..Default::default() }, None);
+    /// use backtest_perf::thresholds::Thresholds;
+    /// let _exporter = PrometheusExporter::new(Thresholds::new(10.0).unwrap(), None);
     /// ```
-    pub fn new(thresholds: TrackerOptions, storage: Option<Arc<StorageService>>) -> Self {
+    pub fn new(thresholds: Thresholds, storage: Option<Arc<StorageService>>) -> Self {
         PrometheusExporter {
             state: Mutex::new(Aggregate::default()),
             thresholds,
@@ -130,7 +129,6 @@ impl PrometheusExporter {
                 count: 0,
                 sum: Sum::default(),
                 slow: 0,
-                threshold_ms: self.thresholds.threshold_ms(event.metric_type.as_str()),
             });
         let bucket = BUCKETS_MS.partition_point(|&bound| bound < event.duration);
         if bucket < BUCKETS_MS.len() {
@@ -138,7 +136,10 @@ impl PrometheusExporter {
         }
         series.count += 1;
         series.sum.add(event.duration);
-        if event.duration > series.threshold_ms {
+        if self
+            .thresholds
+            .is_slow(event.metric_type.as_str(), event.duration)
+        {
             series.slow += 1;
         }
     }

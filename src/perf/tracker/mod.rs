@@ -37,7 +37,6 @@ pub mod timeline;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -52,6 +51,7 @@ use super::emitter::PerformanceEmitter;
 use super::event::{MetricType, PerformanceContract};
 use super::name::Name;
 use super::span;
+use super::thresholds::Thresholds;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use memory::{CountingAllocator, ResourceSnapshot};
@@ -122,10 +122,9 @@ pub struct TrackerOptions {
     /// Share of runs tracked, 0 to 1, decided from a hash of the run id (the same run
     /// is always sampled the same way).
     pub sampling_rate: f64,
-    /// An operation slower than this (ms) is slow, unless its name has its own threshold.
-    pub slow_threshold_ms: f64,
-    /// Thresholds (ms) by operation name, e.g. `getCandles` 50 and `getSignal` 5.
-    pub thresholds_ms: HashMap<String, f64>,
+    /// When an operation is slow: by its name's threshold, or the default (100 ms;
+    /// `getCandles` 50 and `getSignal` 5).
+    pub thresholds: Thresholds,
     /// An operation whose thread allocated this many bytes more than it freed is a
     /// memory spike.
     pub memory_threshold_bytes: u64,
@@ -152,8 +151,7 @@ impl std::fmt::Debug for TrackerOptions {
         f.debug_struct("TrackerOptions")
             .field("enabled", &self.enabled)
             .field("sampling_rate", &self.sampling_rate)
-            .field("slow_threshold_ms", &self.slow_threshold_ms)
-            .field("thresholds_ms", &self.thresholds_ms)
+            .field("thresholds", &self.thresholds)
             .field("max_events", &self.max_events)
             .finish_non_exhaustive()
     }
@@ -166,11 +164,7 @@ impl Default for TrackerOptions {
         TrackerOptions {
             enabled: true,
             sampling_rate: 1.0,
-            slow_threshold_ms: 100.0,
-            thresholds_ms: HashMap::from([
-                ("getCandles".to_string(), 50.0),
-                ("getSignal".to_string(), 5.0),
-            ]),
+            thresholds: Thresholds::default(),
             memory_threshold_bytes: 10 << 20,
             track_memory: false,
             include_metadata: true,
@@ -204,10 +198,7 @@ impl TrackerOptions {
     /// assert_eq!((options.threshold_ms("getCandles"), options.threshold_ms("anything")), (50.0, 100.0));
     /// ```
     pub fn threshold_ms(&self, name: &str) -> f64 {
-        self.thresholds_ms
-            .get(name)
-            .copied()
-            .unwrap_or(self.slow_threshold_ms)
+        self.thresholds.threshold_ms(name)
     }
 
     /// Whether the run with this id is tracked under `sampling_rate`.

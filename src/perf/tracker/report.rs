@@ -190,12 +190,13 @@ impl TrackedEvent {
 ///
 /// ```
 /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
-/// let options = TrackerOptions { slow_threshold_ms: 0.0, ..TrackerOptions::default() };
+/// // A threshold of 1 ns: every operation is slow.
+/// let options = TrackerOptions { thresholds: backtest_perf::thresholds::Thresholds::new(1e-6).unwrap(), ..TrackerOptions::default() };
 /// let tracker = Tracker::new(RunInfo::named("doc"), options);
 /// tracker.measure("op", || std::thread::sleep(std::time::Duration::from_millis(1)));
 /// let report = tracker.finish().unwrap();
 /// let slow = &report.slow_events[0];
-/// assert_eq!((slow.name.as_ref(), slow.threshold_ms), ("op", 0.0));
+/// assert_eq!((slow.name.as_ref(), slow.threshold_ms), ("op", 1e-6));
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -221,7 +222,8 @@ pub struct SlowEvent {
 ///
 /// ```
 /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
-/// let options = TrackerOptions { slow_threshold_ms: 0.0, ..TrackerOptions::default() };
+/// // A threshold of 1 ns: every operation is slow.
+/// let options = TrackerOptions { thresholds: backtest_perf::thresholds::Thresholds::new(1e-6).unwrap(), ..TrackerOptions::default() };
 /// let tracker = Tracker::new(RunInfo::named("doc"), options);
 /// tracker.measure("op", || std::thread::sleep(std::time::Duration::from_millis(1)));
 /// let report = tracker.finish().unwrap();
@@ -244,7 +246,8 @@ pub struct MemorySpike {
 ///
 /// ```
 /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
-/// let options = TrackerOptions { slow_threshold_ms: 0.0, ..TrackerOptions::default() };
+/// // A threshold of 1 ns: every operation is slow.
+/// let options = TrackerOptions { thresholds: backtest_perf::thresholds::Thresholds::new(1e-6).unwrap(), ..TrackerOptions::default() };
 /// let tracker = Tracker::new(RunInfo::named("doc"), options);
 /// tracker.measure("op", || std::thread::sleep(std::time::Duration::from_millis(1)));
 /// let report = tracker.finish().unwrap();
@@ -273,12 +276,13 @@ pub struct SlowStats {
 ///
 /// ```
 /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
-/// let options = TrackerOptions { slow_threshold_ms: 0.0, ..TrackerOptions::default() };
+/// // A threshold of 1 ns: every operation is slow.
+/// let options = TrackerOptions { thresholds: backtest_perf::thresholds::Thresholds::new(1e-6).unwrap(), ..TrackerOptions::default() };
 /// let tracker = Tracker::new(RunInfo::named("doc"), options);
 /// tracker.measure("op", || std::thread::sleep(std::time::Duration::from_millis(1)));
 /// let report = tracker.finish().unwrap();
-/// assert_eq!(report.thresholds.slow_ms, 0.0);
-/// assert_eq!(report.thresholds.by_name_ms["getSignal"], 5.0);
+/// assert_eq!(report.thresholds.slow_ms, 1e-6);
+/// assert!(report.thresholds.by_name_ms.is_empty());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -295,11 +299,11 @@ pub struct Thresholds {
 ///
 /// ```
 /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
-/// let tracker = Tracker::new(RunInfo::named("r"), TrackerOptions { slow_threshold_ms: 0.0, ..Default::default() });
+/// let tracker = Tracker::new(RunInfo::named("r"), TrackerOptions { thresholds: backtest_perf::thresholds::Thresholds::new(1e-6).unwrap(), ..Default::default() });
 /// tracker.measure("step", || std::thread::sleep(std::time::Duration::from_millis(1)));
 /// let report = tracker.finish().unwrap();
 /// assert_eq!((report.event_count, report.slow_events.len(), report.stats["step"].slow_count), (1, 1, 1));
-/// assert!(report.slow_events[0].slowness_ratio.is_infinite());
+/// assert!(report.slow_events[0].slowness_ratio >= 1e6, "1 ms against 1 ns");
 /// assert!(serde_json::to_value(&report).unwrap()["events"][0]["durationMs"].as_f64().unwrap() >= 1.0);
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -347,11 +351,7 @@ fn slow_event(event: &Raw, options: &TrackerOptions) -> SlowEvent {
         offset_ms: options.precision.ms(event.start_ns),
         duration_ms: options.precision.ms(event.duration_ns),
         threshold_ms,
-        slowness_ratio: if threshold_ms > 0.0 {
-            duration_ms / threshold_ms
-        } else {
-            f64::INFINITY
-        },
+        slowness_ratio: options.thresholds.ratio(&event.name, duration_ms),
         resources: ResourceSnapshot::now(),
     }
 }
@@ -410,7 +410,7 @@ impl State {
                             name.clone(),
                             Running {
                                 min_ns: u64::MAX,
-                                threshold_ns: (options.threshold_ms(name).max(0.0) * 1e6) as u64,
+                                threshold_ns: options.thresholds.threshold_ns(name),
                                 ..Running::default()
                             },
                         ));
@@ -564,11 +564,11 @@ impl State {
             slow_events: self.slow.clone(),
             memory_spikes: self.spikes.clone(),
             thresholds: Thresholds {
-                slow_ms: options.slow_threshold_ms,
+                slow_ms: options.thresholds.default_ms(),
                 by_name_ms: options
-                    .thresholds_ms
-                    .iter()
-                    .map(|(k, v)| (k.clone(), *v))
+                    .thresholds
+                    .by_metric()
+                    .map(|(k, v)| (k.to_string(), v))
                     .collect(),
                 memory_bytes: options.memory_threshold_bytes,
             },
