@@ -63,7 +63,11 @@ fn year(c: &mut Criterion) {
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_simple_exporter(Discard)
             .build();
-        let spans = backtest_perf::export::otel::listen(&bus, &provider, TrackerOptions::default());
+        let spans = backtest_perf::export::otel::listen(
+            &bus,
+            &provider,
+            backtest_perf::thresholds::Thresholds::default(),
+        );
         let backtest = Backtest::new(&exchange, "YEAR").unwrap().with_bus(bus);
         let mut drains = Vec::new();
         group.bench_function("tracking_on_prometheus_otel", |b| {
