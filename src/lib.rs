@@ -56,9 +56,9 @@ pub use perf::dump::DumpError;
 pub use perf::emitter::{PerformanceEmitter, Rejected, Sink, SubscriberId};
 pub use perf::event::{InvalidEvent, MetricType, PerformanceContract};
 pub use perf::facade::{
-    Performance, PerformanceService, listen_performance, listen_performance_async,
-    listen_performance_filtered, listen_performance_once, performance_emitter, performance_service,
-    time, time_async,
+    Performance, PerformanceService, configure_performance, listen_performance,
+    listen_performance_async, listen_performance_filtered, listen_performance_once,
+    performance_emitter, performance_service, time, time_async,
 };
 pub use perf::key::{GLOBAL, StorageKey};
 pub use perf::listener::{ListenerOutcome, Subscription};

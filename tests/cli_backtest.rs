@@ -464,3 +464,56 @@ fn alert_rules_fire_into_the_log_and_a_file() {
         )
     );
 }
+
+#[test]
+fn max_events_sizes_the_window_and_layout_picks_backtest_kits_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "backtest",
+            "--strategy",
+            "sma-crossover",
+            "--max-events",
+            "20000",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("14,960 events (statistics over all of them; all kept as events)"),
+        "{stdout}"
+    );
+    let out = bin()
+        .args([
+            "backtest",
+            "--strategy",
+            "sma-crossover",
+            "--layout",
+            "backtest-kit",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report = std::fs::read_to_string(dir.path().join("sma-crossover.md")).unwrap();
+    // backtest-kit's layout over its window of the newest 10,000 events.
+    assert!(
+        report.starts_with("# Performance Report: sma-crossover\n\n**Symbol:** EURUSD\n**Total events:** 10,000\n**Total execution time:** "),
+        "{report}"
+    );
+    assert!(report.contains("\n**Dropped events:** 4,960\n"), "{report}");
+    let out = bin()
+        .args(["backtest", "--max-events", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("`0` is not a number of events of at least 1 (for example 10000)")
+    );
+}

@@ -183,3 +183,91 @@ fn bench_prints_one_json_line_with_every_field() {
     assert_eq!(doc["events"], json!(20000));
     assert!(doc["events_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// `stats` over a JSONL file, its JSON output fed back, and the same events from
+/// standard input: all three merge into what one run over the concatenation gives.
+#[test]
+fn outputs_and_standard_input_merge_into_the_statistics_of_the_concatenation() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: String = (1..=40)
+        .map(|i| {
+            format!(
+                "{{\"metricType\":\"tick\",\"duration\":{},\"timestamp\":{},\"symbol\":\"BTCUSDT\",\"strategyName\":\"sma\"}}\n",
+                f64::from(i) / 1000.0,
+                1000 + i
+            )
+        })
+        .collect();
+    let (a, b) = events.split_at(events.len() / 2);
+    std::fs::write(dir.path().join("a.jsonl"), a).unwrap();
+    std::fs::write(dir.path().join("b.jsonl"), b).unwrap();
+    std::fs::write(dir.path().join("all.jsonl"), &events).unwrap();
+    let stats = |args: &[&str], stdin: Option<&str>| -> Value {
+        let mut cmd = bin();
+        cmd.arg("stats").current_dir(dir.path());
+        for input in args {
+            cmd.args(["--input", input]);
+        }
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let whole = stats(&["all.jsonl"], None);
+    let first = stats(&["a.jsonl"], None);
+    std::fs::write(dir.path().join("first.json"), first.to_string()).unwrap();
+    // The first half as a stats output, the second half from standard input.
+    let merged = stats(&["first.json", "-"], Some(b));
+    let tick = |doc: &Value| doc["pairs"][0]["metricStats"]["tick"].clone();
+    let (w, m) = (tick(&whole), tick(&merged));
+    for field in ["count", "minDuration", "maxDuration", "avgWaitTime"] {
+        assert_eq!(m[field], w[field], "{field}");
+    }
+    for field in ["totalDuration", "avgDuration", "stdDev"] {
+        let (x, y) = (m[field].as_f64().unwrap(), w[field].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-12 * y.abs(), "{field}: {x} vs {y}");
+    }
+    assert_eq!(w["count"], json!(40));
+    assert_eq!(w["exact"], json!(true));
+    // Merged from a histogram, the percentiles are within 0.1% and say so.
+    assert_eq!(m["exact"], json!(false));
+    for field in ["median", "p95", "p99"] {
+        let (x, y) = (m[field].as_f64().unwrap(), w[field].as_f64().unwrap());
+        assert!((x - y).abs() <= 0.001 * y, "{field}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn a_report_without_aggregates_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.json");
+    std::fs::write(
+        &path,
+        "{\n  \"symbol\": \"A\",\n  \"strategyName\": \"s\",\n  \"metricStats\": {}\n}\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["stats", "--input"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("old.json: A:s has no whole-run aggregates (written by an older version); run it again to merge it"),
+        "{stderr}"
+    );
+}

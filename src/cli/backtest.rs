@@ -18,9 +18,9 @@ use backtest_perf::report::{Unit, default_columns, human, table, thousands};
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::TrackerReport;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
-use backtest_perf::{performance_service, strategies};
+use backtest_perf::{StorageConfig, configure_performance, performance_service, strategies};
 
-use super::{CliError, ReportFormat, parse_threshold};
+use super::{CliError, ReportFormat, parse_max_events, parse_threshold};
 
 /// The data the default job runs on, bundled into the binary.
 pub const BUNDLED_NAME: &str = "examples/data/EURUSD.csv";
@@ -50,6 +50,10 @@ pub struct BacktestArgs {
     pub thresholds: Vec<(String, f64)>,
     /// Report files to write.
     pub formats: Vec<super::ReportFormat>,
+    /// Raw events kept per symbol:strategy (the statistics cover every event).
+    pub max_events: usize,
+    /// The report layout: the whole run, or backtest-kit's over the window.
+    pub layout: super::LayoutArg,
     /// Write each run's Chrome trace.
     pub trace: bool,
     /// Check these alert rules on each run's statistics.
@@ -79,6 +83,8 @@ impl Default for BacktestArgs {
             timeline: false,
             thresholds: Vec::new(),
             formats: vec![super::ReportFormat::Md],
+            max_events: StorageConfig::default().max_events,
+            layout: super::LayoutArg::WholeRun,
             trace: false,
             alerts: None,
             #[cfg(feature = "prometheus")]
@@ -155,6 +161,14 @@ pub struct BacktestCli {
     /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
     #[arg(long)]
     pub timeline: bool,
+    /// Raw events kept per symbol:strategy, for the JSON report's events and the
+    /// backtest-kit layout; the statistics cover every event whatever this is.
+    #[arg(long, default_value_t = StorageConfig::default().max_events, value_parser = parse_max_events)]
+    pub max_events: usize,
+    /// The markdown report's layout: the whole run in readable units, or backtest-kit's
+    /// (ms with 2 decimals, over the newest --max-events events) byte for byte.
+    #[arg(long, value_enum, default_value_t = super::LayoutArg::WholeRun)]
+    pub layout: super::LayoutArg,
     /// A slow-hook threshold, e.g. `getSignal=5` or `tick=0.5` (ms; repeat for several).
     /// Defaults: getCandles 50, getSignal 5, the others 100.
     #[arg(long = "slow", value_name = "HOOK=MS", value_parser = parse_threshold)]
@@ -193,6 +207,8 @@ impl BacktestArgs {
             timeline: cli.timeline,
             thresholds: cli.slow,
             formats: cli.format,
+            max_events: cli.max_events,
+            layout: cli.layout,
             trace: cli.trace,
             alerts,
             #[cfg(feature = "prometheus")]
@@ -265,6 +281,13 @@ fn load(args: &BacktestArgs) -> Result<(Box<dyn Exchange>, String), CliError> {
 /// dumps one report per strategy into `args.out`.
 pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let entries = select(&args.strategies)?;
+    let config = StorageConfig {
+        max_events: args.max_events,
+        ..StorageConfig::default()
+    };
+    if config != StorageConfig::default() || args.layout != super::LayoutArg::WholeRun {
+        configure_performance(config, args.layout.into())?;
+    }
     let (exchange, symbol) = load(args)?;
     let template = Backtest::new(exchange.as_ref(), &symbol)?;
     let frames = template.frame().count() * entries.len() as u64;

@@ -9,7 +9,9 @@ pub mod stats;
 
 use std::path::PathBuf;
 
-use backtest_perf::{DumpError, StatsPreset, performance_emitter, performance_service};
+use backtest_perf::{
+    DumpError, StatsPreset, StorageConfig, performance_emitter, performance_service,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Where the time goes in your backtests: timing, statistics and reports.
@@ -28,12 +30,14 @@ pub struct Cli {
 pub enum Command {
     /// Backtest strategies on a symbol; print trades and timings; dump one report per strategy.
     Backtest(backtest::BacktestCli),
-    /// Statistics of performance events read from a JSONL file.
+    /// Statistics of performance events read from JSONL files, merged with the whole-run
+    /// statistics of `stats` and `backtest --format json` outputs.
     Stats {
-        /// One event per line: a PerformanceContract, or a backtest-kit
-        /// `{"reportName":"performance","data":{...}}` line.
-        #[arg(long)]
-        input: PathBuf,
+        /// An input (repeat for several; `-` is standard input): one event per line (a
+        /// PerformanceContract, or a backtest-kit `{"reportName":"performance","data":{...}}`
+        /// line), or a `stats` output or `backtest --format json` report to merge.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
         /// Only this symbol.
         #[arg(long)]
         symbol: Option<String>,
@@ -46,6 +50,10 @@ pub enum Command {
         /// How percentiles and the standard deviation are computed.
         #[arg(long = "stats", value_enum, default_value_t = PresetArg::Seed)]
         preset: PresetArg,
+        /// Raw events kept per symbol:strategy (for the backtest-kit preset); the default
+        /// statistics cover every event whatever this is.
+        #[arg(long, default_value_t = StorageConfig::default().max_events, value_parser = parse_max_events)]
+        max_events: usize,
     },
     /// Compare two JSON reports (`backtest --format json`) and fail on a confirmed regression.
     Compare {
@@ -123,6 +131,34 @@ pub enum OutputFormat {
     Md,
 }
 
+/// `--layout` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutArg {
+    /// The whole run in readable units, with self time.
+    WholeRun,
+    /// backtest-kit's layout byte for byte, over the window (the `backtest-kit` preset).
+    BacktestKit,
+}
+
+impl From<LayoutArg> for StatsPreset {
+    fn from(layout: LayoutArg) -> Self {
+        match layout {
+            LayoutArg::WholeRun => StatsPreset::Seed,
+            LayoutArg::BacktestKit => StatsPreset::BacktestKit,
+        }
+    }
+}
+
+/// `--max-events`: a whole number of events, at least 1.
+fn parse_max_events(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a number of events of at least 1 (for example 10000)"
+        )),
+    }
+}
+
 /// `--stats` values.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PresetArg {
@@ -150,6 +186,9 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The process-wide bus was configured too late.
+    #[error(transparent)]
+    AlreadyInUse(#[from] backtest_perf::facade::AlreadyInUse),
     /// A slow-operation threshold was not a number of ms above 0.
     #[error(transparent)]
     Threshold(#[from] backtest_perf::thresholds::InvalidThreshold),
@@ -213,18 +252,20 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             backtest::run(&backtest::BacktestArgs::from_cli(cli)?).map(drop)
         }
         Some(Command::Stats {
-            input,
+            inputs,
             symbol,
             strategy,
             format,
             preset,
+            max_events,
         }) => {
             let args = stats::StatsArgs {
-                input,
+                inputs,
                 symbol,
                 strategy,
                 format,
                 preset: preset.into(),
+                max_events,
             };
             let bad = stats::run(&args, &mut stdout.lock(), &mut stderr.lock())?;
             if bad > 0 {

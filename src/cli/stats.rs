@@ -1,24 +1,31 @@
-//! `backtest-perf stats`: statistics of events read from a JSONL file.
+//! `backtest-perf stats`: statistics of events read from JSONL files, merged with the
+//! whole-run statistics of `stats` and `backtest --format json` outputs.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use backtest_perf::report::render_layout;
+use backtest_perf::stats::Aggregate;
 use backtest_perf::{
-    PerformanceEmitter, PerformanceService, StatsPreset, StorageConfig, StorageKey,
+    MetricStats, MetricType, Name, PerformanceEmitter, PerformanceService, StatsPreset,
+    StorageConfig, StorageKey,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::jsonl::parse_line;
 use super::{CliError, OutputFormat};
 
 /// What `stats` was asked to do.
 pub struct StatsArgs {
-    pub input: PathBuf,
+    /// The inputs, in order; `-` is standard input.
+    pub inputs: Vec<PathBuf>,
     pub symbol: Option<String>,
     pub strategy: Option<String>,
     pub format: OutputFormat,
     pub preset: StatsPreset,
+    /// Raw events kept per key (the statistics cover every event).
+    pub max_events: usize,
 }
 
 #[derive(Serialize)]
@@ -28,30 +35,66 @@ struct PairJson<'a> {
     strategy_name: &'a str,
     total_events: usize,
     total_duration: f64,
-    metric_stats:
-        &'a std::collections::BTreeMap<backtest_perf::MetricType, backtest_perf::MetricStats>,
+    self_duration: f64,
+    metric_stats: &'a BTreeMap<MetricType, MetricStats>,
     rejected: u64,
     dropped: u64,
+    /// What another `stats` run merges.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    aggregates: &'a BTreeMap<MetricType, Aggregate>,
 }
 
-/// Runs `stats`, writing results to `out` and problems to `err`. Returns the number of
-/// bad lines.
+/// One key's whole-run statistics in a JSON document: a `backtest --format json` report,
+/// or one of the `pairs` of a `stats` output.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PairDoc {
+    symbol: Name,
+    strategy_name: Name,
+    aggregates: Option<BTreeMap<MetricType, Aggregate>>,
+    #[serde(default)]
+    rejected: u64,
+}
+
+/// Runs `stats`; returns how many bad lines or documents were skipped (each reported on
+/// `err` with its file and line).
 pub fn run(args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<u64, CliError> {
-    let file = std::fs::File::open(&args.input).map_err(|source| CliError::Input {
-        path: args.input.clone(),
-        source,
-    })?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let progress = super::progress_bar(
-        size,
-        8 << 20,
-        "reading {bar:40} {bytes}/{total_bytes} ({eta})",
-    )
-    .unwrap_or_else(indicatif::ProgressBar::hidden);
     let bus = PerformanceEmitter::new();
-    let service = PerformanceService::attached_with(&bus, StorageConfig::default(), args.preset);
-    let bad = feed(&args.input, progress.wrap_read(file), &bus, err)?;
-    progress.finish_and_clear();
+    // An offline tool keeps every key it is given.
+    let config = StorageConfig {
+        max_events: args.max_events,
+        max_keys: usize::MAX,
+    };
+    let service = PerformanceService::attached_with(&bus, config, args.preset);
+    let mut bad = 0;
+    let mut merged_documents = false;
+    for path in &args.inputs {
+        let (label, input): (PathBuf, Box<dyn Read>) = if path.as_os_str() == "-" {
+            (PathBuf::from("<stdin>"), Box::new(std::io::stdin().lock()))
+        } else {
+            let file = std::fs::File::open(path).map_err(|source| CliError::Input {
+                path: path.clone(),
+                source,
+            })?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let progress = super::progress_bar(
+                size,
+                8 << 20,
+                "reading {bar:40} {bytes}/{total_bytes} ({eta})",
+            )
+            .unwrap_or_else(indicatif::ProgressBar::hidden);
+            (path.clone(), Box::new(progress.wrap_read(file)))
+        };
+        let outcome = read_input(&label, input, &bus, &service, err)?;
+        bad += outcome.bad;
+        merged_documents |= outcome.documents;
+    }
+    if merged_documents && args.preset == StatsPreset::BacktestKit {
+        let _ = writeln!(
+            err,
+            "note: the backtest-kit preset computes over raw events; merged reports carry whole-run statistics only, so use the default preset to see them"
+        );
+    }
 
     let keys: Vec<StorageKey> = service
         .storage()
@@ -71,8 +114,7 @@ pub fn run(args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
     if keys.is_empty() {
         let _ = writeln!(
             err,
-            "{}: no events matched; check --symbol and --strategy",
-            args.input.display()
+            "no events matched; check the inputs, --symbol and --strategy"
         );
     }
     let stats: Vec<_> = keys.iter().map(|k| service.get_data_for(*k)).collect();
@@ -86,12 +128,15 @@ pub fn run(args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
                     strategy_name: s.strategy_name.as_str(),
                     total_events: s.total_events,
                     total_duration: s.total_duration,
+                    self_duration: s.self_duration,
                     metric_stats: &s.metric_stats,
                     rejected: s.rejected,
                     dropped: s.dropped,
+                    aggregates: &s.aggregates,
                 })
                 .collect();
-            let doc = serde_json::json!({ "pairs": pairs, "rejected": bus.rejected() });
+            let rejected: u64 = stats.iter().map(|s| s.rejected).sum();
+            let doc = serde_json::json!({ "pairs": pairs, "rejected": rejected });
             writeln!(out, "{doc}").map_err(write)?;
         }
         OutputFormat::Md => {
@@ -109,25 +154,102 @@ pub fn run(args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
     Ok(bad)
 }
 
-/// Emits every good line into `bus`; reports each bad one on `err`. Returns the bad count.
-fn feed(
+struct Outcome {
+    bad: u64,
+    documents: bool,
+}
+
+/// Reads one input: JSONL events, or a JSON document (a `stats` output on one line, or a
+/// pretty-printed `backtest --format json` report), told apart by the first line.
+fn read_input(
     path: &Path,
     input: impl Read,
     bus: &PerformanceEmitter,
+    service: &PerformanceService,
+    err: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let mut reader = BufReader::new(input);
+    let mut first = Vec::new();
+    reader
+        .read_until(b'\n', &mut first)
+        .map_err(|source| CliError::Input {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&first);
+    let trimmed = text.trim();
+    let is_document = trimmed == "{"
+        || serde_json::from_str::<serde_json::Value>(trimmed)
+            .is_ok_and(|v| v.get("pairs").is_some());
+    if !is_document {
+        let bad = feed(path, &first, reader, bus, err)?;
+        return Ok(Outcome {
+            bad,
+            documents: false,
+        });
+    }
+    let mut rest = Vec::new();
+    reader
+        .read_to_end(&mut rest)
+        .map_err(|source| CliError::Input {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    first.extend_from_slice(&rest);
+    let bad = match merge_document(&first, service) {
+        Ok(()) => 0,
+        Err(why) => {
+            let _ = writeln!(err, "{}: {why}", path.display());
+            1
+        }
+    };
+    Ok(Outcome {
+        bad,
+        documents: true,
+    })
+}
+
+/// Merges a document's whole-run statistics into the storage, key by key.
+fn merge_document(bytes: &[u8], service: &PerformanceService) -> Result<(), String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JSON document: {e}"))?;
+    let pairs = match doc.get("pairs") {
+        Some(pairs) => serde_json::from_value::<Vec<PairDoc>>(pairs.clone()),
+        None => serde_json::from_value::<PairDoc>(doc).map(|p| vec![p]),
+    }
+    .map_err(|e| format!("not a stats output or a backtest JSON report: {e}"))?;
+    for pair in &pairs {
+        if pair.aggregates.is_none() {
+            return Err(format!(
+                "{}:{} has no whole-run aggregates (written by an older version); run it again to merge it",
+                pair.symbol, pair.strategy_name
+            ));
+        }
+    }
+    for pair in pairs {
+        let key = StorageKey::new(&pair.symbol, &pair.strategy_name);
+        let aggregates = pair.aggregates.unwrap_or_default();
+        service
+            .storage()
+            .merge(key, aggregates.iter().map(|(m, a)| (*m, a)), pair.rejected);
+    }
+    Ok(())
+}
+
+/// Feeds JSONL events to the bus, `first` being the line already read; reports each bad
+/// line with its number.
+fn feed(
+    path: &Path,
+    first: &[u8],
+    mut reader: impl BufRead,
+    bus: &PerformanceEmitter,
     err: &mut dyn Write,
 ) -> Result<u64, CliError> {
-    let mut reader = BufReader::new(input);
-    let mut buf = Vec::new();
+    let mut buf = first.to_vec();
     let mut bad = 0;
-    for number in 1.. {
-        buf.clear();
-        let read = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| CliError::Input {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if read == 0 {
+    let mut number: u64 = 1;
+    loop {
+        if buf.is_empty() {
             break;
         }
         let problem = match std::str::from_utf8(&buf) {
@@ -145,6 +267,14 @@ fn feed(
             bad += 1;
             let _ = writeln!(err, "{}:{number}: {why}", path.display());
         }
+        buf.clear();
+        reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| CliError::Input {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        number = number.saturating_add(1);
     }
     Ok(bad)
 }

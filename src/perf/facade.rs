@@ -273,13 +273,49 @@ struct Defaults {
     service: PerformanceService,
 }
 
+static DEFAULTS: OnceLock<Defaults> = OnceLock::new();
+static SETTINGS: OnceLock<(StorageConfig, StatsPreset)> = OnceLock::new();
+
 fn defaults() -> &'static Defaults {
-    static DEFAULTS: OnceLock<Defaults> = OnceLock::new();
     DEFAULTS.get_or_init(|| {
+        let (config, preset) = SETTINGS.get().copied().unwrap_or_default();
         let emitter = PerformanceEmitter::new();
-        let service = PerformanceService::attached(&emitter);
+        let service = PerformanceService::attached_with(&emitter, config, preset);
         Defaults { emitter, service }
     })
+}
+
+/// The process-wide bus was already in use: its storage settings can no longer change.
+///
+/// ```
+/// let err = backtest_perf::facade::AlreadyInUse;
+/// assert_eq!(err.to_string(), "the process-wide performance bus is already in use; configure it before the first event, listener or report");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the process-wide performance bus is already in use; configure it before the first event, listener or report"
+)]
+pub struct AlreadyInUse;
+
+/// Sets the storage limits and statistics preset of the process-wide bus and
+/// [`Performance`] facade, once, before their first use (the command line does this for
+/// `--max-events` and `--layout`). Later calls, or a call after first use, fail.
+///
+/// ```
+/// use backtest_perf::{configure_performance, Performance, StatsPreset, StorageConfig};
+/// let config = StorageConfig { max_events: 50_000, ..StorageConfig::default() };
+/// configure_performance(config, StatsPreset::Seed).unwrap();
+/// assert_eq!(backtest_perf::performance_service().storage().config().max_events, 50_000);
+/// assert!(configure_performance(config, StatsPreset::Seed).is_err(), "once");
+/// ```
+pub fn configure_performance(
+    config: StorageConfig,
+    preset: StatsPreset,
+) -> Result<(), AlreadyInUse> {
+    if DEFAULTS.get().is_some() {
+        return Err(AlreadyInUse);
+    }
+    SETTINGS.set((config, preset)).map_err(|_| AlreadyInUse)
 }
 
 /// The process-wide bus. Its storage is subscribed from the start, so the

@@ -526,6 +526,8 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     let _ = writeln!(out, "**Symbol:** {}", escape(&stats.symbol));
     let kept = if window >= stats.total_events {
         "all kept as events".to_string()
+    } else if window == 0 {
+        "no raw events kept: merged from whole-run statistics".to_string()
     } else {
         format!("the newest {} kept as events", thousands(window as f64, 0))
     };

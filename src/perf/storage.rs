@@ -128,6 +128,12 @@ impl KeyStorage {
     #[inline]
     fn push(&mut self, event: &PerformanceContract, max: usize) {
         self.metric(event.metric_type).aggregate.record(event);
+        self.push_window(event, max);
+    }
+
+    /// Keeps the event in the window only (its aggregate is counted elsewhere).
+    #[inline]
+    fn push_window(&mut self, event: &PerformanceContract, max: usize) {
         if self.events.len() >= max
             && let Some(old) = self.events.pop_front()
         {
@@ -135,6 +141,20 @@ impl KeyStorage {
             self.metric(old.metric_type).left_window += 1;
         }
         self.events.push_back(*event);
+    }
+
+    /// Takes in everything `other` holds (another thread's state for the same new key).
+    fn absorb(&mut self, other: KeyStorage, max: usize) {
+        self.rejected = self.rejected.saturating_add(other.rejected);
+        self.dropped = self.dropped.saturating_add(other.dropped);
+        for m in &other.metrics {
+            let state = self.metric(m.metric);
+            state.aggregate.merge(&m.aggregate);
+            state.left_window = state.left_window.saturating_add(m.left_window);
+        }
+        for event in &other.events {
+            self.push_window(event, max);
+        }
     }
 
     fn total_events(&self) -> u64 {
@@ -342,12 +362,9 @@ impl StorageService {
         f(&mut storage);
         let mut shard = self.shards[index].lock();
         if let Some(existing) = shard.get_mut(&key) {
-            // Another thread made the key meanwhile: fold this event's state into it.
+            // Another thread made the key meanwhile: fold this state into it.
             self.len.fetch_sub(1, Ordering::AcqRel);
-            for event in storage.events.iter() {
-                existing.push(event, self.config.max_events);
-            }
-            existing.rejected += storage.rejected;
+            existing.absorb(storage, self.config.max_events);
         } else {
             shard.push(key, storage);
         }
@@ -392,6 +409,39 @@ impl StorageService {
     pub fn record(&self, event: &PerformanceContract) {
         let max = self.config.max_events;
         self.with_key(StorageKey::of(event), |storage| storage.push(event, max));
+    }
+
+    /// Merges whole-run aggregates read elsewhere (another storage, a JSON report) into
+    /// `key`, with `rejected` events: afterwards the key's statistics are those of both
+    /// streams. Their raw events are not here, so those types' percentiles are read from
+    /// the histograms.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// use backtest_perf::stats::Aggregate;
+    /// let storage = StorageService::new(StorageConfig::default());
+    /// let mut elsewhere = Aggregate::default();
+    /// elsewhere.record(&PerformanceContract::new(MetricType::Tick, 2.0, 1.0));
+    /// let key = StorageKey::new("A", "s");
+    /// storage.merge(key, [(MetricType::Tick, &elsewhere)], 1);
+    /// storage.merge(key, [(MetricType::Tick, &elsewhere)], 0);
+    /// let c = storage.counters(key).unwrap();
+    /// assert_eq!((c.total_events, c.window_events, c.rejected), (2, 0, 1));
+    /// ```
+    pub fn merge<'a>(
+        &self,
+        key: StorageKey,
+        aggregates: impl IntoIterator<Item = (MetricType, &'a Aggregate)>,
+        rejected: u64,
+    ) {
+        self.with_key(key, |storage| {
+            storage.rejected = storage.rejected.saturating_add(rejected);
+            for (metric, aggregate) in aggregates {
+                let state = storage.metric(metric);
+                state.aggregate.merge(aggregate);
+                state.left_window = state.left_window.saturating_add(aggregate.count());
+            }
+        });
     }
 
     /// Counts a rejected event under its key.

@@ -23,6 +23,7 @@
 //! ```
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use super::sum::Sum;
 use crate::PerformanceContract;
@@ -36,7 +37,7 @@ const HISTOGRAM_MAX_NS: u64 = (i64::MAX / 2) as u64;
 
 /// A latency histogram that starts with 32-bit counters (half the memory) and moves to
 /// 64-bit ones before any counter could saturate.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum Latencies {
     Small(Histogram<u32>),
     Large(Histogram<u64>),
@@ -52,6 +53,21 @@ impl Default for Latencies {
     }
 }
 
+/// Events a 32-bit histogram takes before it moves to 64-bit counters (small in unit
+/// tests, so the move is tested).
+const SMALL_LIMIT: u64 = if cfg!(test) { 1_000 } else { u32::MAX as u64 };
+
+/// The same histogram with 64-bit counters: its settings *and* its counts
+/// (`Histogram::new_from` copies only the settings).
+fn widen(h: &Histogram<u32>) -> Histogram<u64> {
+    let mut wide = Histogram::<u64>::new_from(h);
+    for v in h.iter_recorded() {
+        // A value of a bucket of `h` lands in the same bucket: this cannot fail.
+        let _ = wide.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
+    }
+    wide
+}
+
 fn to_ns(ms: f64) -> u64 {
     // `as` saturates: NaN cannot reach here (validated), and huge values clamp.
     ((ms * NS_PER_MS).round() as u64).min(HISTOGRAM_MAX_NS)
@@ -62,12 +78,12 @@ impl Latencies {
     fn record(&mut self, ms: f64, count_before: u64) {
         let ns = to_ns(ms);
         if let Latencies::Small(h) = self {
-            if count_before < u64::from(u32::MAX) {
+            if count_before < SMALL_LIMIT {
                 // Auto-resizing up to HISTOGRAM_MAX_NS: recording cannot fail.
                 let _ = h.record(ns);
                 return;
             }
-            *self = Latencies::Large(Histogram::new_from(h));
+            *self = Latencies::Large(widen(h));
         }
         if let Latencies::Large(h) = self {
             let _ = h.record(ns);
@@ -76,13 +92,13 @@ impl Latencies {
 
     fn large(&self) -> Histogram<u64> {
         match self {
-            Latencies::Small(h) => Histogram::new_from(h),
+            Latencies::Small(h) => widen(h),
             Latencies::Large(h) => h.clone(),
         }
     }
 
     fn merge(&mut self, other: &Latencies, count_after: u64) {
-        let both_small = count_after < u64::from(u32::MAX);
+        let both_small = count_after < SMALL_LIMIT;
         match (&mut *self, other) {
             (Latencies::Small(a), Latencies::Small(b)) if both_small => {
                 let _ = a.add(b);
@@ -114,6 +130,19 @@ impl Latencies {
         }
     }
 
+    /// Every non-empty bucket as (a value in it, ns; its count), ascending.
+    fn buckets(&self) -> Vec<(u64, u64)> {
+        fn all<T: hdrhistogram::Counter>(h: &Histogram<T>) -> Vec<(u64, u64)> {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value().as_u64()))
+                .collect()
+        }
+        match self {
+            Latencies::Small(h) => all(h),
+            Latencies::Large(h) => all(h),
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Latencies::Small(h) => h.distinct_values() * 4,
@@ -130,7 +159,8 @@ impl Latencies {
 /// let a = Aggregate::default();
 /// assert_eq!((a.count(), a.total(), a.mean(), a.population_std_dev()), (0, 0.0, 0.0, 0.0));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "AggregateJson", into = "AggregateJson")]
 pub struct Aggregate {
     count: u64,
     total: Sum,
@@ -419,10 +449,162 @@ impl Aggregate {
     }
 }
 
+/// An [`Aggregate`] as JSON: its running values and its histogram's non-empty buckets,
+/// so statistics written by one run merge exactly into another's (`stats` over several
+/// files).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AggregateJson {
+    count: u64,
+    total: f64,
+    self_total: f64,
+    min: f64,
+    max: f64,
+    mean: f64,
+    m2: f64,
+    wait_count: u64,
+    wait_total: f64,
+    wait_min: f64,
+    wait_max: f64,
+    failures: u64,
+    first_start: f64,
+    last_end: f64,
+    /// (a duration in the bucket, ns; events in the bucket), ascending.
+    histogram: Vec<(u64, u64)>,
+}
+
+impl From<Aggregate> for AggregateJson {
+    fn from(a: Aggregate) -> Self {
+        let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+        AggregateJson {
+            count: a.count,
+            total: a.total(),
+            self_total: a.self_total(),
+            min: a.min(),
+            max: a.max(),
+            mean: a.mean,
+            m2: a.m2,
+            wait_count: a.wait_count,
+            wait_total: a.wait_total.value(),
+            wait_min: a.wait_min(),
+            wait_max: a.wait_max(),
+            failures: a.failures,
+            first_start: finite(a.first_start),
+            last_end: finite(a.last_end),
+            histogram: a.latencies.buckets(),
+        }
+    }
+}
+
+impl TryFrom<AggregateJson> for Aggregate {
+    type Error = String;
+
+    /// Refuses what no run could have written: non-finite or negative durations, min
+    /// above max, bucket counts that do not add up to the count.
+    fn try_from(j: AggregateJson) -> Result<Self, String> {
+        let values = [
+            ("total", j.total),
+            ("selfTotal", j.self_total),
+            ("min", j.min),
+            ("max", j.max),
+            ("mean", j.mean),
+            ("m2", j.m2),
+            ("waitTotal", j.wait_total),
+            ("waitMin", j.wait_min),
+            ("waitMax", j.wait_max),
+            ("firstStart", j.first_start),
+            ("lastEnd", j.last_end),
+        ];
+        if let Some((name, value)) = values.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("{name} is {value}; it must be a finite number"));
+        }
+        if j.count == 0 {
+            return Err("count is 0; an aggregate holds at least one event".to_string());
+        }
+        if !(0.0 <= j.min && j.min <= j.max && j.max <= crate::event::MAX_DURATION_MS) {
+            return Err(format!(
+                "min {} and max {} must satisfy 0 <= min <= max <= 1e12 ms",
+                j.min, j.max
+            ));
+        }
+        if j.failures > j.count || j.wait_count > j.count {
+            return Err("failures and waitCount cannot exceed count".to_string());
+        }
+        let mut seen = 0u64;
+        for &(ns, n) in &j.histogram {
+            if ns > HISTOGRAM_MAX_NS {
+                return Err(format!(
+                    "histogram value {ns} ns is above the histogram's range"
+                ));
+            }
+            seen = seen
+                .checked_add(n)
+                .ok_or("histogram counts overflow".to_string())?;
+        }
+        if seen != j.count {
+            return Err(format!(
+                "the histogram holds {seen} events but count is {}",
+                j.count
+            ));
+        }
+        let mut latencies = if seen < SMALL_LIMIT {
+            Latencies::default()
+        } else {
+            Latencies::Large(Histogram::new(3).map_err(|e| e.to_string())?)
+        };
+        for &(ns, n) in &j.histogram {
+            let recorded = match &mut latencies {
+                // Below SMALL_LIMIT every count fits 32 bits.
+                Latencies::Small(h) => h.record_n(ns, u32::try_from(n).unwrap_or(u32::MAX)),
+                Latencies::Large(h) => h.record_n(ns, n),
+            };
+            recorded.map_err(|e| e.to_string())?;
+        }
+        let sum = |x: f64| {
+            let mut s = Sum::default();
+            s.add(x);
+            s
+        };
+        Ok(Aggregate {
+            count: j.count,
+            total: sum(j.total),
+            self_total: sum(j.self_total),
+            min: j.min,
+            max: j.max,
+            mean: j.mean,
+            m2: j.m2,
+            wait_count: j.wait_count,
+            wait_total: sum(j.wait_total),
+            wait_min: if j.wait_count == 0 {
+                f64::INFINITY
+            } else {
+                j.wait_min
+            },
+            wait_max: if j.wait_count == 0 {
+                f64::NEG_INFINITY
+            } else {
+                j.wait_max
+            },
+            failures: j.failures,
+            first_start: j.first_start,
+            last_end: j.last_end,
+            latencies,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::MetricType;
+
+    impl Aggregate {
+        fn default_with(durations: &[f64]) -> Aggregate {
+            let mut a = Aggregate::default();
+            durations.iter().for_each(|&d| a.record(&event(d)));
+            a
+        }
+    }
 
     fn event(d: f64) -> PerformanceContract {
         PerformanceContract::new(MetricType::Tick, d, 1e12)
@@ -460,6 +642,28 @@ mod tests {
     }
 
     #[test]
+    fn moving_to_wide_counters_keeps_every_count() {
+        // Past SMALL_LIMIT (1,000 in tests) the histogram widens its counters.
+        let (mut a, mut b) = (Aggregate::default(), Aggregate::default());
+        for i in 0..1500u32 {
+            a.record(&event(f64::from(i % 100 + 1) / 1e6));
+            b.record(&event(f64::from(i % 100 + 1) / 1e6));
+        }
+        assert!(matches!(a.latencies, Latencies::Large(_)));
+        assert_eq!(
+            a.latencies.buckets().iter().map(|(_, n)| n).sum::<u64>(),
+            1500
+        );
+        assert_eq!(a.percentile(50.0), 50.0 / 1e6, "exact below 2,048 ns");
+        a.merge(&b);
+        assert_eq!(
+            a.latencies.buckets().iter().map(|(_, n)| n).sum::<u64>(),
+            3000
+        );
+        assert_eq!(a.percentile(99.0), 99.0 / 1e6);
+    }
+
+    #[test]
     fn merging_equals_one_stream() {
         let (mut a, mut b, mut both) = (
             Aggregate::default(),
@@ -488,6 +692,52 @@ mod tests {
         for p in [50.0, 95.0, 99.0] {
             assert_eq!(a.percentile(p), both.percentile(p));
         }
+    }
+
+    #[test]
+    fn json_round_trips_and_merges_like_the_original() {
+        let mut a = Aggregate::default();
+        for i in 0..5000 {
+            let d = (i % 97) as f64 * 0.0137 + 0.00002;
+            a.record(&event(d).with_previous_timestamp(1e12 - 1.0));
+        }
+        let json = serde_json::to_string(&a).unwrap();
+        let back: Aggregate = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.count(), a.count());
+        assert_eq!((back.min(), back.max()), (a.min(), a.max()));
+        assert_eq!(back.population_std_dev(), a.population_std_dev());
+        for p in [50.0, 95.0, 99.0] {
+            assert_eq!(back.percentile(p), a.percentile(p));
+        }
+        let mut twice = a.clone();
+        twice.merge(&back);
+        assert_eq!(twice.count(), 10_000);
+        assert_eq!(twice.percentile(50.0), a.percentile(50.0));
+    }
+
+    #[test]
+    fn json_that_no_run_could_write_is_refused_with_its_reason() {
+        let good = serde_json::to_value(Aggregate::default_with(&[1.0, 2.0])).unwrap();
+        let bad = |field: &str, value: serde_json::Value| {
+            let mut doc = good.clone();
+            doc[field] = value;
+            serde_json::from_value::<Aggregate>(doc)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            bad("count", 3.into()),
+            "the histogram holds 2 events but count is 3"
+        );
+        assert_eq!(
+            bad("min", (-1.0).into()),
+            "min -1 and max 2 must satisfy 0 <= min <= max <= 1e12 ms"
+        );
+        assert_eq!(
+            bad("count", 0.into()),
+            "count is 0; an aggregate holds at least one event"
+        );
+        assert!(bad("cooldwon", 1.into()).contains("unknown field `cooldwon`"));
     }
 
     #[test]

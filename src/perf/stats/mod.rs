@@ -285,6 +285,10 @@ pub struct PerformanceStatistics {
     /// Keys the storage evicted to stay within its key cap, over all keys.
     #[serde(default)]
     pub evicted_keys: u64,
+    /// The whole-run aggregates behind `metricStats` (default preset), histograms
+    /// included: what `stats` merges when given this JSON.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aggregates: BTreeMap<MetricType, Aggregate>,
 }
 
 impl PerformanceStatistics {
@@ -368,6 +372,7 @@ impl PerformanceStatistics {
             rejected,
             dropped,
             evicted_keys: 0,
+            aggregates: BTreeMap::new(),
         }
     }
 
@@ -393,6 +398,7 @@ impl PerformanceStatistics {
         let mut total_events = 0u64;
         let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
         let mut metric_stats = BTreeMap::new();
+        let mut aggregates = BTreeMap::new();
         for m in &snapshot.metrics {
             let a = &m.aggregate;
             total.add(a.total());
@@ -412,6 +418,7 @@ impl PerformanceStatistics {
             });
             let stats = MetricStats::from_aggregate(m.metric, a, window.as_deref_mut());
             metric_stats.insert(m.metric, stats);
+            aggregates.insert(m.metric, a.clone());
         }
         PerformanceStatistics {
             symbol: key.symbol,
@@ -425,6 +432,7 @@ impl PerformanceStatistics {
             rejected: snapshot.rejected,
             dropped: snapshot.dropped,
             evicted_keys: 0,
+            aggregates,
         }
     }
 }

@@ -11,7 +11,7 @@
 /// }
 /// assert_eq!(sum.value(), 1.0); // a naive loop gives 0.9999999999999999
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sum {
     total: f64,
     compensation: f64,
