@@ -95,3 +95,73 @@ fn by_default_no_tracker_and_no_slow_hooks_on_a_quick_run() {
     assert!(result.tracker.is_none());
     assert_eq!(result.slow_hooks_total, result.slow_hooks.len() as u64);
 }
+
+/// The user's step through `ctx.tracker()` is an event on the bus, nested under
+/// `getSignal`, with the tracker off (the default); with 1 tick in 4 timed, counts stay
+/// exact and only the timed ticks' operations carry durations.
+#[test]
+fn user_steps_reach_the_bus_nested_and_sampling_keeps_counts_exact() {
+    use backtest_perf::PerformanceService;
+    for sample_every in [1, 4] {
+        let exchange = exchange();
+        let bus = PerformanceEmitter::new();
+        let service = PerformanceService::attached_with(
+            &bus,
+            backtest_perf::StorageConfig {
+                max_events: 100_000,
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        let config = BacktestConfig {
+            sample_every,
+            ..BacktestConfig::default()
+        };
+        let result = Backtest::new(&exchange, "TRK")
+            .unwrap()
+            .with_bus(bus)
+            .with_config(config)
+            .run(&mut Measured)
+            .unwrap();
+        let data = service.get_data("TRK", "measured");
+        let frames = result.frames as usize;
+        let timed = frames.div_ceil(sample_every as usize);
+        for metric in [
+            MetricType::Tick,
+            MetricType::GetSignal,
+            MetricType::custom("mean"),
+        ] {
+            let m = &data.metric_stats[&metric];
+            assert_eq!(
+                (m.count, m.untimed as usize),
+                (frames, frames - timed),
+                "{metric}"
+            );
+        }
+        // Every timed `mean` sits under a timed getSignal, which sits under a tick.
+        let by_id = |id: u64| data.events.iter().find(|e| e.id == Some(id)).unwrap();
+        let means: Vec<_> = data
+            .events
+            .iter()
+            .filter(|e| e.metric_type == MetricType::custom("mean"))
+            .collect();
+        assert_eq!(means.len(), timed);
+        for mean in means {
+            let signal = by_id(mean.parent_id.unwrap());
+            assert_eq!(signal.metric_type, MetricType::GetSignal);
+            assert_eq!(
+                by_id(signal.parent_id.unwrap()).metric_type,
+                MetricType::Tick
+            );
+            assert!(signal.self_time() <= signal.duration - mean.duration + 1e-9);
+        }
+        // Self times add up to the ticks' durations: nothing counted twice.
+        let ticks = &data.metric_stats[&MetricType::Tick];
+        let self_sum: f64 = data.metric_stats.values().map(|m| m.self_duration).sum();
+        assert!(
+            (self_sum - ticks.total_duration).abs() < 1e-6,
+            "{self_sum} vs {}",
+            ticks.total_duration
+        );
+    }
+}

@@ -14,7 +14,7 @@ use backtest_perf::engine::{
 use backtest_perf::export::chrome_trace::write_chrome_trace;
 use backtest_perf::export::html::write_html;
 use backtest_perf::export::json::write_json;
-use backtest_perf::report::{Unit, default_columns, human, table, thousands};
+use backtest_perf::report::{Unit, default_columns, human, sampling, table, thousands};
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::TrackerReport;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
@@ -52,6 +52,8 @@ pub struct BacktestArgs {
     pub formats: Vec<super::ReportFormat>,
     /// Raw events kept per symbol:strategy (the statistics cover every event).
     pub max_events: usize,
+    /// Time 1 tick in this many (1: every tick).
+    pub sample: u32,
     /// The report layout: the whole run, or backtest-kit's over the window.
     pub layout: super::LayoutArg,
     /// Write each run's Chrome trace.
@@ -85,6 +87,7 @@ impl Default for BacktestArgs {
             formats: vec![super::ReportFormat::Md],
             max_events: StorageConfig::default().max_events,
             layout: super::LayoutArg::WholeRun,
+            sample: 1,
             trace: false,
             alerts: None,
             #[cfg(feature = "prometheus")]
@@ -169,6 +172,10 @@ pub struct BacktestCli {
     /// (ms with 2 decimals, over the newest --max-events events) byte for byte.
     #[arg(long, value_enum, default_value_t = super::LayoutArg::WholeRun)]
     pub layout: super::LayoutArg,
+    /// Time 1 tick in N (the first, then every N-th) with everything nested inside it;
+    /// the others are counted, not timed, so counts stay exact. The reports say so.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sample: u32,
     /// A slow-hook threshold, e.g. `getSignal=5` or `tick=0.5` (ms; repeat for several).
     /// Defaults: getCandles 50, getSignal 5, the others 100.
     #[arg(long = "slow", value_name = "HOOK=MS", value_parser = parse_threshold)]
@@ -209,6 +216,7 @@ impl BacktestArgs {
             formats: cli.format,
             max_events: cli.max_events,
             layout: cli.layout,
+            sample: cli.sample,
             trace: cli.trace,
             alerts,
             #[cfg(feature = "prometheus")]
@@ -309,6 +317,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     }
     let config = BacktestConfig {
         tracker,
+        sample_every: args.sample,
         ..BacktestConfig::default()
     };
     let bar = super::progress_bar(
@@ -410,6 +419,9 @@ fn print_result(result: &BacktestResult) {
         human(stats.wall_duration),
         Unit::for_stats(&stats).label()
     );
+    if let Some(note) = sampling(&stats) {
+        println!("sampled: {note}");
+    }
     print!("{}", table(&stats, &default_columns()));
 }
 

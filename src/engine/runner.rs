@@ -39,6 +39,9 @@ pub struct BacktestConfig {
     /// The run's tracker (disabled by default), and the thresholds slow hooks are
     /// judged by (those apply whenever hooks are timed).
     pub tracker: TrackerOptions,
+    /// Time 1 tick in this many (the first, then every N-th), with everything nested
+    /// inside it; the others are counted, not timed. 1 (the default) times every tick.
+    pub sample_every: u32,
 }
 
 impl Default for BacktestConfig {
@@ -48,6 +51,7 @@ impl Default for BacktestConfig {
             entry_wait_minutes: 120,
             vwap_candles: 5,
             tracker: TrackerOptions::disabled(),
+            sample_every: 1,
         }
     }
 }
@@ -366,7 +370,11 @@ impl<'a> Backtest<'a> {
         let mut last_call: Option<Millis> = None;
         let (mut unreported, mut passed) = (0, 0);
         let mut when = self.frame.start;
+        let sample_every = u64::from(self.config.sample_every.max(1));
         while when <= self.frame.end {
+            if sample_every > 1 {
+                timer.set_timed(result.frames % sample_every == 0);
+            }
             let tick = timer.start_tick();
             let mut next = when + self.frame.interval.millis();
             if last_call.is_none_or(|t| when - t >= throttle) {

@@ -127,6 +127,10 @@ pub(crate) struct HookTimer {
     tracker: Tracker,
     /// The thread's CPU time when the current tick started, while the tracker records.
     tick_cpu_ns: Option<u64>,
+    /// Whether the current tick is left untimed (sampling), and the hooks so left since
+    /// the last flush.
+    paused: bool,
+    untimed: [u64; 5],
 }
 
 impl HookTimer {
@@ -154,17 +158,25 @@ impl HookTimer {
             slow_total: 0,
             tracker,
             tick_cpu_ns: None,
+            paused: false,
+            untimed: [0; 5],
+        }
+    }
+
+    /// Times the hooks from now on (`true`), or only counts them (`false`: a tick a
+    /// sampled run leaves untimed, with everything nested inside it).
+    #[inline]
+    pub(crate) fn set_timed(&mut self, timed: bool) {
+        if self.paused == timed {
+            self.paused = !timed;
+            span::set_untimed(!timed);
         }
     }
 
     /// Starts timing a hook now.
     #[inline]
     pub(crate) fn start(&self) -> Started {
-        Started(
-            self.bus
-                .is_enabled()
-                .then(|| span::enter_at(span::now_ns())),
-        )
+        Started((!self.paused && self.bus.is_enabled()).then(|| span::enter_at(span::now_ns())))
     }
 
     /// Starts timing a tick. While the tracker keeps a timeline, the thread's CPU time is
@@ -188,6 +200,9 @@ impl HookTimer {
     #[inline]
     pub(crate) fn finish(&mut self, hook: Hook, started: Started, when: Millis) -> Ended {
         let Some(open) = started.0 else {
+            if self.paused {
+                self.untimed[hook as usize] += 1;
+            }
             return Ended(None);
         };
         let end = span::now_ns();
@@ -198,8 +213,10 @@ impl HookTimer {
     /// Finishes a hook at a moment already read by [`finish`](Self::finish).
     #[inline]
     pub(crate) fn finish_at(&mut self, hook: Hook, started: Started, end: Ended, when: Millis) {
-        if let (Some(open), Some(end)) = (started.0, end.0) {
-            self.record(hook, open, end, when);
+        match (started.0, end.0) {
+            (Some(open), Some(end)) => self.record(hook, open, end, when),
+            _ if self.paused => self.untimed[hook as usize] += 1,
+            _ => {}
         }
     }
 
@@ -273,14 +290,20 @@ impl HookTimer {
         (std::mem::take(&mut self.slow), self.slow_total)
     }
 
-    /// Hands buffered events to the bus now.
+    /// Hands buffered events, and the counts of untimed hooks, to the bus now.
     pub(crate) fn flush(&mut self) {
         self.bus.emit_batch(&mut self.buffer);
+        for (i, metric) in MetricType::BUILT_IN.into_iter().enumerate() {
+            let count = std::mem::take(&mut self.untimed[i]);
+            self.bus
+                .count_untimed(&self.symbol, &self.strategy, metric, count);
+        }
     }
 }
 
 impl Drop for HookTimer {
     fn drop(&mut self) {
+        self.set_timed(true);
         self.flush();
     }
 }

@@ -80,6 +80,9 @@ pub trait Sink: Send + Sync + 'static {
     fn on_event(&self, _event: &PerformanceContract) {}
     /// Called with every event the bus rejected, and why.
     fn on_rejected(&self, _event: &PerformanceContract, _reason: &InvalidEvent) {}
+    /// Called with operations that ran but were not timed (a sampled run leaves most
+    /// ticks untimed): `count` more of `metric` for `key`, with no duration.
+    fn on_untimed(&self, _key: StorageKey, _metric: MetricType, _count: u64) {}
     /// Called with a run of valid events from [`PerformanceEmitter::emit_batch`], in order.
     /// The default hands them to [`on_event`](Sink::on_event) one by one; override it to
     /// take a lock once per batch.
@@ -532,6 +535,10 @@ impl PerformanceEmitter {
         if !self.is_enabled() {
             return f();
         }
+        if span::is_untimed() {
+            self.count_untimed(symbol, strategy, metric.into(), 1);
+            return f();
+        }
         let open = span::enter_at(span::now_ns());
         let result = f();
         let end = span::now_ns();
@@ -594,6 +601,31 @@ impl PerformanceEmitter {
             .with_strategy(strategy);
         let _ = self.emit(event);
         output
+    }
+
+    /// Counts `count` operations of `metric` for `symbol`:`strategy` that ran but were
+    /// not timed (sampling), so counts stay exact. Sinks hear of it through
+    /// [`Sink::on_untimed`]; listeners get events only.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A")).unwrap();
+    /// bus.count_untimed("A", "", MetricType::Tick, 31);
+    /// let tick = &service.get_data("A", "").metric_stats[&MetricType::Tick];
+    /// assert_eq!((tick.count, tick.untimed, tick.avg_duration), (32, 31, 1.0));
+    /// ```
+    pub fn count_untimed(&self, symbol: &str, strategy: &str, metric: MetricType, count: u64) {
+        if count == 0 || !self.is_enabled() {
+            return;
+        }
+        let key = StorageKey::new(symbol, strategy);
+        for (_, subscriber) in self.inner.subscribers.load().iter() {
+            if let Subscriber::Sink(sink) = subscriber {
+                sink.on_untimed(key, metric, count);
+            }
+        }
     }
 
     /// Adds a sink that runs on the emitting thread; returns its id for [`remove`](Self::remove).

@@ -550,6 +550,9 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
         );
     }
     let _ = writeln!(out, "**Metric types:** {}", stats.metric_stats.len());
+    if let Some(note) = sampling(stats) {
+        let _ = writeln!(out, "**Sampled:** {note}");
+    }
     if stats.rejected > 0 {
         let _ = writeln!(
             out,
@@ -614,6 +617,46 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     }
     out.push_str(" Wait times are the intervals between consecutive events of the same type.\n");
     out
+}
+
+/// What a sampled run timed, in words; `None` when every operation was timed.
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0).with_symbol("A")).unwrap();
+/// bus.count_untimed("A", "", MetricType::Tick, 31);
+/// assert_eq!(
+///     backtest_perf::report::sampling(&service.get_data("A", "")).unwrap(),
+///     "1 of 32 ticks timed, with everything nested inside them; Count includes the untimed operations, the durations cover the timed ones"
+/// );
+/// ```
+pub fn sampling(stats: &PerformanceStatistics) -> Option<String> {
+    let untimed: u64 = stats.metric_stats.values().map(|m| m.untimed).sum();
+    if untimed == 0 {
+        return None;
+    }
+    let (timed, all, what) = match stats
+        .metric_stats
+        .values()
+        .find(|m| m.metric_type.as_str() == "tick")
+    {
+        Some(tick) => (
+            (tick.count as u64).saturating_sub(tick.untimed),
+            tick.count as u64,
+            "ticks",
+        ),
+        None => {
+            let all: u64 = stats.metric_stats.values().map(|m| m.count as u64).sum();
+            (all.saturating_sub(untimed), all, "operations")
+        }
+    };
+    Some(format!(
+        "{} of {} {what} timed, with everything nested inside them; Count includes the untimed operations, the durations cover the timed ones",
+        thousands(timed as f64, 0),
+        thousands(all as f64, 0)
+    ))
 }
 
 /// Renders backtest-kit's report layout byte for byte: its header, the total-duration

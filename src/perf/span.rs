@@ -114,6 +114,33 @@ thread_local! {
     /// (next id, end of the block): both 0 before the first id.
     static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     static STACK: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    static UNTIMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as inside an operation that a sampled run leaves untimed (the engine
+/// does this for the ticks it does not time): [`crate::facade::time`] and the tracker
+/// then count their operations without timing them, so the whole tick with everything
+/// nested inside it is either timed or not.
+///
+/// ```
+/// use backtest_perf::span::{is_untimed, set_untimed};
+/// set_untimed(true);
+/// assert!(is_untimed());
+/// set_untimed(false);
+/// assert!(!is_untimed());
+/// ```
+pub fn set_untimed(untimed: bool) {
+    UNTIMED.with(|u| u.set(untimed));
+}
+
+/// Whether this thread is inside an untimed (not sampled) operation.
+///
+/// ```
+/// assert!(!backtest_perf::span::is_untimed());
+/// ```
+#[inline]
+pub fn is_untimed() -> bool {
+    UNTIMED.with(Cell::get)
 }
 
 /// A new operation id, unique within the process run, from 1 up to [`MAX_ID`].

@@ -94,6 +94,8 @@ struct MetricState {
     aggregate: Aggregate,
     /// Events of this type that left the window: its percentiles are no longer exact.
     left_window: u64,
+    /// Operations of this type that ran untimed (sampling).
+    untimed: u64,
 }
 
 #[derive(Default)]
@@ -116,6 +118,7 @@ impl KeyStorage {
                     metric,
                     aggregate: Aggregate::default(),
                     left_window: 0,
+                    untimed: 0,
                 });
                 let last = self.metrics.len() - 1;
                 &mut self.metrics[last]
@@ -151,6 +154,7 @@ impl KeyStorage {
             let state = self.metric(m.metric);
             state.aggregate.merge(&m.aggregate);
             state.left_window = state.left_window.saturating_add(m.left_window);
+            state.untimed = state.untimed.saturating_add(m.untimed);
         }
         for event in &other.events {
             self.push_window(event, max);
@@ -192,7 +196,7 @@ pub struct Snapshot {
 /// ```
 /// use backtest_perf::storage::MetricSnapshot;
 /// use backtest_perf::MetricType;
-/// let m = MetricSnapshot { metric: MetricType::Tick, aggregate: Default::default(), left_window: 0 };
+/// let m = MetricSnapshot { metric: MetricType::Tick, aggregate: Default::default(), left_window: 0, untimed: 0 };
 /// assert_eq!(m.aggregate.count(), 0);
 /// ```
 #[derive(Clone, Debug)]
@@ -203,6 +207,8 @@ pub struct MetricSnapshot {
     pub aggregate: Aggregate,
     /// How many of them left the window (their percentiles are read from the histogram).
     pub left_window: u64,
+    /// Operations of this type that ran but were not timed (a sampled run).
+    pub untimed: u64,
 }
 
 /// A key's counters, read without copying anything: [`StorageService::counters`].
@@ -481,6 +487,7 @@ impl StorageService {
                     metric: m.metric,
                     aggregate: m.aggregate.clone(),
                     left_window: m.left_window,
+                    untimed: m.untimed,
                 })
                 .collect(),
             rejected: storage.rejected,
@@ -587,6 +594,13 @@ impl Sink for StorageService {
 
     fn on_rejected(&self, event: &PerformanceContract, _reason: &InvalidEvent) {
         self.record_rejected(event);
+    }
+
+    fn on_untimed(&self, key: StorageKey, metric: MetricType, count: u64) {
+        self.with_key(key, |storage| {
+            let state = storage.metric(metric);
+            state.untimed = state.untimed.saturating_add(count);
+        });
     }
 
     /// One lock per run of events with the same key.

@@ -212,6 +212,9 @@ pub fn render_html(
         stats.rejected,
         stats.dropped
     );
+    if let Some(note) = report::sampling(stats) {
+        let _ = writeln!(html, "<p class=\"meta\">Sampled: {}</p>", esc(&note));
+    }
     let rows = sorted_rows(stats);
     let unit = report::Unit::for_stats(stats);
     let _ = write!(

@@ -85,8 +85,11 @@ impl StatsPreset {
 pub struct MetricStats {
     /// The metric type.
     pub metric_type: MetricType,
-    /// Number of events.
+    /// Number of operations: the timed events, plus the untimed ones of a sampled run.
     pub count: usize,
+    /// Operations counted but not timed (a sampled run); the durations cover the others.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub untimed: u64,
     /// Sum of durations.
     pub total_duration: f64,
     /// Sum of self times: durations less the operations nested inside them.
@@ -120,6 +123,10 @@ pub struct MetricStats {
 
 fn exact_by_default() -> bool {
     true
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl MetricStats {
@@ -162,6 +169,7 @@ impl MetricStats {
         MetricStats {
             metric_type,
             count,
+            untimed: 0,
             total_duration: total,
             self_duration: total,
             avg_duration: avg,
@@ -213,6 +221,7 @@ impl MetricStats {
         MetricStats {
             metric_type,
             count: usize::try_from(aggregate.count()).unwrap_or(usize::MAX),
+            untimed: 0,
             total_duration: aggregate.total(),
             self_duration: aggregate.self_total(),
             avg_duration: aggregate.mean(),
@@ -416,7 +425,11 @@ impl PerformanceStatistics {
                     .map(|e| e.duration)
                     .collect()
             });
-            let stats = MetricStats::from_aggregate(m.metric, a, window.as_deref_mut());
+            let mut stats = MetricStats::from_aggregate(m.metric, a, window.as_deref_mut());
+            stats.untimed = m.untimed;
+            stats.count = stats
+                .count
+                .saturating_add(usize::try_from(m.untimed).unwrap_or(usize::MAX));
             metric_stats.insert(m.metric, stats);
             aggregates.insert(m.metric, a.clone());
         }

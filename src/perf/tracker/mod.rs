@@ -362,6 +362,20 @@ impl Inner {
         }
     }
 
+    /// Counts an operation of a sampled run's untimed tick on the bus, if the tracker has
+    /// one.
+    #[cold]
+    fn count_untimed(&self, name: &str) {
+        if let Some(target) = &self.bus {
+            target.bus.count_untimed(
+                &target.symbol,
+                &target.strategy,
+                MetricType::custom(name),
+                1,
+            );
+        }
+    }
+
     /// Puts a closed operation on the bus, if the tracker has one.
     fn emit(&self, name: &str, closed: &span::Closed, end_ns: u64) {
         let Some(target) = &self.bus else { return };
@@ -608,6 +622,10 @@ impl Tracker {
     pub fn start(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) -> Span<'_> {
         match &self.inner {
             None => Span::NONE,
+            Some(inner) if span::is_untimed() => {
+                inner.count_untimed(&name.into());
+                Span::NONE
+            }
             Some(inner) => begin(inner, name.into(), meta),
         }
     }
