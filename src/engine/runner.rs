@@ -373,7 +373,7 @@ impl<'a> Backtest<'a> {
         let sample_every = u64::from(self.config.sample_every.max(1));
         while when <= self.frame.end {
             if sample_every > 1 {
-                timer.set_timed(result.frames % sample_every == 0);
+                timer.set_timed(result.frames.is_multiple_of(sample_every));
             }
             let tick = timer.start_tick();
             let mut next = when + self.frame.interval.millis();
