@@ -27,7 +27,17 @@ pub struct BenchResult {
     pub events_per_s: f64,
     pub get_data_ms_per_pair: f64,
     pub get_report_ms_per_pair: f64,
+    /// Peak RSS of the bus, storage and listener under this load (read before the
+    /// year backtests below, whose candles alone take 25 MB).
     pub peak_rss_mb: Option<f64>,
+    /// The largest whole-run state of one metric type of one key: the aggregate and its
+    /// histogram, KB.
+    pub key_state_kb_per_type: f64,
+    /// One year of 1-minute SMA crossover (525,600 frames): median of 5 runs, ms, with
+    /// tracking off, on, and timing 1 tick in 32.
+    pub year_backtest_off_ms: f64,
+    pub year_backtest_on_ms: f64,
+    pub year_backtest_sampled_32_ms: f64,
 }
 
 /// Durations are drawn once into a table this long and cycled, so that drawing them is
@@ -125,6 +135,20 @@ pub fn run(
             report_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
     }
+    let key_state_kb_per_type = pairs
+        .iter()
+        .filter_map(|(symbol, strategy)| {
+            service
+                .storage()
+                .snapshot(backtest_perf::StorageKey::new(symbol, strategy))
+        })
+        .flat_map(|s| s.metrics)
+        .map(|m| {
+            (std::mem::size_of_val(&m.aggregate) + m.aggregate.histogram_bytes()) as f64 / 1024.0
+        })
+        .fold(0.0, f64::max);
+    let peak_rss_mb = peak_rss_mb();
+    let (off, on, sampled) = year_backtests();
     BenchResult {
         events: args.events,
         emit_s: emitted,
@@ -132,8 +156,47 @@ pub fn run(
         events_per_s: args.events as f64 / total,
         get_data_ms_per_pair: median(&mut data_ms),
         get_report_ms_per_pair: median(&mut report_ms),
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb,
+        key_state_kb_per_type,
+        year_backtest_off_ms: off,
+        year_backtest_on_ms: on,
+        year_backtest_sampled_32_ms: sampled,
     }
+}
+
+/// One year of 1-minute SMA crossover on a bus of its own (storage attached), tracking
+/// off, on, and sampled 1 tick in 32: the median of 5 runs of each, ms, interleaved so
+/// that a slower moment of the machine touches all three alike.
+fn year_backtests() -> (f64, f64, f64) {
+    use backtest_perf::engine::{Backtest, BacktestConfig, SyntheticConfig, SyntheticExchange};
+    use backtest_perf::strategies::SmaCrossover;
+    let Ok(exchange) = SyntheticExchange::new(Name::new("YEAR"), SyntheticConfig::days(365)) else {
+        return (0.0, 0.0, 0.0);
+    };
+    let bus = PerformanceEmitter::new();
+    let service = PerformanceService::attached(&bus);
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..5 {
+        for (i, (enabled, sample_every)) in
+            [(false, 1), (true, 1), (true, 32)].into_iter().enumerate()
+        {
+            bus.set_enabled(enabled);
+            service.clear_all();
+            let config = BacktestConfig {
+                sample_every,
+                ..BacktestConfig::default()
+            };
+            let Ok(backtest) = Backtest::new(&exchange, "YEAR") else {
+                return (0.0, 0.0, 0.0);
+            };
+            let backtest = backtest.with_bus(bus.clone()).with_config(config);
+            let t0 = Instant::now();
+            let _ = std::hint::black_box(backtest.run(&mut SmaCrossover::default()));
+            times[i].push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let [mut off, mut on, mut sampled] = times;
+    (median(&mut off), median(&mut on), median(&mut sampled))
 }
 
 fn median(values: &mut [f64]) -> f64 {

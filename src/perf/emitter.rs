@@ -407,10 +407,29 @@ impl PerformanceEmitter {
                 .position(|e| StorageKey::of(e) != key)
                 .unwrap_or(rest.len());
             let (same, tail) = rest.split_at_mut(run);
+            // The run's last timestamp per metric type, looked up once per type: a batch
+            // from the engine holds a handful of types.
+            let mut last: Vec<(MetricType, Option<f64>)> = Vec::new();
             let mut map = self.inner.series[series_shard(&key)].lock();
             for event in same {
-                let last = chain_step(&mut map, key, event.metric_type, event.timestamp);
-                fill_previous(event, last);
+                let slot = match last.iter().position(|(m, _)| *m == event.metric_type) {
+                    Some(slot) => slot,
+                    None => {
+                        let known = map
+                            .get(&key)
+                            .and_then(|c| c.iter().find(|(m, _)| *m == event.metric_type))
+                            .map(|(_, t)| *t);
+                        last.push((event.metric_type, known));
+                        last.len() - 1
+                    }
+                };
+                let previous = last[slot].1.replace(event.timestamp);
+                fill_previous(event, previous);
+            }
+            for (metric, timestamp) in last {
+                if let Some(timestamp) = timestamp {
+                    chain_step(&mut map, key, metric, timestamp);
+                }
             }
             rest = tail;
         }

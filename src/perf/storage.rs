@@ -92,8 +92,12 @@ impl Default for StorageConfig {
 struct MetricState {
     metric: MetricType,
     aggregate: Aggregate,
-    /// Events of this type that left the window: its percentiles are no longer exact.
-    left_window: u64,
+    /// The key's count of pushed events when this type's first event came: while the
+    /// window's oldest event is no newer, every event of the type is still in it (and its
+    /// percentiles are exact). Known without reading the events that fall off the window.
+    first_seq: u64,
+    /// Merged from elsewhere (no raw events here): percentiles come from the histogram.
+    merged: bool,
     /// Operations of this type that ran untimed (sampling).
     untimed: u64,
 }
@@ -104,6 +108,8 @@ struct KeyStorage {
     events: VecDeque<PerformanceContract>,
     /// A handful of types per key: a linear scan beats hashing.
     metrics: Vec<MetricState>,
+    /// Events pushed since the key was made.
+    pushed: u64,
     rejected: u64,
     dropped: u64,
 }
@@ -117,7 +123,8 @@ impl KeyStorage {
                 self.metrics.push(MetricState {
                     metric,
                     aggregate: Aggregate::default(),
-                    left_window: 0,
+                    first_seq: self.pushed,
+                    merged: false,
                     untimed: 0,
                 });
                 let last = self.metrics.len() - 1;
@@ -137,13 +144,14 @@ impl KeyStorage {
     /// Keeps the event in the window only (its aggregate is counted elsewhere).
     #[inline]
     fn push_window(&mut self, event: &PerformanceContract, max: usize) {
-        if self.events.len() >= max
-            && let Some(old) = self.events.pop_front()
-        {
+        if self.events.len() >= max {
+            // Not read: the oldest event is cold in memory, and `first_seq` tells which
+            // types it could have belonged to.
+            self.events.pop_front();
             self.dropped += 1;
-            self.metric(old.metric_type).left_window += 1;
         }
         self.events.push_back(*event);
+        self.pushed += 1;
     }
 
     /// Takes in everything `other` holds (another thread's state for the same new key).
@@ -153,7 +161,7 @@ impl KeyStorage {
         for m in &other.metrics {
             let state = self.metric(m.metric);
             state.aggregate.merge(&m.aggregate);
-            state.left_window = state.left_window.saturating_add(m.left_window);
+            state.merged = true;
             state.untimed = state.untimed.saturating_add(m.untimed);
         }
         for event in &other.events {
@@ -177,7 +185,7 @@ impl KeyStorage {
 /// let snapshot = storage.snapshot(StorageKey::new("A", "")).unwrap();
 /// assert_eq!((snapshot.events.len(), snapshot.dropped), (1, 1));
 /// let tick = &snapshot.metrics[0];
-/// assert_eq!((tick.metric, tick.aggregate.count(), tick.left_window), (MetricType::Tick, 2, 1));
+/// assert_eq!((tick.metric, tick.aggregate.count(), tick.all_in_window), (MetricType::Tick, 2, false));
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -196,7 +204,7 @@ pub struct Snapshot {
 /// ```
 /// use backtest_perf::storage::MetricSnapshot;
 /// use backtest_perf::MetricType;
-/// let m = MetricSnapshot { metric: MetricType::Tick, aggregate: Default::default(), left_window: 0, untimed: 0 };
+/// let m = MetricSnapshot { metric: MetricType::Tick, aggregate: Default::default(), all_in_window: true, untimed: 0 };
 /// assert_eq!(m.aggregate.count(), 0);
 /// ```
 #[derive(Clone, Debug)]
@@ -205,8 +213,9 @@ pub struct MetricSnapshot {
     pub metric: MetricType,
     /// Every event of this type since the key was created or cleared.
     pub aggregate: Aggregate,
-    /// How many of them left the window (their percentiles are read from the histogram).
-    pub left_window: u64,
+    /// Whether every event of this type is still in the window (then its percentiles are
+    /// computed exactly from the events; otherwise read from the histogram).
+    pub all_in_window: bool,
     /// Operations of this type that ran but were not timed (a sampled run).
     pub untimed: u64,
 }
@@ -445,7 +454,7 @@ impl StorageService {
             for (metric, aggregate) in aggregates {
                 let state = storage.metric(metric);
                 state.aggregate.merge(aggregate);
-                state.left_window = state.left_window.saturating_add(aggregate.count());
+                state.merged = true;
             }
         });
     }
@@ -478,6 +487,7 @@ impl StorageService {
     pub fn snapshot(&self, key: StorageKey) -> Option<Snapshot> {
         let shard = self.shard(&key).lock();
         let storage = shard.peek(&key)?;
+        let oldest = storage.pushed.saturating_sub(storage.events.len() as u64);
         Some(Snapshot {
             events: storage.events.iter().rev().copied().collect(),
             metrics: storage
@@ -486,7 +496,7 @@ impl StorageService {
                 .map(|m| MetricSnapshot {
                     metric: m.metric,
                     aggregate: m.aggregate.clone(),
-                    left_window: m.left_window,
+                    all_in_window: !m.merged && m.first_seq >= oldest,
                     untimed: m.untimed,
                 })
                 .collect(),
@@ -647,7 +657,7 @@ mod tests {
         assert_eq!(stamps, [9.0, 8.0, 7.0]);
         assert_eq!((snapshot.rejected, snapshot.dropped), (0, 7));
         let tick = &snapshot.metrics[0];
-        assert_eq!((tick.aggregate.count(), tick.left_window), (10, 7));
+        assert_eq!((tick.aggregate.count(), tick.all_in_window), (10, false));
     }
 
     #[test]
@@ -753,6 +763,34 @@ mod tests {
             );
             assert_eq!(storage.evicted(), keys.saturating_sub(cap) as u64);
         }
+    }
+
+    #[test]
+    fn a_type_stays_exact_while_all_its_events_are_in_the_window() {
+        let storage = StorageService::new(StorageConfig {
+            max_events: 3,
+            max_keys: 8,
+        });
+        let e = |metric: MetricType, t: f64| {
+            PerformanceContract::new(metric, 1.0, t)
+                .with_symbol("A")
+                .with_strategy("s")
+        };
+        storage.record(&e(MetricType::Tick, 1.0));
+        for t in 2..=4 {
+            storage.record(&e(MetricType::GetSignal, f64::from(t)));
+        }
+        let snapshot = storage.snapshot(StorageKey::new("A", "s")).unwrap();
+        let exact: Vec<(MetricType, bool)> = snapshot
+            .metrics
+            .iter()
+            .map(|m| (m.metric, m.all_in_window))
+            .collect();
+        // The tick fell off the window; the three signals are all still in it.
+        assert_eq!(
+            exact,
+            [(MetricType::Tick, false), (MetricType::GetSignal, true)]
+        );
     }
 
     #[test]

@@ -113,20 +113,28 @@ impl Latencies {
 
     /// The value (ns) of the event at 1-based `rank` in ascending order: the middle of
     /// its histogram bucket.
-    fn at_rank(&self, rank: u64) -> u64 {
-        fn walk<T: hdrhistogram::Counter>(h: &Histogram<T>, rank: u64) -> u64 {
+    /// [`at_rank`](Self::at_rank) for several ranks, ascending, in one walk.
+    fn at_ranks(&self, ranks: &[u64]) -> Vec<u64> {
+        fn walk<T: hdrhistogram::Counter>(h: &Histogram<T>, ranks: &[u64]) -> Vec<u64> {
+            let mut found = Vec::with_capacity(ranks.len());
             let mut seen = 0u64;
             for v in h.iter_recorded() {
                 seen = seen.saturating_add(v.count_at_value().as_u64());
-                if seen >= rank {
-                    return h.median_equivalent(v.value_iterated_to());
+                while let Some(&rank) = ranks.get(found.len())
+                    && seen >= rank
+                {
+                    found.push(h.median_equivalent(v.value_iterated_to()));
+                }
+                if found.len() == ranks.len() {
+                    return found;
                 }
             }
-            h.max()
+            found.resize(ranks.len(), h.max());
+            found
         }
         match self {
-            Latencies::Small(h) => walk(h, rank),
-            Latencies::Large(h) => walk(h, rank),
+            Latencies::Small(h) => walk(h, ranks),
+            Latencies::Large(h) => walk(h, ranks),
         }
     }
 
@@ -427,15 +435,38 @@ impl Aggregate {
     /// assert_eq!(fast.percentile(50.0), 41.0 / 1e6);
     /// ```
     pub fn percentile(&self, p: f64) -> f64 {
+        self.percentiles(&[p])[0]
+    }
+
+    /// [`percentile`](Self::percentile) for several percentiles (ascending) in one walk of
+    /// the histogram.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract};
+    /// let mut a = backtest_perf::stats::Aggregate::default();
+    /// for ns in 1..=1000 { a.record(&PerformanceContract::new(MetricType::Tick, ns as f64 / 1e6, 1.0)); }
+    /// assert_eq!(a.percentiles(&[50.0, 95.0, 99.0]), [500.0 / 1e6, 950.0 / 1e6, 990.0 / 1e6]);
+    /// ```
+    pub fn percentiles(&self, ps: &[f64]) -> Vec<f64> {
         if self.count == 0 {
-            return 0.0;
+            return vec![0.0; ps.len()];
         }
-        let rank = super::percentile::nearest_rank(self.count, p);
-        if rank == self.count {
-            return self.max;
-        }
-        let ms = self.latencies.at_rank(rank) as f64 / NS_PER_MS;
-        ms.clamp(self.min, self.max)
+        let ranks: Vec<u64> = ps
+            .iter()
+            .map(|&p| super::percentile::nearest_rank(self.count, p))
+            .collect();
+        let values = self.latencies.at_ranks(&ranks);
+        ranks
+            .iter()
+            .zip(values)
+            .map(|(&rank, ns)| {
+                if rank == self.count {
+                    self.max
+                } else {
+                    (ns as f64 / NS_PER_MS).clamp(self.min, self.max)
+                }
+            })
+            .collect()
     }
 
     /// Bytes the histogram's counters take now (the rest of the aggregate is fixed size).

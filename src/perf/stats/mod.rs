@@ -211,12 +211,10 @@ impl MetricStats {
                 let p = |q| percentile(durations, q, PercentileMethod::NearestRank);
                 (p(50.0), p(95.0), p(99.0), true)
             }
-            None => (
-                aggregate.percentile(50.0),
-                aggregate.percentile(95.0),
-                aggregate.percentile(99.0),
-                false,
-            ),
+            None => match aggregate.percentiles(&[50.0, 95.0, 99.0])[..] {
+                [p50, p95, p99] => (p50, p95, p99, false),
+                _ => (0.0, 0.0, 0.0, false),
+            },
         };
         MetricStats {
             metric_type,
@@ -408,7 +406,13 @@ impl PerformanceStatistics {
         let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
         let mut metric_stats = BTreeMap::new();
         let mut aggregates = BTreeMap::new();
-        for m in &snapshot.metrics {
+        let Snapshot {
+            events,
+            metrics,
+            rejected,
+            dropped,
+        } = snapshot;
+        for m in metrics {
             let a = &m.aggregate;
             total.add(a.total());
             self_total.add(a.self_total());
@@ -417,9 +421,8 @@ impl PerformanceStatistics {
                 start = start.min(s);
                 end = end.max(e);
             }
-            let mut window: Option<Vec<f64>> = (m.left_window == 0).then(|| {
-                snapshot
-                    .events
+            let mut window: Option<Vec<f64>> = m.all_in_window.then(|| {
+                events
                     .iter()
                     .filter(|e| e.metric_type == m.metric)
                     .map(|e| e.duration)
@@ -431,7 +434,7 @@ impl PerformanceStatistics {
                 .count
                 .saturating_add(usize::try_from(m.untimed).unwrap_or(usize::MAX));
             metric_stats.insert(m.metric, stats);
-            aggregates.insert(m.metric, a.clone());
+            aggregates.insert(m.metric, m.aggregate);
         }
         PerformanceStatistics {
             symbol: key.symbol,
@@ -441,9 +444,9 @@ impl PerformanceStatistics {
             self_duration: self_total.value(),
             wall_duration: if end >= start { end - start } else { 0.0 },
             metric_stats,
-            events: snapshot.events,
-            rejected: snapshot.rejected,
-            dropped: snapshot.dropped,
+            events,
+            rejected,
+            dropped,
             evicted_keys: 0,
             aggregates,
         }
