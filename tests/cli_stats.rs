@@ -140,7 +140,16 @@ fn a_missing_file_says_so() {
 #[test]
 fn bench_prints_one_json_line_with_every_field() {
     let out = bin()
-        .args(["bench", "--events", "20000", "--pairs", "3", "--types", "7"])
+        .args([
+            "bench",
+            "--events",
+            "20000",
+            "--pairs",
+            "3",
+            "--types",
+            "7",
+            "--skip-backtest",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -177,11 +186,17 @@ fn bench_prints_one_json_line_with_every_field() {
         "get_data_ms_per_pair",
         "get_report_ms_per_pair",
         "peak_rss_mb",
+        "key_state_kb_per_type",
+        "year_backtest_off_ms",
+        "year_backtest_on_ms",
+        "year_backtest_sampled_32_ms",
     ];
     expected.sort();
     assert_eq!(keys, expected);
     assert_eq!(doc["events"], json!(20000));
     assert!(doc["events_per_s"].as_f64().unwrap() > 0.0);
+    assert!(doc["key_state_kb_per_type"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["year_backtest_on_ms"], Value::Null, "skipped");
 }
 
 /// `stats` over a JSONL file, its JSON output fed back, and the same events from

@@ -79,6 +79,9 @@ pub enum Command {
         /// Metric types, round-robin (the five hooks first).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1_000))]
         types: u64,
+        /// Leave out the year backtests (their fields print as null).
+        #[arg(long)]
+        skip_backtest: bool,
     },
 }
 
@@ -283,11 +286,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             events,
             pairs,
             types,
+            skip_backtest,
         }) => {
             let args = bench::BenchArgs {
                 events,
                 pairs: pairs as usize,
                 types: types as usize,
+                backtest: !skip_backtest,
             };
             let result = bench::run(&args, performance_emitter(), performance_service());
             println!(
