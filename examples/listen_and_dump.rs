@@ -4,18 +4,7 @@
 //! cargo run --example listen_and_dump
 //! ```
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-use backtest_perf::{
-    MetricType, Performance, PerformanceContract, listen_performance, performance_emitter,
-};
-
-fn now_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0)
-}
+use backtest_perf::{MetricType, Performance, PerformanceContract, listen_performance, time};
 
 /// Some work worth timing: a moving average over a price series.
 fn moving_average(prices: &[f64], window: usize) -> Vec<f64> {
@@ -41,23 +30,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prices: Vec<f64> = (0..50_000)
         .map(|i| 100.0 + (i as f64 / 500.0).sin() * 5.0)
         .collect();
-    let work = MetricType::custom("movingAverage");
     for window in [5, 20, 50, 200, 1000] {
-        let started = Instant::now();
-        let averages = moving_average(&prices, window);
-        let event =
-            PerformanceContract::new(work, started.elapsed().as_secs_f64() * 1000.0, now_ms())
-                .with_symbol("BTCUSDT")
-                .with_strategy("my-strategy");
-        performance_emitter().emit(event)?;
+        // One event per call, measured once with the crate's clock; a `time` inside
+        // this closure would be nested under it.
+        let averages = time("movingAverage", "BTCUSDT", "my-strategy", || {
+            moving_average(&prices, window)
+        });
         std::hint::black_box(averages);
     }
     slow.flush();
 
     let stats = Performance::get_data("BTCUSDT", "my-strategy");
+    let work = &stats.metric_stats[&MetricType::custom("movingAverage")];
     println!(
         "{} events, {:.3} ms in total, p95 {:.3} ms",
-        stats.total_events, stats.total_duration, stats.metric_stats[&work].p95
+        stats.total_events, stats.total_duration, work.p95
     );
     let path = Performance::dump("BTCUSDT", "my-strategy")?;
     println!("report written to {}", path.display());

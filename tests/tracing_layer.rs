@@ -54,3 +54,46 @@ fn instrumented_functions_become_performance_events() {
     );
     assert!(data.metric_stats[&MetricType::custom("get_signal")].avg_wait_time >= 2.0);
 }
+
+#[tracing::instrument(fields(symbol = "SOLUSDT", strategy = "breakout"))]
+fn outer_step() {
+    inner_step();
+}
+
+/// No fields of its own: it takes its parent's symbol and strategy.
+#[tracing::instrument]
+fn inner_step() {
+    std::thread::sleep(std::time::Duration::from_millis(1));
+}
+
+#[test]
+fn a_child_span_inherits_the_key_and_nests_with_its_id_and_self_time() {
+    let bus = PerformanceEmitter::new();
+    let seen: Arc<Mutex<Vec<PerformanceContract>>> = Arc::default();
+    let s = seen.clone();
+    let sub = bus.listen(move |e: &PerformanceContract| s.lock().unwrap().push(*e));
+    let subscriber = tracing_subscriber::registry().with(PerformanceLayer::new(bus.clone()));
+    tracing::subscriber::with_default(subscriber, outer_step);
+    sub.flush();
+    let events = seen.lock().unwrap();
+    let (inner, outer) = (events[0], events[1]);
+    assert_eq!(inner.metric_type, MetricType::custom("inner_step"));
+    assert_eq!(
+        (
+            inner.symbol.unwrap().as_str(),
+            inner.strategy_name.unwrap().as_str()
+        ),
+        ("SOLUSDT", "breakout"),
+        "inherited from the parent span"
+    );
+    assert_eq!(inner.parent_id, outer.id);
+    assert_eq!(outer.parent_id, None);
+    // The outer span's self time leaves the inner one out.
+    let expected = outer.duration - inner.duration;
+    assert!(
+        (outer.self_time() - expected).abs() < 1e-6,
+        "{} vs {expected}",
+        outer.self_time()
+    );
+    assert!(inner.duration >= 1.0);
+}

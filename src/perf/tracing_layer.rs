@@ -3,8 +3,10 @@
 //! tracked with no other change.
 //!
 //! The span's name becomes the `metricType`; its `symbol` and `strategy` (or
-//! `strategy_name`) fields become the key. The duration runs from the span's creation to
-//! its close, awaits included.
+//! `strategy_name`) fields become the key, inherited from the nearest ancestor span that
+//! has them. The duration runs from the span's creation to its close, awaits included,
+//! measured with the process clock of [`crate::span`] like every other event; the event
+//! carries its own id, its parent span's id, and its self time (less its child spans).
 //!
 //! ```
 //! use backtest_perf::tracing_layer::PerformanceLayer;
@@ -25,7 +27,6 @@
 //! ```
 
 use std::fmt::Debug;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::Subscriber;
 use tracing::field::{Field, Visit};
@@ -36,6 +37,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::emitter::PerformanceEmitter;
 use super::event::{MetricType, PerformanceContract};
 use super::name::Name;
+use super::span;
 
 /// Puts closed spans on a performance bus; see the [module documentation](self).
 ///
@@ -71,7 +73,10 @@ impl PerformanceLayer {
 
 /// What the layer keeps in each span's extensions.
 struct Timing {
-    start: Instant,
+    id: u64,
+    start_ns: u64,
+    /// Time spent in child spans that closed, ns.
+    children_ns: u64,
     symbol: Option<Name>,
     strategy: Option<Name>,
 }
@@ -105,10 +110,21 @@ where
             return;
         }
         let Some(span) = ctx.span(id) else { return };
+        let (symbol, strategy) = span
+            .parent()
+            .and_then(|parent| {
+                parent
+                    .extensions()
+                    .get::<Timing>()
+                    .map(|t| (t.symbol, t.strategy))
+            })
+            .unwrap_or((None, None));
         let mut timing = Timing {
-            start: Instant::now(),
-            symbol: None,
-            strategy: None,
+            id: span::next_id(),
+            start_ns: span::now_ns(),
+            children_ns: 0,
+            symbol,
+            strategy,
         };
         attrs.record(&mut timing);
         span.extensions_mut().insert(timing);
@@ -124,20 +140,29 @@ where
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
+        let end_ns = span::now_ns();
         let extensions = span.extensions();
         let Some(timing) = extensions.get::<Timing>() else {
             return;
         };
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        let duration_ns = end_ns.saturating_sub(timing.start_ns);
+        let parent = span.parent();
+        let parent_id = parent.as_ref().and_then(|p| {
+            let mut parent_extensions = p.extensions_mut();
+            let parent_timing = parent_extensions.get_mut::<Timing>()?;
+            parent_timing.children_ns = parent_timing.children_ns.saturating_add(duration_ns);
+            Some(parent_timing.id)
+        });
         let event = PerformanceContract {
             symbol: timing.symbol,
             strategy_name: timing.strategy,
+            self_duration: Some(duration_ns.saturating_sub(timing.children_ns) as f64 / 1e6),
+            id: Some(timing.id),
+            parent_id,
             ..PerformanceContract::new(
                 MetricType::parse(span.name()),
-                timing.start.elapsed().as_secs_f64() * 1000.0,
-                timestamp,
+                duration_ns as f64 / 1e6,
+                span::epoch_ms(end_ns),
             )
         };
         // A span's own measurement is always valid; a rejection would only be counted.
