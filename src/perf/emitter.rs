@@ -58,8 +58,8 @@ use parking_lot::Mutex;
 
 use super::event::{InvalidEvent, MetricType, PerformanceContract};
 use super::key::{Prehashed, StorageKey};
-use super::listener::ListenerShared;
 use super::span;
+use futures::future::BoxFuture;
 
 /// A subscriber that runs on the emitting thread. Keep it quick: every `emit` waits for it.
 ///
@@ -83,6 +83,14 @@ pub trait Sink: Send + Sync + 'static {
     /// Called with operations that ran but were not timed (a sampled run leaves most
     /// ticks untimed): `count` more of `metric` for `key`, with no duration.
     fn on_untimed(&self, _key: StorageKey, _metric: MetricType, _count: u64) {}
+    /// A future that completes once everything handed to this sink so far was handled,
+    /// for sinks that hand events on to work of their own (a listener's queue);
+    /// [`PerformanceEmitter::flush_async`] waits for it. `None`: handled on arrival.
+    fn drained(self: Arc<Self>) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+    /// The bus is gone: no event will come again (a listener ends its worker).
+    fn on_bus_dropped(&self) {}
     /// Called with a run of valid events from [`PerformanceEmitter::emit_batch`], in order.
     /// The default hands them to [`on_event`](Sink::on_event) one by one; override it to
     /// take a lock once per batch.
@@ -127,11 +135,8 @@ pub struct Rejected {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SubscriberId(u64);
 
-#[derive(Clone)]
-pub(crate) enum Subscriber {
-    Sink(Arc<dyn Sink>),
-    Listener(Arc<ListenerShared>),
-}
+/// Every subscriber is a sink: listeners are sinks that queue events for a worker.
+type Subscriber = Arc<dyn Sink>;
 
 const SERIES_SHARDS: usize = 16;
 
@@ -214,9 +219,7 @@ impl Drop for EmitterInner {
     /// Listeners of a bus that is gone can never receive anything: end their workers.
     fn drop(&mut self) {
         for (_, subscriber) in self.subscribers.load().iter() {
-            if let Subscriber::Listener(listener) = subscriber {
-                listener.close();
-            }
+            subscriber.on_bus_dropped();
         }
     }
 }
@@ -338,10 +341,7 @@ impl PerformanceEmitter {
         }
         self.chain(&mut event);
         for (_, subscriber) in subscribers.iter() {
-            match subscriber {
-                Subscriber::Sink(sink) => sink.on_event(&event),
-                Subscriber::Listener(listener) => listener.offer(&event),
-            }
+            subscriber.on_event(&event);
         }
         Ok(())
     }
@@ -387,10 +387,7 @@ impl PerformanceEmitter {
         }
         self.chain_batch(events);
         for (_, subscriber) in subscribers.iter() {
-            match subscriber {
-                Subscriber::Sink(sink) => sink.on_batch(events),
-                Subscriber::Listener(listener) => listener.offer_batch(events),
-            }
+            subscriber.on_batch(events);
         }
         let delivered = events.len();
         events.clear();
@@ -486,9 +483,7 @@ impl PerformanceEmitter {
     ) -> Rejected {
         self.inner.rejected.fetch_add(1, Ordering::Relaxed);
         for (_, subscriber) in subscribers {
-            if let Subscriber::Sink(sink) = subscriber {
-                sink.on_rejected(&event, &reason);
-            }
+            subscriber.on_rejected(&event, &reason);
         }
         Rejected { event, reason }
     }
@@ -641,9 +636,7 @@ impl PerformanceEmitter {
         }
         let key = StorageKey::new(symbol, strategy);
         for (_, subscriber) in self.inner.subscribers.load().iter() {
-            if let Subscriber::Sink(sink) = subscriber {
-                sink.on_untimed(key, metric, count);
-            }
+            subscriber.on_untimed(key, metric, count);
         }
     }
 
@@ -661,7 +654,7 @@ impl PerformanceEmitter {
     /// assert_eq!(bus.subscriber_count(), 0);
     /// ```
     pub fn add_sink(&self, sink: Arc<dyn Sink>) -> SubscriberId {
-        self.add(Subscriber::Sink(sink))
+        self.add(sink)
     }
 
     pub(crate) fn add(&self, subscriber: Subscriber) -> SubscriberId {
@@ -775,18 +768,15 @@ impl PerformanceEmitter {
     /// # });
     /// ```
     pub async fn flush_async(&self) {
-        let listeners: Vec<Arc<ListenerShared>> = self
+        let drains: Vec<BoxFuture<'static, ()>> = self
             .inner
             .subscribers
             .load()
             .iter()
-            .filter_map(|(_, s)| match s {
-                Subscriber::Listener(l) => Some(l.clone()),
-                Subscriber::Sink(_) => None,
-            })
+            .filter_map(|(_, s)| Arc::clone(s).drained())
             .collect();
-        for listener in listeners {
-            listener.flush_async().await;
+        for drained in drains {
+            drained.await;
         }
     }
 

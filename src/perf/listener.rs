@@ -49,7 +49,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::{Condvar, Mutex};
 
-use super::emitter::{EmitterInner, PerformanceEmitter, Subscriber, SubscriberId};
+use super::emitter::{EmitterInner, PerformanceEmitter, Sink, SubscriberId};
 use super::event::PerformanceContract;
 
 /// What a listener callback may return: `()` or `Result<(), E>` with a displayable error.
@@ -144,6 +144,26 @@ pub(crate) struct ListenerShared {
     drained: tokio::sync::Notify,
     emitter: Weak<EmitterInner>,
     id: Mutex<Option<SubscriberId>>,
+}
+
+/// A listener is a sink that queues what it is handed for its worker thread.
+impl Sink for ListenerShared {
+    #[inline]
+    fn on_event(&self, event: &PerformanceContract) {
+        self.offer(event);
+    }
+
+    fn on_batch(&self, events: &[PerformanceContract]) {
+        self.offer_batch(events);
+    }
+
+    fn drained(self: Arc<Self>) -> Option<BoxFuture<'static, ()>> {
+        Some(Box::pin(async move { self.flush_async().await }))
+    }
+
+    fn on_bus_dropped(&self) {
+        self.close();
+    }
 }
 
 impl ListenerShared {
@@ -385,7 +405,7 @@ pub(crate) fn subscribe(
         tracing::error!(target: "backtest_perf::listener", "could not start a listener thread: {e}");
         shared.closed.store(true, Ordering::SeqCst);
     }
-    let id = emitter.add(Subscriber::Listener(shared.clone()));
+    let id = emitter.add_sink(shared.clone());
     *shared.id.lock() = Some(id);
     Subscription {
         shared,
