@@ -60,18 +60,9 @@ pub struct BacktestArgs {
     pub trace: bool,
     /// Check these alert rules on each run's statistics.
     pub alerts: Option<AlertManager>,
-    /// Serve Prometheus metrics here while running.
-    #[cfg(feature = "prometheus")]
-    pub metrics_addr: Option<String>,
-    /// Write the Prometheus metrics as a textfile at the end.
-    #[cfg(feature = "prometheus")]
-    pub metrics_textfile: bool,
-    /// Send spans to this OTLP/HTTP endpoint.
-    #[cfg(feature = "otel")]
-    pub otlp_endpoint: Option<String>,
-    /// Write spans to this OTLP-JSON file.
-    #[cfg(feature = "otel")]
-    pub otlp_file: Option<PathBuf>,
+    /// The exporters' flags (owned by the exporters' module; empty without their features).
+    #[cfg_attr(not(any(feature = "prometheus", feature = "otel")), allow(dead_code))]
+    pub exporters: super::exporters::ExporterArgs,
 }
 
 impl Default for BacktestArgs {
@@ -90,14 +81,7 @@ impl Default for BacktestArgs {
             sample: 1,
             trace: false,
             alerts: None,
-            #[cfg(feature = "prometheus")]
-            metrics_addr: None,
-            #[cfg(feature = "prometheus")]
-            metrics_textfile: false,
-            #[cfg(feature = "otel")]
-            otlp_endpoint: None,
-            #[cfg(feature = "otel")]
-            otlp_file: None,
+            exporters: super::exporters::ExporterArgs::default(),
         }
     }
 }
@@ -131,16 +115,8 @@ pub struct BacktestCli {
     /// chrome://tracing) into the output folder.
     #[arg(long)]
     pub trace: bool,
-    /// Serve Prometheus metrics on http://ADDR/metrics while the backtests run
-    /// (default 127.0.0.1:9464 when given without an address).
-    #[cfg(feature = "prometheus")]
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
-    pub metrics_addr: Option<String>,
-    /// Write the Prometheus metrics to OUT/backtest-perf.prom at the end (for the
-    /// node_exporter textfile collector or a Pushgateway).
-    #[cfg(feature = "prometheus")]
-    #[arg(long)]
-    pub metrics_textfile: bool,
+    #[command(flatten)]
+    pub exporters: super::exporters::ExporterArgs,
     /// Alert rules (a JSON array, see the README), checked on each run's statistics at
     /// its end; what fires is logged on stderr.
     #[arg(long, value_name = "RULES.json")]
@@ -152,15 +128,6 @@ pub struct BacktestCli {
     #[cfg(feature = "webhook")]
     #[arg(long, value_name = "URL", requires = "alerts")]
     pub alert_webhook: Option<String>,
-    /// Send one OpenTelemetry span per hook to this OTLP/HTTP endpoint
-    /// (e.g. http://localhost:4318/v1/traces).
-    #[cfg(feature = "otel")]
-    #[arg(long, value_name = "URL")]
-    pub otlp_endpoint: Option<String>,
-    /// Write one OpenTelemetry span per hook to this file as OTLP-JSON lines.
-    #[cfg(feature = "otel")]
-    #[arg(long, value_name = "FILE")]
-    pub otlp_file: Option<PathBuf>,
     /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
     #[arg(long)]
     pub timeline: bool,
@@ -219,14 +186,7 @@ impl BacktestArgs {
             sample: cli.sample,
             trace: cli.trace,
             alerts,
-            #[cfg(feature = "prometheus")]
-            metrics_addr: cli.metrics_addr,
-            #[cfg(feature = "prometheus")]
-            metrics_textfile: cli.metrics_textfile,
-            #[cfg(feature = "otel")]
-            otlp_endpoint: cli.otlp_endpoint,
-            #[cfg(feature = "otel")]
-            otlp_file: cli.otlp_file,
+            exporters: cli.exporters,
         })
     }
 }
@@ -338,12 +298,12 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         })
         .collect::<Result<_, CliError>>()?;
     #[cfg(feature = "prometheus")]
-    let metrics = super::exporters::Metrics::start(args, &config.tracker.thresholds)?;
+    let metrics = super::exporters::Metrics::start(&args.exporters, &config.tracker.thresholds)?;
     #[cfg(feature = "otel")]
-    let spans = super::exporters::Spans::start(args, &config.tracker.thresholds)?;
+    let spans = super::exporters::Spans::start(&args.exporters, &config.tracker.thresholds)?;
     let results = run_parallel(jobs, args.threads);
     #[cfg(feature = "prometheus")]
-    metrics.finish(args)?;
+    metrics.finish(&args.exporters, &args.out)?;
     #[cfg(feature = "otel")]
     spans.finish()?;
     if let Some(bar) = bar {

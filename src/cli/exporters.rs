@@ -1,5 +1,8 @@
 //! The optional exporters of `backtest`: Prometheus (feature `prometheus`) and
-//! OpenTelemetry (feature `otel`).
+//! OpenTelemetry (feature `otel`), with the flags that turn them on.
+
+#[cfg(feature = "otel")]
+use std::path::PathBuf;
 
 #[cfg(feature = "prometheus")]
 use std::sync::Arc;
@@ -11,8 +14,30 @@ use backtest_perf::thresholds::Thresholds;
 
 #[cfg(any(feature = "prometheus", feature = "otel"))]
 use super::CliError;
-#[cfg(any(feature = "prometheus", feature = "otel"))]
-use super::backtest::BacktestArgs;
+
+/// The exporters' flags, flattened into `backtest`'s.
+#[derive(clap::Args, Debug, Default)]
+pub struct ExporterArgs {
+    /// Serve Prometheus metrics on http://ADDR/metrics while the backtests run
+    /// (default 127.0.0.1:9464 when given without an address).
+    #[cfg(feature = "prometheus")]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    pub metrics_addr: Option<String>,
+    /// Write the Prometheus metrics to OUT/backtest-perf.prom at the end (for the
+    /// node_exporter textfile collector or a Pushgateway).
+    #[cfg(feature = "prometheus")]
+    #[arg(long)]
+    pub metrics_textfile: bool,
+    /// Send one OpenTelemetry span per hook to this OTLP/HTTP endpoint
+    /// (e.g. http://localhost:4318/v1/traces).
+    #[cfg(feature = "otel")]
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Write one OpenTelemetry span per hook to this file as OTLP-JSON lines.
+    #[cfg(feature = "otel")]
+    #[arg(long, value_name = "FILE")]
+    pub otlp_file: Option<PathBuf>,
+}
 
 /// The Prometheus exporter of a `backtest` call, and its endpoint.
 #[cfg(feature = "prometheus")]
@@ -24,7 +49,7 @@ pub struct Metrics {
 #[cfg(feature = "prometheus")]
 impl Metrics {
     /// Starts what the flags ask for (nothing when they ask for nothing).
-    pub fn start(args: &BacktestArgs, thresholds: &Thresholds) -> Result<Self, CliError> {
+    pub fn start(args: &ExporterArgs, thresholds: &Thresholds) -> Result<Self, CliError> {
         use backtest_perf::export::prometheus::PrometheusExporter;
         if args.metrics_addr.is_none() && !args.metrics_textfile {
             return Ok(Metrics {
@@ -53,9 +78,9 @@ impl Metrics {
     }
 
     /// Writes the textfile, if asked for.
-    pub fn finish(&self, args: &BacktestArgs) -> Result<(), CliError> {
+    pub fn finish(&self, args: &ExporterArgs, out: &std::path::Path) -> Result<(), CliError> {
         if let (Some(exporter), true) = (&self.exporter, args.metrics_textfile) {
-            let path = exporter.write_textfile(&args.out, "backtest-perf")?;
+            let path = exporter.write_textfile(out, "backtest-perf")?;
             println!("metrics: {}", path.display());
         }
         Ok(())
@@ -72,7 +97,7 @@ pub struct Spans {
 #[cfg(feature = "otel")]
 impl Spans {
     /// Starts what the flags ask for (nothing when they ask for nothing).
-    pub fn start(args: &BacktestArgs, thresholds: &Thresholds) -> Result<Self, CliError> {
+    pub fn start(args: &ExporterArgs, thresholds: &Thresholds) -> Result<Self, CliError> {
         use backtest_perf::export::otel::{
             Batched, OtlpHttpExporter, OtlpJsonFileExporter, listen,
         };
