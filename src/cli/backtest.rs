@@ -14,7 +14,7 @@ use backtest_perf::engine::{
 use backtest_perf::export::chrome_trace::write_chrome_trace;
 use backtest_perf::export::html::write_html;
 use backtest_perf::export::json::write_json;
-use backtest_perf::report::{Unit, default_columns, human, sampling, table, thousands};
+use backtest_perf::report::{Unit, coverage, default_columns, human, sampling, table, thousands};
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::TrackerReport;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
@@ -128,7 +128,8 @@ pub struct BacktestCli {
     #[cfg(feature = "webhook")]
     #[arg(long, value_name = "URL", requires = "alerts")]
     pub alert_webhook: Option<String>,
-    /// Print the timeline of each strategy's slowest tick (tracks every hook of the run).
+    /// Print the timeline of each strategy's slowest tick after the first (a warm-up), and
+    /// whether its thread ran or waited; memory holds only the slowest few ticks.
     #[arg(long)]
     pub timeline: bool,
     /// Raw events kept per symbol:strategy, for the JSON report's events and the
@@ -364,17 +365,10 @@ fn print_result(result: &BacktestResult) {
     if stats.total_events == 0 {
         return;
     }
-    let window = if stats.events.len() >= stats.total_events {
-        "all kept as events".to_string()
-    } else {
-        format!(
-            "the newest {} kept as events",
-            thousands(stats.events.len() as f64, 0)
-        )
-    };
     println!(
-        "{} events (statistics over all of them; {window}); time in hooks {} (self time), wall time {}; durations in {}:",
+        "{} events ({}); time in hooks {} (self time), wall time {}; durations in {}:",
         thousands(stats.total_events as f64, 0),
+        coverage(&stats),
         human(stats.self_duration),
         human(stats.wall_duration),
         Unit::for_stats(&stats).label()
@@ -431,11 +425,11 @@ fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
     }
 }
 
-/// The run's tracker report and the id of its slowest tick, if it was tracked.
 /// Ticks `--timeline` keeps besides the warm-up: the slowest ones.
 const TIMELINE_TICKS: usize = 3;
 
-/// The slowest tick after the first (the warm-up), from the tracker's kept subtrees.
+/// The run's tracker report and the id of its slowest tick after the first (the warm-up),
+/// from the tracker's kept subtrees, if it was tracked.
 fn slowest_tick(result: &BacktestResult) -> Option<(&TrackerReport, u64)> {
     let report = result.tracker.as_ref()?;
     let root = report

@@ -600,16 +600,7 @@ impl PerformanceEmitter {
         );
         let output = future.await;
         let end = span::now_ns();
-        let duration_ns = end.saturating_sub(start);
-        if let Some(parent) = parent {
-            span::add_child_time(parent, duration_ns);
-        }
-        let closed = span::Closed {
-            id,
-            parent,
-            duration_ns,
-            self_ns: duration_ns,
-        };
+        let closed = span::close_detached(id, parent, start, end);
         let event = closed_event(metric, &closed, end)
             .with_symbol(symbol)
             .with_strategy(strategy);

@@ -522,19 +522,12 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
         return out;
     }
     let total = stats.total_events as f64;
-    let window = stats.events.len();
     let _ = writeln!(out, "**Symbol:** {}", escape(&stats.symbol));
-    let kept = if window >= stats.total_events {
-        "all kept as events".to_string()
-    } else if window == 0 {
-        "no raw events kept: merged from whole-run statistics".to_string()
-    } else {
-        format!("the newest {} kept as events", thousands(window as f64, 0))
-    };
     let _ = writeln!(
         out,
-        "**Events:** {} (statistics over all of them; {kept})",
-        thousands(total, 0)
+        "**Events:** {} ({})",
+        thousands(total, 0),
+        coverage(stats)
     );
     let _ = writeln!(
         out,
@@ -617,6 +610,28 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     }
     out.push_str(" Wait times are the intervals between consecutive events of the same type.\n");
     out
+}
+
+/// What the statistics cover and what the window keeps, in words: every output of a run
+/// says it the same way.
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, StorageKey};
+/// use backtest_perf::stats::{PerformanceStatistics, StatsPreset};
+/// let events = vec![PerformanceContract::new(MetricType::Tick, 1.0, 1.0)];
+/// let stats = PerformanceStatistics::compute(StorageKey::new("A", "s"), events, 0, 0, StatsPreset::Seed);
+/// assert_eq!(backtest_perf::report::coverage(&stats), "statistics over all of them; all kept as events");
+/// ```
+pub fn coverage(stats: &PerformanceStatistics) -> String {
+    let window = stats.events.len();
+    let kept = if window >= stats.total_events {
+        "all kept as events".to_string()
+    } else if window == 0 {
+        "no raw events kept: merged from whole-run statistics".to_string()
+    } else {
+        format!("the newest {} kept as events", thousands(window as f64, 0))
+    };
+    format!("statistics over all of them; {kept}")
 }
 
 /// What a sampled run timed, in words; `None` when every operation was timed.

@@ -276,6 +276,30 @@ pub fn add_child_time(parent: u64, ns: u64) {
     });
 }
 
+/// Closes an operation measured without the thread's stack (an async one, which may move
+/// threads): it ran from `start_ns` to `end_ns` under `parent`, whose self time leaves it
+/// out if `parent` is open on this thread; its own self time is its whole duration.
+///
+/// ```
+/// use backtest_perf::span::{close_detached, enter_at, exit_at};
+/// let outer = enter_at(0);
+/// let inner = close_detached(42, Some(outer.id), 10, 40);
+/// assert_eq!((inner.duration_ns, inner.self_ns, inner.parent), (30, 30, Some(outer.id)));
+/// assert_eq!(exit_at(outer, 100).self_ns, 70);
+/// ```
+pub fn close_detached(id: u64, parent: Option<u64>, start_ns: u64, end_ns: u64) -> Closed {
+    let duration_ns = end_ns.saturating_sub(start_ns);
+    if let Some(parent) = parent {
+        add_child_time(parent, duration_ns);
+    }
+    Closed {
+        id,
+        parent,
+        duration_ns,
+        self_ns: duration_ns,
+    }
+}
+
 /// The id of the innermost operation open on this thread, if any.
 ///
 /// ```

@@ -193,19 +193,12 @@ pub fn render_html(
         html.push_str("<p>No performance metrics recorded yet.</p></body></html>\n");
         return html;
     }
-    let window = if stats.events.len() >= stats.total_events {
-        "all kept as events".to_string()
-    } else {
-        format!(
-            "the newest {} kept as events",
-            thousands(stats.events.len() as f64, 0)
-        )
-    };
     let _ = writeln!(
         html,
-        "<p class=\"meta\"><span>Symbol: <b>{}</b></span><span>Events: <b>{}</b> (statistics over all of them; {window})</span><span>Time in hooks: <b>{}</b> (self time)</span><span>Wall time: <b>{}</b></span><span>Metric types: <b>{}</b></span><span>Rejected: <b>{}</b></span><span>Left the window: <b>{}</b></span></p>",
+        "<p class=\"meta\"><span>Symbol: <b>{}</b></span><span>Events: <b>{}</b> ({})</span><span>Time in hooks: <b>{}</b> (self time)</span><span>Wall time: <b>{}</b></span><span>Metric types: <b>{}</b></span><span>Rejected: <b>{}</b></span><span>Left the window: <b>{}</b></span></p>",
         esc(&stats.symbol),
         thousands(stats.total_events as f64, 0),
+        esc(&report::coverage(stats)),
         report::human(stats.self_duration),
         report::human(stats.wall_duration),
         stats.metric_stats.len(),

@@ -670,16 +670,8 @@ impl Tracker {
         let start_ns = inner.now();
         let value = future.await;
         let end_ns = inner.now();
-        let duration_ns = end_ns.saturating_sub(start_ns);
-        if let Some(parent) = parent {
-            span::add_child_time(parent, duration_ns);
-        }
-        let closed = span::Closed {
-            id,
-            parent,
-            duration_ns,
-            self_ns: duration_ns,
-        };
+        let closed = span::close_detached(id, parent, start_ns, end_ns);
+        let duration_ns = closed.duration_ns;
         inner.emit(&name, &closed, end_ns);
         inner.record(report::Raw {
             id,
