@@ -292,7 +292,7 @@ impl HookTimer {
 
     /// Hands buffered events, and the counts of untimed hooks, to the bus now.
     pub(crate) fn flush(&mut self) {
-        self.bus.emit_batch(&mut self.buffer);
+        self.bus.emit_measured_batch(&mut self.buffer);
         for (i, metric) in MetricType::BUILT_IN.into_iter().enumerate() {
             let count = std::mem::take(&mut self.untimed[i]);
             self.bus

@@ -372,15 +372,35 @@ impl PerformanceEmitter {
             return 0;
         }
         let subscribers = self.inner.subscribers.load();
-        let mut invalid = 0;
         events.retain(|event| match event.validate() {
             Ok(()) => true,
             Err(reason) => {
                 self.reject(*event, reason, &subscribers);
-                invalid += 1;
                 false
             }
         });
+        self.deliver_batch(events, &subscribers)
+    }
+
+    /// [`emit_batch`](Self::emit_batch) for events measured by this crate's own timers,
+    /// valid by construction (durations and timestamps from the process clock, self times
+    /// at most their durations, ids from [`span::next_id`]): validation is skipped, and
+    /// checked in debug builds.
+    pub(crate) fn emit_measured_batch(&self, events: &mut Vec<PerformanceContract>) -> usize {
+        if !self.inner.enabled.load(Ordering::Relaxed) || events.is_empty() {
+            events.clear();
+            return 0;
+        }
+        debug_assert!(events.iter().all(|e| e.validate().is_ok()));
+        let subscribers = self.inner.subscribers.load();
+        self.deliver_batch(events, &subscribers)
+    }
+
+    fn deliver_batch(
+        &self,
+        events: &mut Vec<PerformanceContract>,
+        subscribers: &[(SubscriberId, Subscriber)],
+    ) -> usize {
         if subscribers.is_empty() || events.is_empty() {
             events.clear();
             return 0;

@@ -110,10 +110,33 @@ pub fn thread_cpu_ns() -> Option<u64> {
 const ID_BLOCK: u64 = 1 << 16;
 static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
 
+/// A thread's ids and open operations, in one thread-local so that opening an operation
+/// touches thread-local storage once.
+struct ThreadState {
+    /// The next id and the end of this thread's block: both 0 before the first id.
+    next: u64,
+    end: u64,
+    stack: Vec<Frame>,
+}
+
+impl ThreadState {
+    #[inline]
+    fn next_id(&mut self) -> u64 {
+        if self.next == self.end {
+            let block = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed) % (MAX_ID / ID_BLOCK);
+            self.next = block * ID_BLOCK + 1;
+            self.end = self.next + ID_BLOCK - 1;
+        }
+        let id = self.next;
+        self.next += 1;
+        id
+    }
+}
+
 thread_local! {
-    /// (next id, end of the block): both 0 before the first id.
-    static IDS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-    static STACK: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    static STACK: RefCell<ThreadState> = const {
+        RefCell::new(ThreadState { next: 0, end: 0, stack: Vec::new() })
+    };
     static UNTIMED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -154,16 +177,7 @@ pub fn is_untimed() -> bool {
 /// ```
 #[inline]
 pub fn next_id() -> u64 {
-    IDS.with(|ids| {
-        let (mut next, mut end) = ids.get();
-        if next == end {
-            let block = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed) % (MAX_ID / ID_BLOCK);
-            next = block * ID_BLOCK + 1;
-            end = next + ID_BLOCK - 1;
-        }
-        ids.set((next + 1, end));
-        next
-    })
+    STACK.with(|state| state.borrow_mut().next_id())
 }
 
 struct Frame {
@@ -208,13 +222,14 @@ pub struct Closed {
 /// ```
 #[inline]
 pub fn enter_at(start_ns: u64) -> Open {
-    let id = next_id();
-    let (parent, depth) = STACK.with(|stack| {
-        let mut stack = stack.borrow_mut();
+    let (id, parent, depth) = STACK.with(|state| {
+        let mut state = state.borrow_mut();
+        let id = state.next_id();
+        let stack = &mut state.stack;
         let parent = stack.last().map(|f| f.id);
         let depth = u32::try_from(stack.len()).unwrap_or(u32::MAX);
         stack.push(Frame { id, children_ns: 0 });
-        (parent, depth)
+        (id, parent, depth)
     });
     Open {
         id,
@@ -238,8 +253,8 @@ pub fn enter_at(start_ns: u64) -> Open {
 #[inline]
 pub fn exit_at(open: Open, end_ns: u64) -> Closed {
     let duration_ns = end_ns.saturating_sub(open.start_ns);
-    let children_ns = STACK.with(|stack| {
-        let mut stack = stack.borrow_mut();
+    let children_ns = STACK.with(|state| {
+        let stack = &mut state.borrow_mut().stack;
         let mut children_ns = 0;
         if let Some(at) = stack.iter().rposition(|f| f.id == open.id) {
             children_ns = stack[at].children_ns;
@@ -269,8 +284,14 @@ pub fn exit_at(open: Open, end_ns: u64) -> Closed {
 /// assert_eq!(exit_at(outer, 100).self_ns, 70);
 /// ```
 pub fn add_child_time(parent: u64, ns: u64) {
-    STACK.with(|stack| {
-        if let Some(frame) = stack.borrow_mut().iter_mut().rev().find(|f| f.id == parent) {
+    STACK.with(|state| {
+        if let Some(frame) = state
+            .borrow_mut()
+            .stack
+            .iter_mut()
+            .rev()
+            .find(|f| f.id == parent)
+        {
             frame.children_ns = frame.children_ns.saturating_add(ns);
         }
     });
@@ -311,7 +332,7 @@ pub fn close_detached(id: u64, parent: Option<u64>, start_ns: u64, end_ns: u64) 
 /// assert_eq!(current(), None);
 /// ```
 pub fn current() -> Option<u64> {
-    STACK.with(|stack| stack.borrow().last().map(|f| f.id))
+    STACK.with(|state| state.borrow().stack.last().map(|f| f.id))
 }
 
 #[cfg(test)]
