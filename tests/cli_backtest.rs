@@ -185,6 +185,20 @@ fn timeline_prints_the_slowest_tick_and_slow_hooks_are_listed() {
         stdout.contains("  tick at 2024-01-01T00:01:00+00:00: "),
         "{stdout}"
     );
+    // With --timeline the thread's CPU time is read around each tick: every slow tick
+    // listed says whether its thread ran or waited.
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("  tick at "))
+        .collect();
+    assert_eq!(listed.len(), 10, "{stdout}");
+    assert!(
+        listed
+            .iter()
+            .all(|l| l.ends_with("; the thread ran: slow code")
+                || l.ends_with("; the thread waited: pre-empted or blocked, not slow code")),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(&format!("  ... and {} more", total - 10)),
         "{stdout}"

@@ -412,12 +412,17 @@ fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
     println!("slow hooks: {}", result.slow_hooks_total);
     for slow in result.slow_hooks.iter().take(10) {
         println!(
-            "  {} at {}: {:.3} ms, {:.1}x its {} ms threshold",
+            "  {} at {}: {}, {:.1}x its {} threshold{}",
             slow.metric_type,
             slow.when.to_rfc3339(),
-            slow.duration_ms,
+            human(slow.duration_ms),
             slow.slowness_ratio,
-            options.threshold_ms(slow.metric_type.as_str())
+            human(options.threshold_ms(slow.metric_type.as_str())),
+            match slow.thread_ran() {
+                Some(true) => "; the thread ran: slow code",
+                Some(false) => "; the thread waited: pre-empted or blocked, not slow code",
+                None => "",
+            }
         );
     }
     if result.slow_hooks_total > 10 {

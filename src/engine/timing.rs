@@ -56,6 +56,34 @@ pub struct SlowHook {
     pub threshold_ms: f64,
     /// `duration / threshold`.
     pub slowness_ratio: f64,
+    /// The thread's CPU time during a slow tick, ms, when the run's tracker records (it
+    /// costs two system calls a tick): near the duration, the thread ran (slow code); far
+    /// below it, the thread waited (pre-empted or blocked). `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_cpu_ms: Option<f64>,
+}
+
+impl SlowHook {
+    /// Whether the thread ran (`Some(true)`: at least 80% of the wall time on the CPU) or
+    /// waited (`Some(false)`) during this slow hook; `None` when not measured.
+    ///
+    /// ```
+    /// use backtest_perf::engine::timing::SlowHook;
+    /// use backtest_perf::MetricType;
+    /// let slow = SlowHook {
+    ///     metric_type: MetricType::Tick,
+    ///     when: chrono::DateTime::UNIX_EPOCH,
+    ///     duration_ms: 10.0,
+    ///     threshold_ms: 5.0,
+    ///     slowness_ratio: 2.0,
+    ///     thread_cpu_ms: Some(1.0),
+    /// };
+    /// assert_eq!(slow.thread_ran(), Some(false), "1 ms on the CPU of 10: it waited");
+    /// ```
+    pub fn thread_ran(&self) -> Option<bool> {
+        let cpu = self.thread_cpu_ms?;
+        Some(self.duration_ms <= 0.0 || cpu >= 0.8 * self.duration_ms)
+    }
 }
 
 /// Events buffered before they go to the bus.
@@ -227,24 +255,23 @@ impl HookTimer {
         }
         let (start_ns, depth) = (open.start_ns, open.depth);
         let closed = span::exit_at(open, end_ns);
+        let mut thread_cpu_ms = None;
         if self.tracker.is_enabled() {
             let cpu_start = if hook == Hook::Tick {
                 self.tick_cpu_ns.take()
             } else {
                 None
             };
-            let meta = cpu_start.and_then(|cpu_start| {
-                span::thread_cpu_ns().map(|cpu_end| {
-                    let cpu_ms = cpu_end.saturating_sub(cpu_start) as f64 / 1e6;
-                    serde_json::json!({ "threadCpuMs": cpu_ms })
-                })
+            thread_cpu_ms = cpu_start.and_then(|cpu_start| {
+                span::thread_cpu_ns().map(|cpu_end| cpu_end.saturating_sub(cpu_start) as f64 / 1e6)
             });
+            let meta = thread_cpu_ms.map(|cpu_ms| serde_json::json!({ "threadCpuMs": cpu_ms }));
             self.tracker
                 .record_measured(hook.name(), start_ns, depth, &closed, meta);
         }
         let timestamp = span::epoch_ms(end_ns);
         if closed.duration_ns > self.thresholds_ns[hook as usize] {
-            self.slow_hook(hook, closed.duration_ns as f64 / 1e6);
+            self.slow_hook(hook, closed.duration_ns as f64 / 1e6, thread_cpu_ms);
         }
         let slot = &mut self.previous[hook as usize];
         let previous = slot.replace(timestamp);
@@ -267,7 +294,7 @@ impl HookTimer {
     }
 
     #[cold]
-    fn slow_hook(&mut self, hook: Hook, duration_ms: f64) {
+    fn slow_hook(&mut self, hook: Hook, duration_ms: f64, thread_cpu_ms: Option<f64>) {
         self.slow_total += 1;
         if self.slow.len() < SLOW_HOOKS_KEPT {
             let name = hook.name();
@@ -281,6 +308,7 @@ impl HookTimer {
                 duration_ms,
                 threshold_ms,
                 slowness_ratio,
+                thread_cpu_ms,
             });
         }
     }
