@@ -162,8 +162,11 @@ impl Latencies {
     }
 }
 
-/// Running statistics of every event of one metric type; see the [module
-/// documentation](self).
+/// Running statistics of every event of one metric type: exact count, compensated totals
+/// and self total, min, max, Welford mean and variance, wait times, failures, the wall
+/// time the events cover, and an `hdrhistogram` (3 significant digits, in ns) for
+/// percentiles. Memory does not grow with the number of events; two aggregates merge
+/// exactly ([`merge`](Self::merge)).
 ///
 /// ```
 /// use backtest_perf::stats::Aggregate;
