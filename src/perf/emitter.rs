@@ -57,7 +57,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::event::{InvalidEvent, MetricType, PerformanceContract};
-use super::key::{Prehashed, StorageKey};
+use super::key::{Prehashed, StorageKey, leading_run};
 use super::span;
 use futures::future::BoxFuture;
 
@@ -417,12 +417,7 @@ impl PerformanceEmitter {
     /// [`chain`](Self::chain) for a batch: one lock per run of events with the same key.
     fn chain_batch(&self, events: &mut [PerformanceContract]) {
         let mut rest = events;
-        while let Some(first) = rest.first() {
-            let key = StorageKey::of(first);
-            let run = rest
-                .iter()
-                .position(|e| StorageKey::of(e) != key)
-                .unwrap_or(rest.len());
+        while let Some((key, run)) = leading_run(rest) {
             let (same, tail) = rest.split_at_mut(run);
             // The run's last timestamp per metric type, looked up once per type: a batch
             // from the engine holds a handful of types.

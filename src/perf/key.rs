@@ -112,3 +112,16 @@ impl fmt::Display for StorageKey {
         write!(f, "{}:{}", self.symbol, self.strategy)
     }
 }
+
+/// The key of the first event and how many events from the start share it: batches are
+/// handled one run of the same key at a time (one lock per run).
+pub(crate) fn leading_run(
+    events: &[super::event::PerformanceContract],
+) -> Option<(StorageKey, usize)> {
+    let key = StorageKey::of(events.first()?);
+    let run = events
+        .iter()
+        .position(|e| StorageKey::of(e) != key)
+        .unwrap_or(events.len());
+    Some((key, run))
+}

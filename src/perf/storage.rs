@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 
 use super::emitter::{EmitterInner, PerformanceEmitter, Sink, SubscriberId};
 use super::event::{InvalidEvent, MetricType, PerformanceContract};
-use super::key::{Prehashed, StorageKey};
+use super::key::{Prehashed, StorageKey, leading_run};
 use super::stats::Aggregate;
 
 /// Number of shards once `max_keys` reaches [`SHARDED_FROM_KEYS`].
@@ -617,12 +617,7 @@ impl Sink for StorageService {
     fn on_batch(&self, events: &[PerformanceContract]) {
         let max = self.config.max_events;
         let mut rest = events;
-        while let Some(first) = rest.first() {
-            let key = StorageKey::of(first);
-            let run = rest
-                .iter()
-                .position(|e| StorageKey::of(e) != key)
-                .unwrap_or(rest.len());
+        while let Some((key, run)) = leading_run(rest) {
             let (same, tail) = rest.split_at(run);
             self.with_key(key, |storage| {
                 same.iter().for_each(|e| storage.push(e, max))
