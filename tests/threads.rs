@@ -89,3 +89,38 @@ fn concurrent_emits_lose_nothing_and_keep_per_thread_order() {
         assert_eq!((stats.min_wait_time, stats.max_wait_time), (1.0, 1.0));
     }
 }
+
+/// Threads that make the same new keys at once: whichever interleaving happens, every
+/// event is counted once, in the statistics and in the window.
+#[test]
+fn racing_threads_on_new_keys_lose_no_event() {
+    use backtest_perf::{StorageKey, StorageService};
+    let storage = StorageService::new(StorageConfig {
+        max_events: 100_000,
+        max_keys: 4_096,
+    });
+    std::thread::scope(|scope| {
+        for t in 0..2 {
+            let storage = &storage;
+            scope.spawn(move || {
+                for i in 0..2_000u32 {
+                    let event = PerformanceContract::new(MetricType::Tick, 1.0, f64::from(i))
+                        .with_symbol(format!("K{}", i % 200).as_str())
+                        .with_strategy("race")
+                        .with_id(u64::from(t * 10_000 + i + 1));
+                    storage.record(&event);
+                }
+            });
+        }
+    });
+    for k in 0..200 {
+        let counters = storage
+            .counters(StorageKey::new(&format!("K{k}"), "race"))
+            .unwrap();
+        assert_eq!(
+            (counters.total_events, counters.window_events),
+            (20, 20),
+            "K{k}"
+        );
+    }
+}

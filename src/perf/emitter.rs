@@ -838,6 +838,27 @@ mod tests {
     }
 
     #[test]
+    fn the_wait_chain_stays_bounded_without_a_storage() {
+        let bus = PerformanceEmitter::new();
+        let sink = Arc::new(Collect::default());
+        bus.add_sink(sink.clone());
+        let keys = SERIES_SHARDS * CHAIN_KEYS_PER_SHARD * 2;
+        for i in 0..keys {
+            bus.emit(tick(1.0).with_symbol(format!("S{i}").as_str()))
+                .unwrap();
+        }
+        assert!(
+            bus.chain_len() <= SERIES_SHARDS * CHAIN_KEYS_PER_SHARD,
+            "{}",
+            bus.chain_len()
+        );
+        // A key whose chain was kept still chains.
+        bus.emit(tick(2.0).with_symbol(format!("S{}", keys - 1).as_str()))
+            .unwrap();
+        assert_eq!(sink.0.lock().last().unwrap().previous_timestamp, Some(1.0));
+    }
+
+    #[test]
     fn an_earlier_timestamp_gets_no_previous() {
         let bus = PerformanceEmitter::new();
         let sink = Arc::new(Collect::default());

@@ -585,6 +585,73 @@ mod tests {
     }
 
     #[test]
+    fn statistics_of_two_merged_storages_equal_those_of_one_fed_both_streams() {
+        use crate::perf::storage::{StorageConfig, StorageService};
+        let key = StorageKey::new("M", "merge");
+        let config = StorageConfig {
+            max_events: 64,
+            max_keys: 8,
+        };
+        let (one, a, b) = (
+            StorageService::new(config),
+            StorageService::new(config),
+            StorageService::new(config),
+        );
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..5_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let metric = MetricType::BUILT_IN[(x % 5) as usize];
+            let duration = ((x >> 20) % 1_000_000) as f64 / 1e4; // 0 .. 100 ms
+            let event = PerformanceContract::new(metric, duration, f64::from(i))
+                .with_symbol("M")
+                .with_strategy("merge")
+                .with_previous_timestamp(f64::from(i) - 1.5);
+            one.record(&event);
+            if x & (1 << 40) == 0 {
+                a.record(&event)
+            } else {
+                b.record(&event)
+            }
+        }
+        let other = b.snapshot(key).unwrap();
+        a.merge(
+            key,
+            other.metrics.iter().map(|m| (m.metric, &m.aggregate)),
+            other.rejected,
+        );
+        let merged = PerformanceStatistics::whole_run(key, a.snapshot(key).unwrap());
+        let whole = PerformanceStatistics::whole_run(key, one.snapshot(key).unwrap());
+        assert_eq!(merged.total_events, 5_000);
+        assert_eq!(merged.total_events, whole.total_events);
+        let close = |x: f64, y: f64, rel: f64| (x - y).abs() <= rel * y.abs().max(1e-12);
+        for (metric, w) in &whole.metric_stats {
+            let m = &merged.metric_stats[metric];
+            assert_eq!(
+                (m.count, m.min_duration, m.max_duration),
+                (w.count, w.min_duration, w.max_duration)
+            );
+            assert!(
+                close(m.total_duration, w.total_duration, 1e-12),
+                "{metric} total"
+            );
+            assert!(close(m.std_dev, w.std_dev, 1e-9), "{metric} std dev");
+            assert_eq!(
+                (m.min_wait_time, m.max_wait_time),
+                (w.min_wait_time, w.max_wait_time)
+            );
+            assert!(
+                close(m.avg_wait_time, w.avg_wait_time, 1e-12),
+                "{metric} wait"
+            );
+            for (x, y) in [(m.median, w.median), (m.p95, w.p95), (m.p99, w.p99)] {
+                assert!(close(x, y, 0.001), "{metric}: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
     fn totals_use_compensated_sums() {
         let events: Vec<_> = (0..10).map(|_| tick(0.1, 0.0, None)).collect();
         let s = stats_of(events, StatsPreset::Seed);
