@@ -1,7 +1,10 @@
-//! Statistics over stored events: [`PerformanceStatistics`] and per-type [`MetricStats`].
+//! Statistics of a `symbol:strategy`: [`PerformanceStatistics`] and per-type [`MetricStats`].
 //!
-//! One file per statistic: [`percentile`], [`std_dev`], compensated [`Sum`]. The two
-//! [`StatsPreset`]s pick the percentile method and the standard deviation together.
+//! The default preset reads the whole run from each type's [`Aggregate`] (every event since
+//! the key was created or cleared; percentiles exact while the window holds every event of
+//! the type, else from the histogram within 0.1%). The `backtest-kit` preset computes over
+//! the window of raw events, exactly as backtest-kit 19.5. One file per statistic:
+//! [`Aggregate`], [`percentile`], [`std_dev`], compensated [`Sum`].
 
 mod aggregate;
 mod percentile;
