@@ -61,7 +61,7 @@ fn a_self_contained_escaped_page_with_every_chart() {
     }
     // 1 distribution + 2 histograms + the timeline.
     assert_eq!(html.matches("<svg").count(), 4);
-    assert!(html.contains("<figcaption>tick (2 events)</figcaption>"));
+    assert!(html.contains("<figcaption>tick (2 events, the whole run)</figcaption>"));
     // The markdown report's columns and unit: the typical average (tick's 10.25 µs) reads
     // as 0.0103 ms, so the table is in ms and tick's min of 500 ns is 0.000500.
     assert!(html.contains("<h2>Detailed metrics (durations in ms)</h2>"));
@@ -97,4 +97,35 @@ fn an_empty_report_says_so() {
     assert!(html.contains(
         "<h1>Performance Report: none</h1>\n<p>No performance metrics recorded yet.</p>"
     ));
+}
+
+#[test]
+fn the_latency_histograms_cover_the_whole_run_not_the_window() {
+    let bus = PerformanceEmitter::new();
+    let service = PerformanceService::attached_with(
+        &bus,
+        backtest_perf::StorageConfig {
+            max_events: 1,
+            ..Default::default()
+        },
+        Default::default(),
+    );
+    for d in [0.001, 0.002, 0.004] {
+        bus.emit(
+            PerformanceContract::new(MetricType::Tick, d, 1.0)
+                .with_symbol("W")
+                .with_strategy("w"),
+        )
+        .unwrap();
+    }
+    let html = render_html(&service.get_data("W", "w"), None);
+    assert!(
+        html.contains("<figcaption>tick (3 events, the whole run)</figcaption>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            "Events: <b>3</b> (statistics over all of them; the newest 1 kept as events)"
+        )
+    );
 }

@@ -83,11 +83,13 @@ fn distribution_svg(rows: &[&MetricStats], total: f64) -> String {
     svg
 }
 
-fn histogram_svg(durations: &[f64]) -> String {
+/// A log-scale histogram of (duration ms, count) pairs.
+fn histogram_svg(durations: &[(f64, u64)]) -> String {
     let edges = edges();
     let mut counts = vec![0u64; edges.len() + 1];
-    for &d in durations {
-        counts[edges.partition_point(|&e| e < d)] += 1;
+    for &(d, n) in durations {
+        let bin = &mut counts[edges.partition_point(|&e| e < d)];
+        *bin = bin.saturating_add(n);
     }
     let max = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
     let (bar, height) = (28.0, 120.0);
@@ -229,19 +231,29 @@ pub fn render_html(
     }
     html.push_str("</tbody></table>\n<h2>Where the time goes (self time)</h2>\n");
     html.push_str(&distribution_svg(&rows, stats.self_duration));
-    html.push_str("\n<h2>Latency histograms (the events kept in the window)</h2>\n");
+    html.push_str("\n<h2>Latency histograms</h2>\n");
     for m in &rows {
-        let durations: Vec<f64> = stats
-            .events
-            .iter()
-            .filter(|e| e.metric_type == m.metric_type)
-            .map(|e| e.duration)
-            .collect();
+        // The whole run from the aggregate's histogram; the window's raw events when the
+        // statistics were computed from the window (the backtest-kit preset).
+        let (durations, what): (Vec<(f64, u64)>, &str) = match stats.aggregates.get(&m.metric_type)
+        {
+            Some(aggregate) => (aggregate.buckets(), "events, the whole run"),
+            None => (
+                stats
+                    .events
+                    .iter()
+                    .filter(|e| e.metric_type == m.metric_type)
+                    .map(|e| (e.duration, 1))
+                    .collect(),
+                "events kept in the window",
+            ),
+        };
+        let total: u64 = durations.iter().map(|(_, n)| n).sum();
         let _ = writeln!(
             html,
-            "<figure><figcaption>{} ({} events)</figcaption>{}</figure>",
+            "<figure><figcaption>{} ({} {what})</figcaption>{}</figure>",
             esc(m.metric_type.as_str()),
-            durations.len(),
+            thousands(total as f64, 0),
             histogram_svg(&durations)
         );
     }

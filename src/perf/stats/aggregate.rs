@@ -475,6 +475,23 @@ impl Aggregate {
             .collect()
     }
 
+    /// The histogram's non-empty buckets, ascending: (a duration in the bucket, ms; how
+    /// many events fell in it). Their counts add up to [`count`](Self::count).
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract};
+    /// let mut a = backtest_perf::stats::Aggregate::default();
+    /// for ns in [40.0, 40.0, 900.0] { a.record(&PerformanceContract::new(MetricType::Tick, ns / 1e6, 1.0)); }
+    /// assert_eq!(a.buckets(), [(40.0 / 1e6, 2), (900.0 / 1e6, 1)]);
+    /// ```
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        self.latencies
+            .buckets()
+            .into_iter()
+            .map(|(ns, n)| (ns as f64 / NS_PER_MS, n))
+            .collect()
+    }
+
     /// Bytes the histogram's counters take now (the rest of the aggregate is fixed size).
     ///
     /// ```
