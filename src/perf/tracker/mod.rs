@@ -645,8 +645,9 @@ impl Tracker {
         value
     }
 
-    /// Times a future until it completes (not only until its first `.await`). It is not
-    /// nested under the operations open where it was created, since it may run elsewhere.
+    /// Times a future until it completes (not only until its first `.await`). Its parent
+    /// is the operation open on this thread where it was created; it may run elsewhere,
+    /// so operations inside it are not subtracted from its own self time.
     ///
     /// ```
     /// # use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
@@ -710,6 +711,41 @@ impl Tracker {
             let value = f(arg);
             span.end();
             value
+        }
+    }
+
+    /// A function that times every call of the async `f` as `name`, until the future it
+    /// returns completes (not until it is created).
+    ///
+    /// ```
+    /// use backtest_perf::tracker::{RunInfo, Tracker, TrackerOptions};
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let tracker = Tracker::new(RunInfo::named("doc"), TrackerOptions::default());
+    /// let fetch = tracker.wrap_async("fetch", |ms: u64| async move {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    ///     ms
+    /// });
+    /// assert_eq!(fetch(20).await, 20);
+    /// let report = tracker.finish().unwrap();
+    /// assert_eq!(report.stats["fetch"].count, 1);
+    /// assert!(report.events[0].duration_ms >= 20.0, "timed until the future completed");
+    /// # });
+    /// ```
+    pub fn wrap_async<A, F, Fut>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        f: F,
+    ) -> impl Fn(A) -> std::pin::Pin<Box<dyn Future<Output = Fut::Output> + Send>>
+    where
+        F: Fn(A) -> Fut,
+        Fut: Future + Send + 'static,
+    {
+        let tracker = self.clone();
+        let name: Cow<'static, str> = name.into();
+        move |arg| {
+            let (tracker, name) = (tracker.clone(), name.clone());
+            let future = f(arg);
+            Box::pin(async move { tracker.measure_async(name, future).await })
         }
     }
 
