@@ -14,6 +14,10 @@ fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e @ cli::CliError::SideJobs(_)) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(cli::EXIT_SIDE_JOBS_FAILED)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE

@@ -217,3 +217,44 @@ fn batched_exports_in_groups_and_flushes_the_rest_without_dropping() {
         [3, 3, 1]
     );
 }
+
+/// An OTLP endpoint that is down costs nothing already done: the reports are written,
+/// the failure is printed with what to do, and the exit status is 3 (not 1).
+#[test]
+fn a_collector_that_is_down_leaves_the_reports_written_and_exits_3() {
+    // A loopback port with nobody listening: the connection is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backtest-perf"))
+        .args([
+            "backtest",
+            "--strategy",
+            "sma-crossover",
+            "--format",
+            "md,json",
+        ])
+        .args([
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{port}/v1/traces"),
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(dir.path().join("sma-crossover.md").exists());
+    assert!(dir.path().join("sma-crossover.json").exists());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("the reports above are complete, but 1 side job(s) failed:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("check that the collector is up at the endpoint"),
+        "{stderr}"
+    );
+}

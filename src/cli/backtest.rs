@@ -303,10 +303,6 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     #[cfg(feature = "otel")]
     let spans = super::exporters::Spans::start(&args.exporters, &config.tracker.thresholds)?;
     let results = run_parallel(jobs, args.threads);
-    #[cfg(feature = "prometheus")]
-    metrics.finish(&args.exporters, &args.out)?;
-    #[cfg(feature = "otel")]
-    spans.finish()?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -344,7 +340,29 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         println!();
         done.push(result);
     }
-    Ok(done)
+    // The reports are written: only now may a side job fail, and it costs nothing above.
+    let mut failed = Vec::new();
+    #[cfg(feature = "prometheus")]
+    if let Err(e) = metrics.finish(&args.exporters, &args.out) {
+        failed.push(format!("Prometheus: {e}"));
+    }
+    #[cfg(feature = "otel")]
+    if let Err(e) = spans.finish() {
+        failed.push(e.to_string());
+    }
+    if let Some(alerts) = &args.alerts
+        && alerts.failures() > 0
+    {
+        failed.push(format!(
+            "{} alert deliveries failed (see the log above); check the webhook URL or the alert file's folder",
+            alerts.failures()
+        ));
+    }
+    if failed.is_empty() {
+        Ok(done)
+    } else {
+        Err(CliError::SideJobs(failed))
+    }
 }
 
 fn print_result(result: &BacktestResult) {

@@ -180,6 +180,10 @@ impl From<PresetArg> for StatsPreset {
     }
 }
 
+/// The exit status of a run whose reports were written but whose export or alert
+/// delivery failed: distinct from 1 (the run itself failed) and 2 (bad arguments).
+pub const EXIT_SIDE_JOBS_FAILED: u8 = 3;
+
 /// Why a command failed; each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -222,8 +226,17 @@ pub enum CliError {
     UnknownStrategy { name: String, known: String },
     /// Spans could not be exported.
     #[cfg(feature = "otel")]
-    #[error("OpenTelemetry export failed: {0}; check the endpoint or the file")]
+    #[error(
+        "OpenTelemetry export failed: {0}; check that the collector is up at the endpoint, or the file's folder"
+    )]
     Spans(String),
+    /// The reports were written, but an export or alert delivery failed.
+    #[error(
+        "the reports above are complete, but {} side job(s) failed:\n  {}",
+        .0.len(),
+        .0.join("\n  ")
+    )]
+    SideJobs(Vec<String>),
     /// The synthetic candles could not be generated.
     #[error("cannot generate synthetic candles: {0}")]
     Synthetic(String),
