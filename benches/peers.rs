@@ -141,6 +141,32 @@ fn peers(c: &mut Criterion) {
         });
     });
 
+    // This crate's tracing layer (feature `tracing-layer`), on a bus with nobody listening
+    // beyond it: the same spans as above, each becoming an event.
+    #[cfg(feature = "tracing-layer")]
+    {
+        let layer_bus = PerformanceEmitter::new();
+        let subscriber = tracing_subscriber::registry().with(
+            backtest_perf::tracing_layer::PerformanceLayer::new(layer_bus.clone()),
+        );
+        let _service = PerformanceService::attached(&layer_bus);
+        tracing::subscriber::with_default(subscriber, || {
+            group.bench_function("backtest_perf_tracing_layer", |b| {
+                b.iter(|| {
+                    for i in 0..N {
+                        let span = tracing::info_span!(
+                            "hook",
+                            symbol = SYMBOLS[i % 4],
+                            strategy = "bench",
+                            hook = MetricType::BUILT_IN[i % 5].as_str()
+                        );
+                        drop(black_box(span.entered()));
+                    }
+                })
+            });
+        });
+    }
+
     // This crate: emit, and the engine's batched path, storage + one listener.
     let bus = PerformanceEmitter::new();
     let _service = PerformanceService::attached(&bus);

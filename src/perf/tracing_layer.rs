@@ -26,6 +26,7 @@
 //! assert_eq!(service.get_data("BTCUSDT", "sma").metric_stats.keys().next().unwrap().as_str(), "load_indicators");
 //! ```
 
+use std::cell::RefCell;
 use std::fmt::Debug;
 
 use tracing::Subscriber;
@@ -81,11 +82,54 @@ struct Timing {
     strategy: Option<Name>,
 }
 
+/// Names recently seen on this thread: span fields repeat the same few symbols and
+/// strategies, and comparing a short string is cheaper than the global interner.
+const RECENT: usize = 8;
+
+thread_local! {
+    static RECENT_NAMES: RefCell<Vec<Name>> = const { RefCell::new(Vec::new()) };
+    /// Span names (`&'static str`) by address, and their metric types.
+    static METRICS: RefCell<Vec<(usize, usize, MetricType)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn recent_name(text: &str) -> Name {
+    RECENT_NAMES.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(i) = recent.iter().position(|n| n.as_str() == text) {
+            return recent[i];
+        }
+        let name = Name::new(text);
+        if recent.len() == RECENT {
+            recent.pop();
+        }
+        recent.insert(0, name);
+        name
+    })
+}
+
+fn metric_of(span_name: &'static str) -> MetricType {
+    let key = (span_name.as_ptr() as usize, span_name.len());
+    METRICS.with(|metrics| {
+        let mut metrics = metrics.borrow_mut();
+        if let Some((_, _, metric)) = metrics.iter().find(|(p, l, _)| (*p, *l) == key) {
+            return *metric;
+        }
+        let metric = MetricType::parse(span_name);
+        if metrics.len() == 4 * RECENT {
+            metrics.pop();
+        }
+        metrics.insert(0, (key.0, key.1, metric));
+        metric
+    })
+}
+
 impl Visit for Timing {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
-            "symbol" => self.symbol = Some(Name::new(value)),
-            "strategy" | "strategy_name" | "strategyName" => self.strategy = Some(Name::new(value)),
+            "symbol" => self.symbol = Some(recent_name(value)),
+            "strategy" | "strategy_name" | "strategyName" => {
+                self.strategy = Some(recent_name(value))
+            }
             _ => {}
         }
     }
@@ -160,7 +204,7 @@ where
             id: Some(timing.id),
             parent_id,
             ..PerformanceContract::new(
-                MetricType::parse(span.name()),
+                metric_of(span.name()),
                 duration_ns as f64 / 1e6,
                 span::epoch_ms(end_ns),
             )
