@@ -41,3 +41,18 @@ if [ "$charts" -ne 7 ] || [ "$rows" -ne 6 ]; then
   exit 1
 fi
 echo "check-html: rendered cleanly ($size-byte screenshot, $charts charts, $rows table rows)"
+
+# The flamegraph (feature `flamegraph`): Chromium runs its script and draws a frame per
+# stack of the whole run.
+if "$bin" backtest --help | grep -q -- '--flamegraph'; then
+  "$bin" backtest --strategy sma-crossover --flamegraph --out "$work/fg" > /dev/null
+  chromium "${flags[@]}" --dump-dom "file://$work/fg/sma-crossover.flamegraph.svg" 2> /dev/null > "$work/fg.dom"
+  frames=$(grep -o '<g>' "$work/fg.dom" | wc -l)
+  for hook in tick getSignal getCandles backtest getAveragePrice; do
+    if ! grep -q "<title>$hook " "$work/fg.dom"; then
+      echo "check-html: the flamegraph shows no $hook frame" >&2
+      exit 1
+    fi
+  done
+  echo "check-html: flamegraph rendered with $frames frames, every hook among them"
+fi

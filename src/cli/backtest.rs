@@ -61,7 +61,10 @@ pub struct BacktestArgs {
     /// Check these alert rules on each run's statistics.
     pub alerts: Option<AlertManager>,
     /// The exporters' flags (owned by the exporters' module; empty without their features).
-    #[cfg_attr(not(any(feature = "prometheus", feature = "otel")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "prometheus", feature = "otel", feature = "flamegraph")),
+        allow(dead_code)
+    )]
     pub exporters: super::exporters::ExporterArgs,
 }
 
@@ -302,6 +305,8 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let metrics = super::exporters::Metrics::start(&args.exporters, &config.tracker.thresholds)?;
     #[cfg(feature = "otel")]
     let spans = super::exporters::Spans::start(&args.exporters, &config.tracker.thresholds)?;
+    #[cfg(feature = "flamegraph")]
+    let flamegraphs = super::exporters::Flamegraphs::start(&args.exporters);
     let results = run_parallel(jobs, args.threads);
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -328,6 +333,11 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
             };
             println!("report: {}", path.display());
         }
+        #[cfg(feature = "flamegraph")]
+        flamegraphs.write(
+            backtest_perf::StorageKey::new(&result.symbol, &result.strategy),
+            &args.out,
+        )?;
         if args.trace
             && let Some(report) = &result.tracker
         {

@@ -37,6 +37,41 @@ pub struct ExporterArgs {
     #[cfg(feature = "otel")]
     #[arg(long, value_name = "FILE")]
     pub otlp_file: Option<PathBuf>,
+    /// Write each strategy's whole-run self time by stack of hooks and user steps, as
+    /// OUT/<strategy>.folded and OUT/<strategy>.flamegraph.svg.
+    #[cfg(feature = "flamegraph")]
+    #[arg(long)]
+    pub flamegraph: bool,
+}
+
+/// The folded stacks of a `backtest` call, when `--flamegraph` asks for them.
+#[cfg(feature = "flamegraph")]
+pub struct Flamegraphs(Option<std::sync::Arc<backtest_perf::export::flamegraph::FoldedStacks>>);
+
+#[cfg(feature = "flamegraph")]
+impl Flamegraphs {
+    /// Subscribes the folded stacks to the bus if `--flamegraph` was given.
+    pub fn start(args: &ExporterArgs) -> Self {
+        Flamegraphs(args.flamegraph.then(|| {
+            let stacks =
+                std::sync::Arc::new(backtest_perf::export::flamegraph::FoldedStacks::default());
+            backtest_perf::performance_emitter().add_sink(stacks.clone());
+            stacks
+        }))
+    }
+
+    /// Writes one run's folded stacks and SVG into `out`; prints their paths.
+    pub fn write(
+        &self,
+        key: backtest_perf::StorageKey,
+        out: &std::path::Path,
+    ) -> Result<(), backtest_perf::DumpError> {
+        if let Some(stacks) = &self.0 {
+            let (folded, svg) = stacks.write(key, out)?;
+            println!("flamegraph: {} ({})", svg.display(), folded.display());
+        }
+        Ok(())
+    }
 }
 
 /// The Prometheus exporter of a `backtest` call, and its endpoint.

@@ -11,6 +11,8 @@
 
 pub mod chrome_trace;
 pub mod environment;
+#[cfg(feature = "flamegraph")]
+pub mod flamegraph;
 pub mod html;
 #[cfg(any(feature = "webhook", feature = "otel"))]
 pub mod http;
