@@ -342,8 +342,18 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
             && let Some(report) = &result.tracker
         {
             let path = write_chrome_trace(report, &args.out, &result.strategy)?;
+            // Say which operations the trace holds when it is not all of them.
+            let held = if report.dropped > 0 {
+                format!(
+                    "; it holds the first {} of the run's {} operations, the statistics cover all",
+                    thousands(report.events.len() as f64, 0),
+                    thousands(report.event_count as f64, 0)
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "trace: {} (open in ui.perfetto.dev or chrome://tracing)",
+                "trace: {} (open in ui.perfetto.dev, chrome://tracing or speedscope{held})",
                 path.display()
             );
         }

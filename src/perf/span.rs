@@ -106,6 +106,24 @@ pub fn thread_cpu_ns() -> Option<u64> {
     }
 }
 
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static THREAD_INDEX: u64 = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A small number naming the calling thread, from 1 in the order threads first ask:
+/// trace viewers draw each thread's operations on a track of its own.
+///
+/// ```
+/// let here = backtest_perf::span::thread_index();
+/// assert_eq!(here, backtest_perf::span::thread_index());
+/// assert_ne!(here, std::thread::spawn(backtest_perf::span::thread_index).join().unwrap());
+/// ```
+pub fn thread_index() -> u64 {
+    THREAD_INDEX.with(|index| *index)
+}
+
 /// Ids are handed to threads in blocks of this many, so taking one is a thread-local step.
 const ID_BLOCK: u64 = 1 << 16;
 static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);

@@ -3,7 +3,11 @@
 //!
 //! Operations become complete events (`"ph": "X"`), marks instant events (`"ph": "i"`),
 //! each on the thread that recorded it; times are microseconds from the run's start.
-//! Metadata, memory and slowness go into `args`.
+//! A complete event carries no `args`: viewers such as speedscope key their frames by
+//! name *and* args, so per-event numbers would split every frame in their aggregated
+//! views. An operation's self time, metadata, memory and slowness go into an instant
+//! event named `<operation> details` at its start instead (Perfetto shows it on the same
+//! track). `otherData` says how many operations the run had and how many the trace holds.
 //!
 //! ```
 //! use backtest_perf::export::chrome_trace::chrome_trace;
@@ -14,6 +18,8 @@
 //! let trace = chrome_trace(&tracker.finish().unwrap());
 //! assert_eq!(trace["traceEvents"][2]["name"], "work");
 //! assert_eq!(trace["traceEvents"][2]["ph"], "X");
+//! assert_eq!(trace["traceEvents"][2].get("args"), None, "no per-event args on a frame");
+//! assert_eq!(trace["traceEvents"][3]["name"], "work details");
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,7 +34,7 @@ const PID: u64 = 1;
 
 /// The thread an event was recorded on: the high bits of its id.
 fn thread_of(event: &TrackedEvent) -> u64 {
-    event.id >> 40
+    event.thread
 }
 
 /// The trace of `report`.
@@ -75,17 +81,22 @@ pub fn chrome_trace(report: &TrackerReport) -> Value {
         // duration apart could push a child past its parent's end.
         let ts = e.start_ns as f64 / 1000.0;
         let dur = e.duration_ns as f64 / 1000.0;
-        let event = match e.kind {
-            EventKind::Operation => json!({
-                "name": e.name, "cat": "backtest", "ph": "X", "ts": ts, "dur": dur,
-                "pid": PID, "tid": thread_of(e), "args": args,
-            }),
-            EventKind::Mark => json!({
+        match e.kind {
+            EventKind::Operation => {
+                events.push(json!({
+                    "name": e.name, "cat": "backtest", "ph": "X", "ts": ts, "dur": dur,
+                    "pid": PID, "tid": thread_of(e),
+                }));
+                events.push(json!({
+                    "name": format!("{} details", e.name), "cat": "details", "ph": "i", "s": "t",
+                    "ts": ts, "pid": PID, "tid": thread_of(e), "args": args,
+                }));
+            }
+            EventKind::Mark => events.push(json!({
                 "name": e.name, "cat": "backtest", "ph": "i", "s": "t", "ts": ts,
                 "pid": PID, "tid": thread_of(e), "args": args,
-            }),
-        };
-        events.push(event);
+            })),
+        }
     }
     json!({
         "traceEvents": events,
@@ -95,6 +106,8 @@ pub fn chrome_trace(report: &TrackerReport) -> Value {
             "symbol": report.run.symbol,
             "strategy": report.run.strategy,
             "totalDurationMs": report.total_duration_ms,
+            "operationsInRun": report.event_count,
+            "operationsInTrace": report.events.len(),
             "droppedEvents": report.dropped,
         },
     })

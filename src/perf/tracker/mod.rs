@@ -569,6 +569,7 @@ impl Tracker {
             return;
         }
         inner.record(report::Raw {
+            thread: span::thread_index(),
             id: closed.id,
             parent: closed.parent,
             depth,
@@ -593,6 +594,7 @@ impl Tracker {
     pub fn track(&self, name: impl Into<Cow<'static, str>>, meta: Option<Value>) {
         let Some(inner) = &self.inner else { return };
         inner.record(report::Raw {
+            thread: span::thread_index(),
             id: span::next_id(),
             parent: span::current(),
             depth: 0,
@@ -675,6 +677,7 @@ impl Tracker {
         let duration_ns = closed.duration_ns;
         inner.emit(&name, &closed, end_ns);
         inner.record(report::Raw {
+            thread: span::thread_index(),
             id,
             parent,
             depth: 0,
@@ -820,6 +823,7 @@ fn end(inner: &Inner, id: u64, extra: Option<Value>) {
     inner.emit(&frame.name, &closed, end_ns);
     let (meta, memory) = frame.extras.map_or((None, None), |e| (e.meta, e.memory));
     inner.record(report::Raw {
+        thread: span::thread_index(),
         id,
         parent: closed.parent,
         depth,

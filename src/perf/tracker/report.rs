@@ -97,11 +97,15 @@ pub struct TrackedEvent {
     /// Duration, ns, as measured.
     #[serde(skip)]
     pub duration_ns: u64,
+    /// The thread that recorded it ([`crate::span::thread_index`]).
+    pub thread: u64,
 }
 
 /// An event as recorded on the hot path: raw nanoseconds, converted in the report.
 pub(crate) struct Raw {
     pub id: u64,
+    /// The recording thread's index.
+    pub thread: u64,
     pub parent: Option<u64>,
     pub depth: u32,
     pub name: Cow<'static, str>,
@@ -181,6 +185,7 @@ impl TrackedEvent {
             memory: detail.memory,
             slow: raw.slow,
             start_ns: raw.start_ns,
+            thread: raw.thread,
             duration_ns: raw.duration_ns,
         }
     }
