@@ -198,6 +198,7 @@ fn delivery_to_a_file_and_past_a_failing_sink() {
     manager.evaluate(&service.get_data("A", "s"), t(0, 0));
     manager.evaluate(&service.get_data("A", "s"), t(10, 0));
     assert_eq!(manager.failures(), 2);
+    assert_eq!(manager.failure_reasons(), ["disk full", "disk full"]);
     assert_eq!(collect.0.lock().unwrap().len(), 2);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
         .unwrap()

@@ -374,8 +374,9 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         && alerts.failures() > 0
     {
         failed.push(format!(
-            "{} alert deliveries failed (see the log above); check the webhook URL or the alert file's folder",
-            alerts.failures()
+            "{} alert deliveries failed ({}); check the webhook URL or the alert file's folder",
+            alerts.failures(),
+            alerts.failure_reasons().join("; ")
         ));
     }
     if failed.is_empty() {

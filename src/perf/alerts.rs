@@ -460,7 +460,16 @@ pub struct AlertManager {
     sinks: Vec<Arc<dyn AlertSink>>,
     last_fired: Mutex<HashMap<(usize, StorageKey), DateTime<Utc>>>,
     failures: AtomicU64,
+    /// Why the first deliveries failed (at most [`FAILURE_REASONS_KEPT`]).
+    failure_reasons: Mutex<Vec<String>>,
 }
+
+/// Delivery failure reasons an [`AlertManager`] keeps; past it they are only counted.
+///
+/// ```
+/// assert_eq!(backtest_perf::alerts::FAILURE_REASONS_KEPT, 8);
+/// ```
+pub const FAILURE_REASONS_KEPT: usize = 8;
 
 impl std::fmt::Debug for AlertManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -487,6 +496,7 @@ impl AlertManager {
             sinks: Vec::new(),
             last_fired: Mutex::new(HashMap::new()),
             failures: AtomicU64::new(0),
+            failure_reasons: Mutex::new(Vec::new()),
         }
     }
 
@@ -515,6 +525,16 @@ impl AlertManager {
     /// ```
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Why the first failed deliveries failed (at most [`FAILURE_REASONS_KEPT`]), so a
+    /// program with no `tracing` subscriber can still say it.
+    ///
+    /// ```
+    /// assert!(backtest_perf::alerts::AlertManager::new(vec![]).failure_reasons().is_empty());
+    /// ```
+    pub fn failure_reasons(&self) -> Vec<String> {
+        self.failure_reasons.lock().clone()
     }
 
     /// Evaluates every rule on `stats` at wall-clock now.
@@ -574,6 +594,10 @@ impl AlertManager {
                 if let Err(why) = sink.deliver(&alert) {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(target: "backtest_perf::alerts", "alert delivery failed: {why}");
+                    let mut reasons = self.failure_reasons.lock();
+                    if reasons.len() < FAILURE_REASONS_KEPT {
+                        reasons.push(why);
+                    }
                 }
             }
             fired.push(alert);
