@@ -26,17 +26,22 @@ fn year(c: &mut Criterion) {
             b.iter(|| black_box(backtest.run(&mut SmaCrossover::default()).unwrap()))
         });
     }
-    // Tracking on with the Prometheus exporter also on the bus.
+    // Tracking on, then one Prometheus scrape of the run (the exporter renders the
+    // storage when scraped and costs nothing while the run goes on).
     #[cfg(feature = "prometheus")]
     {
         let bus = PerformanceEmitter::new();
-        let _service = PerformanceService::attached(&bus);
-        let exporter =
-            std::sync::Arc::new(backtest_perf::export::prometheus::PrometheusExporter::default());
-        bus.add_sink(exporter);
+        let service = PerformanceService::attached(&bus);
+        let exporter = backtest_perf::export::prometheus::PrometheusExporter::new(
+            backtest_perf::thresholds::Thresholds::default(),
+            service.storage().clone(),
+        );
         let backtest = Backtest::new(&exchange, "YEAR").unwrap().with_bus(bus);
-        group.bench_function("tracking_on_prometheus", |b| {
-            b.iter(|| black_box(backtest.run(&mut SmaCrossover::default()).unwrap()))
+        group.bench_function("tracking_on_prometheus_scrape", |b| {
+            b.iter(|| {
+                black_box(backtest.run(&mut SmaCrossover::default()).unwrap());
+                black_box(exporter.render())
+            })
         });
     }
     // Tracking on with Prometheus and OpenTelemetry on the bus. The OTel spans are built on
@@ -57,9 +62,6 @@ fn year(c: &mut Criterion) {
         }
         let bus = PerformanceEmitter::new();
         let _service = PerformanceService::attached(&bus);
-        bus.add_sink(std::sync::Arc::new(
-            backtest_perf::export::prometheus::PrometheusExporter::default(),
-        ));
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_simple_exporter(Discard)
             .build();

@@ -39,6 +39,16 @@ fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<Value
         .map(|s| s.value.clone())
 }
 
+/// The count of the first bucket whose bound is at least `upper` (bounds are powers of
+/// two times 25 ns, printed in their shortest form).
+fn bucket(buckets: &[prometheus_parse::HistogramCount], upper: f64) -> f64 {
+    buckets
+        .iter()
+        .find(|b| b.less_than >= upper * (1.0 - 1e-9))
+        .unwrap()
+        .count
+}
+
 #[test]
 fn metrics_over_http_and_in_a_textfile() {
     let bus = PerformanceEmitter::new();
@@ -50,11 +60,11 @@ fn metrics_over_http_and_in_a_textfile() {
         },
         StatsPreset::Seed,
     );
+    // Nothing is subscribed for the exporter: it renders the storage when scraped.
     let exporter = Arc::new(PrometheusExporter::new(
         Thresholds::default(),
-        Some(service.storage().clone()),
+        service.storage().clone(),
     ));
-    bus.add_sink(exporter.clone());
     let event = |metric: MetricType, duration: f64| {
         PerformanceContract::new(metric, duration, 1.0)
             .with_symbol("BTCUSDT")
@@ -80,18 +90,18 @@ fn metrics_over_http_and_in_a_textfile() {
         ("symbol", "BTCUSDT"),
         ("strategy", "sma"),
     ];
-    match value(&scrape, "backtest_perf_hook_duration_milliseconds", &labels) {
+    // Seconds, from 25 ns doubling: 3 µs, 200 µs and 7 ms each land in their own bucket.
+    match value(&scrape, "backtest_perf_operation_duration_seconds", &labels) {
         Some(Value::Histogram(buckets)) => {
-            let count = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
             assert_eq!(
                 (
-                    count(0.005),
-                    count(0.25),
-                    count(5.0),
-                    count(10.0),
-                    count(f64::INFINITY)
+                    bucket(&buckets, 25e-9 * 64.0),      // 1.6 µs
+                    bucket(&buckets, 25e-9 * 128.0),     // 3.2 µs
+                    bucket(&buckets, 25e-9 * 8192.0),    // 205 µs
+                    bucket(&buckets, 25e-9 * 262_144.0), // 6.6 ms
+                    bucket(&buckets, f64::INFINITY),
                 ),
-                (1.0, 2.0, 2.0, 3.0, 3.0)
+                (0.0, 1.0, 2.0, 2.0, 3.0)
             );
         }
         other => panic!("histogram expected, got {other:?}"),
@@ -100,18 +110,15 @@ fn metrics_over_http_and_in_a_textfile() {
         .samples
         .iter()
         .find(|s| {
-            s.metric == "backtest_perf_hook_duration_milliseconds_sum"
+            s.metric == "backtest_perf_operation_duration_seconds_sum"
                 && s.labels.get("metric_type") == Some("tick")
         })
         .unwrap();
+    // From the whole-run histogram: within 0.1% of 7.203 ms.
     assert!(
-        matches!(sum.value, Value::Untyped(v) | Value::Counter(v) | Value::Gauge(v) if (v - 7.203).abs() < 1e-12),
+        matches!(sum.value, Value::Untyped(v) | Value::Counter(v) | Value::Gauge(v) if (v - 0.007203).abs() <= 0.007203 * 0.001),
         "{:?}",
         sum.value
-    );
-    assert_eq!(
-        value(&scrape, "backtest_perf_events_total", &labels),
-        Some(Value::Counter(3.0))
     );
     assert_eq!(
         value(
@@ -142,9 +149,11 @@ fn metrics_over_http_and_in_a_textfile() {
         ),
         Some(Value::Counter(1.0))
     );
+    // Named after this program: no clash with node_exporter's own process_* series.
     assert!(
-        matches!(value(&scrape, "process_resident_memory_bytes", &[]), Some(Value::Gauge(v)) if v > 0.0)
+        matches!(value(&scrape, "backtest_perf_process_resident_memory_bytes", &[]), Some(Value::Gauge(v)) if v > 0.0)
     );
+    assert!(!body.contains("\nprocess_"), "{body}");
 
     let (head, _) = get(server.addr(), "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
@@ -153,9 +162,12 @@ fn metrics_over_http_and_in_a_textfile() {
     let dir = tempfile::tempdir().unwrap();
     let path = exporter.write_textfile(dir.path(), "sma").unwrap();
     assert_eq!(path, dir.path().join("sma.prom"));
-    let file = parse(&std::fs::read_to_string(path).unwrap());
-    assert_eq!(
-        value(&file, "backtest_perf_events_total", &labels),
-        Some(Value::Counter(3.0))
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.contains(r#"backtest_perf_operation_duration_seconds_count{metric_type="tick",symbol="BTCUSDT",strategy="sma"} 3"#),
+        "{text}"
     );
+    // Series follow the storage's keys: clearing the key removes them.
+    service.clear("BTCUSDT", "sma");
+    assert!(!exporter.render().contains("BTCUSDT"));
 }

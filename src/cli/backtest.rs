@@ -379,6 +379,14 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
             alerts.failure_reasons().join("; ")
         ));
     }
+    #[cfg(feature = "prometheus")]
+    if args.exporters.serve_after {
+        // Serving never returns: say now what failed.
+        if !failed.is_empty() {
+            eprintln!("error: {}", CliError::SideJobs(failed.clone()));
+        }
+        metrics.hold(&args.exporters);
+    }
     if failed.is_empty() {
         Ok(done)
     } else {

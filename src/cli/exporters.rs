@@ -28,6 +28,11 @@ pub struct ExporterArgs {
     #[cfg(feature = "prometheus")]
     #[arg(long)]
     pub metrics_textfile: bool,
+    /// Keep serving /metrics after the backtests end, until interrupted (Ctrl-C), so a
+    /// Prometheus server gets to scrape a short run.
+    #[cfg(feature = "prometheus")]
+    #[arg(long, requires = "metrics_addr")]
+    pub serve_after: bool,
     /// Send one OpenTelemetry span per hook to this OTLP/HTTP endpoint
     /// (e.g. http://localhost:4318/v1/traces).
     #[cfg(feature = "otel")]
@@ -93,8 +98,8 @@ impl Metrics {
             });
         }
         let storage = performance_service().storage().clone();
-        let exporter = Arc::new(PrometheusExporter::new(thresholds.clone(), Some(storage)));
-        backtest_perf::performance_emitter().add_sink(exporter.clone());
+        // Renders the storage's whole-run statistics when scraped: nothing per event.
+        let exporter = Arc::new(PrometheusExporter::new(thresholds.clone(), storage));
         let server = match &args.metrics_addr {
             None => None,
             Some(addr) => {
@@ -110,6 +115,19 @@ impl Metrics {
             exporter: Some(exporter),
             _server: server,
         })
+    }
+
+    /// With `--serve-after`, keeps the endpoint up until the process is interrupted.
+    pub fn hold(&self, args: &ExporterArgs) {
+        if let (true, Some(server)) = (args.serve_after, &self._server) {
+            println!(
+                "metrics: still serving http://{}/metrics; interrupt (Ctrl-C) to stop",
+                server.addr()
+            );
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
     }
 
     /// Writes the textfile, if asked for.

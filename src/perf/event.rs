@@ -79,20 +79,6 @@ impl MetricType {
         MetricType::parse(name)
     }
 
-    /// A well-mixed hash: constant for the built-in types, the interned hash for custom ones.
-    #[cfg(feature = "prometheus")]
-    #[inline]
-    pub(crate) fn prehash(&self) -> u64 {
-        match self {
-            MetricType::Tick => 0x9e37_79b9_7f4a_7c15,
-            MetricType::Backtest => 0xbf58_476d_1ce4_e5b9,
-            MetricType::GetSignal => 0x94d0_49bb_1331_11eb,
-            MetricType::GetCandles => 0x2545_f491_4f6c_dd1d,
-            MetricType::GetAveragePrice => 0xd6e8_feb8_6659_fd93,
-            MetricType::Custom(name) => name.precomputed_hash(),
-        }
-    }
-
     /// The name as it appears in JSON and reports.
     ///
     /// ```

@@ -169,6 +169,20 @@ impl KeyStorage {
         }
     }
 
+    /// Copies of the per-type whole-run state.
+    fn metric_snapshots(&self) -> Vec<MetricSnapshot> {
+        let oldest = self.pushed.saturating_sub(self.events.len() as u64);
+        self.metrics
+            .iter()
+            .map(|m| MetricSnapshot {
+                metric: m.metric,
+                aggregate: m.aggregate.clone(),
+                all_in_window: !m.merged && m.first_seq >= oldest,
+                untimed: m.untimed,
+            })
+            .collect()
+    }
+
     fn total_events(&self) -> u64 {
         self.metrics.iter().map(|m| m.aggregate.count()).sum()
     }
@@ -487,22 +501,29 @@ impl StorageService {
     pub fn snapshot(&self, key: StorageKey) -> Option<Snapshot> {
         let shard = self.shard(&key).lock();
         let storage = shard.peek(&key)?;
-        let oldest = storage.pushed.saturating_sub(storage.events.len() as u64);
         Some(Snapshot {
             events: storage.events.iter().rev().copied().collect(),
-            metrics: storage
-                .metrics
-                .iter()
-                .map(|m| MetricSnapshot {
-                    metric: m.metric,
-                    aggregate: m.aggregate.clone(),
-                    all_in_window: !m.merged && m.first_seq >= oldest,
-                    untimed: m.untimed,
-                })
-                .collect(),
+            metrics: storage.metric_snapshots(),
             rejected: storage.rejected,
             dropped: storage.dropped,
         })
+    }
+
+    /// One key's whole-run aggregates per metric type, without copying the window; `None`
+    /// for an unknown key.
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, StorageConfig, StorageKey, StorageService};
+    /// let storage = StorageService::new(StorageConfig { max_events: 1, ..StorageConfig::default() });
+    /// for t in 0..3 {
+    ///     storage.record(&PerformanceContract::new(MetricType::Tick, 1.0, t as f64).with_symbol("A"));
+    /// }
+    /// let aggregates = storage.aggregates(StorageKey::new("A", "")).unwrap();
+    /// assert_eq!((aggregates[0].metric, aggregates[0].aggregate.count()), (MetricType::Tick, 3));
+    /// ```
+    pub fn aggregates(&self, key: StorageKey) -> Option<Vec<MetricSnapshot>> {
+        let shard = self.shard(&key).lock();
+        Some(shard.peek(&key)?.metric_snapshots())
     }
 
     /// One key's counters, read without copying the window; `None` for an unknown key.

@@ -1,26 +1,28 @@
-//! Prometheus (feature `prometheus`): hook durations as a histogram, counters for events,
-//! rejected, dropped and slow operations, and process metrics, in the text exposition
-//! format. Served on `/metrics` while a run goes on, and written as a textfile for the
-//! node_exporter textfile collector or a Pushgateway (which suits batch backtests).
+//! Prometheus (feature `prometheus`): the whole run's operation durations as histograms
+//! in seconds, with counters of slow, failed, rejected and dropped events and process
+//! gauges, in the Prometheus text exposition format written by
+//! [`metrics_exporter_prometheus`]. Served on `/metrics` while a run goes on, and written
+//! as a textfile for the node_exporter textfile collector or a Pushgateway.
 //!
-//! The exporter is a [`Sink`] that aggregates under one lock per batch; the exposition
-//! text is written only when scraped.
+//! Nothing is measured or aggregated here: every scrape renders the storage's whole-run
+//! aggregates (their histograms re-binned into [`BUCKETS_SECONDS`], which resolve hooks
+//! from 25 ns), so exporting costs the run nothing per event, the series are exactly the
+//! storage's keys (bounded by its cap, gone with `clear`), and the numbers are the
+//! reports'.
 //!
 //! ```
-//! use std::sync::Arc;
 //! use backtest_perf::export::prometheus::PrometheusExporter;
-//! use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+//! use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
 //!
 //! let bus = PerformanceEmitter::new();
-//! let exporter = Arc::new(PrometheusExporter::default());
-//! bus.add_sink(exporter.clone());
-//! bus.emit(PerformanceContract::new(MetricType::Tick, 0.2, 1.0).with_symbol("BTCUSDT").with_strategy("sma")).unwrap();
+//! let service = PerformanceService::attached(&bus);
+//! let exporter = PrometheusExporter::new(Default::default(), service.storage().clone());
+//! bus.emit(PerformanceContract::new(MetricType::Tick, 0.0002, 1.0).with_symbol("BTCUSDT").with_strategy("sma")).unwrap();
 //! let text = exporter.render();
-//! assert!(text.contains(r#"backtest_perf_hook_duration_milliseconds_count{metric_type="tick",symbol="BTCUSDT",strategy="sma"} 1"#));
+//! assert!(text.contains(r#"backtest_perf_operation_duration_seconds_count{metric_type="tick",symbol="BTCUSDT",strategy="sma"} 1"#));
+//! assert!(text.contains(r#"backtest_perf_operation_duration_seconds_bucket{metric_type="tick",symbol="BTCUSDT",strategy="sma",le="0.0000004"} 1"#));
 //! ```
 
-use std::collections::HashMap;
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,73 +30,49 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use metrics::Unit;
+use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::dump::{DumpError, safe_file_stem, write_atomic};
-use crate::emitter::Sink;
-use crate::event::{InvalidEvent, MetricType, PerformanceContract};
-use crate::key::{Prehashed, StorageKey};
-use crate::stats::Sum;
 use crate::storage::StorageService;
 use crate::thresholds::Thresholds;
 use crate::tracker::ResourceSnapshot;
 
-/// Histogram bucket bounds, ms: hooks take microseconds to seconds.
+/// Histogram bucket bounds, seconds: 25 ns doubling up to about 13 s (30 buckets), so
+/// the engine's sub-microsecond hooks and a multi-second backtest both land in buckets of
+/// their own.
 ///
 /// ```
-/// use backtest_perf::export::prometheus::BUCKETS_MS;
-/// assert_eq!((BUCKETS_MS[0], BUCKETS_MS[BUCKETS_MS.len() - 1]), (0.001, 10_000.0));
+/// use backtest_perf::export::prometheus::BUCKETS_SECONDS;
+/// assert_eq!(BUCKETS_SECONDS[0], 25e-9);
+/// assert_eq!(BUCKETS_SECONDS.len(), 30);
 /// ```
-pub const BUCKETS_MS: [f64; 17] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 50.0, 100.0,
-    1_000.0, 10_000.0,
-];
-
-struct Series {
-    buckets: [u64; BUCKETS_MS.len()],
-    count: u64,
-    sum: Sum,
-    slow: u64,
-}
-
-/// One histogram series: a metric type of one key. Hashes by the names' interned hashes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct SeriesId(MetricType, StorageKey);
-
-impl std::hash::Hash for SeriesId {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.1.prehash() ^ self.0.prehash().rotate_left(17));
+pub const BUCKETS_SECONDS: [f64; 30] = {
+    let mut b = [0.0; 30];
+    let mut i = 0;
+    let mut bound = 25e-9;
+    while i < 30 {
+        b[i] = bound;
+        bound *= 2.0;
+        i += 1;
     }
-}
+    b
+};
 
-#[derive(Default)]
-struct Aggregate {
-    series: HashMap<SeriesId, Series, Prehashed>,
-    rejected: HashMap<StorageKey, u64, foldhash::fast::RandomState>,
-}
+const DURATION: &str = "backtest_perf_operation_duration_seconds";
 
-/// Aggregates bus events into Prometheus metrics; see the [module documentation](self).
+/// Renders the storage's whole-run statistics for Prometheus; see the [module
+/// documentation](self).
 ///
 /// ```
-/// use std::sync::Arc;
 /// use backtest_perf::export::prometheus::PrometheusExporter;
-/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
-/// let bus = PerformanceEmitter::new();
-/// let exporter = Arc::new(PrometheusExporter::default());
-/// bus.add_sink(exporter.clone());
-/// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
-/// assert!(exporter.render().contains("backtest_perf_events_total{metric_type=\"getCandles\""));
+/// use backtest_perf::{StorageConfig, StorageService};
+/// let exporter = PrometheusExporter::new(Default::default(), StorageService::new(StorageConfig::default()));
+/// assert!(exporter.render().contains("backtest_perf_process_resident_memory_bytes"));
 /// ```
 pub struct PrometheusExporter {
-    state: Mutex<Aggregate>,
     thresholds: Thresholds,
-    storage: Option<Arc<StorageService>>,
-}
-
-impl Default for PrometheusExporter {
-    fn default() -> Self {
-        Self::new(Thresholds::default(), None)
-    }
+    storage: Arc<StorageService>,
 }
 
 impl std::fmt::Debug for PrometheusExporter {
@@ -104,176 +82,118 @@ impl std::fmt::Debug for PrometheusExporter {
 }
 
 impl PrometheusExporter {
-    /// An exporter judging slowness by `thresholds`, reporting the dropped events of
-    /// `storage` if given.
+    /// An exporter of `storage`'s statistics, judging slowness by `thresholds`.
     ///
     /// ```
     /// use backtest_perf::export::prometheus::PrometheusExporter;
     /// use backtest_perf::thresholds::Thresholds;
-    /// let _exporter = PrometheusExporter::new(Thresholds::new(10.0).unwrap(), None);
+    /// use backtest_perf::{StorageConfig, StorageService};
+    /// let _exporter = PrometheusExporter::new(Thresholds::new(10.0).unwrap(), StorageService::new(StorageConfig::default()));
     /// ```
-    pub fn new(thresholds: Thresholds, storage: Option<Arc<StorageService>>) -> Self {
+    pub fn new(thresholds: Thresholds, storage: Arc<StorageService>) -> Self {
         PrometheusExporter {
-            state: Mutex::new(Aggregate::default()),
             thresholds,
             storage,
         }
     }
 
-    fn observe(&self, aggregate: &mut Aggregate, event: &PerformanceContract) {
-        let series = aggregate
-            .series
-            .entry(SeriesId(event.metric_type, StorageKey::of(event)))
-            .or_insert_with(|| Series {
-                buckets: [0; BUCKETS_MS.len()],
-                count: 0,
-                sum: Sum::default(),
-                slow: 0,
-            });
-        let bucket = BUCKETS_MS.partition_point(|&bound| bound < event.duration);
-        if bucket < BUCKETS_MS.len() {
-            series.buckets[bucket] += 1;
-        }
-        series.count += 1;
-        series.sum.add(event.duration);
-        if self
-            .thresholds
-            .is_slow(event.metric_type.as_str(), event.duration)
-        {
-            series.slow += 1;
-        }
-    }
-
-    /// The metrics in the Prometheus text exposition format (version 0.0.4).
+    /// The exposition text now (Prometheus text format 0.0.4).
     ///
     /// ```
-    /// use std::sync::Arc;
     /// use backtest_perf::export::prometheus::PrometheusExporter;
-    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
-    /// let bus = PerformanceEmitter::new();
-    /// let exporter = Arc::new(PrometheusExporter::default());
-    /// bus.add_sink(exporter.clone());
-    /// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
-    /// assert!(exporter.render().contains("le=\"0.025\"} 1"));
+    /// use backtest_perf::{StorageConfig, StorageService};
+    /// let exporter = PrometheusExporter::new(Default::default(), StorageService::new(StorageConfig::default()));
+    /// assert!(!exporter.render().contains("backtest_perf_operation_duration_seconds_count"), "no series yet");
     /// ```
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let state = self.state.lock();
-        let mut series: Vec<_> = state.series.iter().collect();
-        series.sort_by(|a, b| a.0.cmp(b.0));
-        let labels = |SeriesId(metric, key): &SeriesId| {
-            format!(
-                "metric_type=\"{}\",symbol=\"{}\",strategy=\"{}\"",
-                escape(metric.as_str()),
-                escape(&key.symbol),
-                escape(&key.strategy)
-            )
+        // Bounds are constants and never empty: this cannot fail.
+        let Ok(builder) = PrometheusBuilder::new().set_buckets(&BUCKETS_SECONDS) else {
+            return String::new();
         };
-
-        let name = "backtest_perf_hook_duration_milliseconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Duration of timed operations (hooks and user code), milliseconds."
-        );
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (id, s) in &series {
-            let l = labels(id);
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS_MS.iter().zip(s.buckets) {
-                cumulative += n;
-                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{bound}\"}} {cumulative}");
-            }
-            let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "{name}_sum{{{l}}} {}", s.sum.value());
-            let _ = writeln!(out, "{name}_count{{{l}}} {}", s.count);
-        }
-
-        let counter = |out: &mut String,
-                       name: &str,
-                       help: &str,
-                       rows: &mut dyn Iterator<Item = (String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (l, v) in rows {
-                let _ = writeln!(out, "{name}{{{l}}} {v}");
-            }
-        };
-        counter(
-            &mut out,
-            "backtest_perf_events_total",
-            "Events received from the bus.",
-            &mut series.iter().map(|(id, s)| (labels(id), s.count)),
-        );
-        counter(
-            &mut out,
-            "backtest_perf_slow_operations_total",
-            "Operations slower than their threshold.",
-            &mut series.iter().map(|(id, s)| (labels(id), s.slow)),
-        );
-        let key_labels = |k: &StorageKey| {
-            format!(
-                "symbol=\"{}\",strategy=\"{}\"",
-                escape(&k.symbol),
-                escape(&k.strategy)
-            )
-        };
-        let mut rejected: Vec<_> = state.rejected.iter().collect();
-        rejected.sort();
-        counter(
-            &mut out,
-            "backtest_perf_rejected_events_total",
-            "Events the bus rejected as invalid.",
-            &mut rejected.iter().map(|(k, v)| (key_labels(k), **v)),
-        );
-        drop(state);
-        if let Some(storage) = &self.storage {
-            let dropped: Vec<(String, u64)> = storage
-                .keys()
-                .into_iter()
-                .filter_map(|k| storage.counters(k).map(|c| (key_labels(&k), c.dropped)))
-                .collect();
-            counter(
-                &mut out,
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::describe_histogram!(
+                DURATION,
+                Unit::Seconds,
+                "Duration of timed operations (hooks and user code), the whole run."
+            );
+            metrics::describe_counter!(
+                "backtest_perf_slow_operations_total",
+                "Operations slower than their threshold (counted from the histogram)."
+            );
+            metrics::describe_counter!(
+                "backtest_perf_failed_operations_total",
+                "Operations that failed (ok: false)."
+            );
+            metrics::describe_counter!(
+                "backtest_perf_rejected_events_total",
+                "Events the bus rejected as invalid."
+            );
+            metrics::describe_counter!(
                 "backtest_perf_dropped_events_total",
-                "Events dropped from a full storage (the oldest first).",
-                &mut dropped.into_iter(),
+                "Events that left the raw-event window (the statistics still count them)."
             );
-        }
-        let process = ResourceSnapshot::now();
-        if let (Some(user), Some(system)) = (process.cpu_user_ms, process.cpu_system_ms) {
-            let _ = writeln!(
-                out,
-                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds."
+            for key in self.storage.keys() {
+                let (symbol, strategy) = (key.symbol.to_string(), key.strategy.to_string());
+                if let Some(counters) = self.storage.counters(key) {
+                    let labels = [("symbol", symbol.clone()), ("strategy", strategy.clone())];
+                    metrics::counter!("backtest_perf_rejected_events_total", &labels)
+                        .absolute(counters.rejected);
+                    metrics::counter!("backtest_perf_dropped_events_total", &labels)
+                        .absolute(counters.dropped);
+                }
+                for m in self.storage.aggregates(key).unwrap_or_default() {
+                    let labels = [
+                        ("metric_type", m.metric.as_str().to_string()),
+                        ("symbol", symbol.clone()),
+                        ("strategy", strategy.clone()),
+                    ];
+                    let histogram = metrics::histogram!(DURATION, &labels);
+                    let threshold = self.thresholds.threshold_ms(m.metric.as_str());
+                    let mut slow = 0u64;
+                    for (ms, n) in m.aggregate.buckets() {
+                        histogram
+                            .record_many(ms / 1000.0, usize::try_from(n).unwrap_or(usize::MAX));
+                        if ms > threshold {
+                            slow = slow.saturating_add(n);
+                        }
+                    }
+                    metrics::counter!("backtest_perf_slow_operations_total", &labels)
+                        .absolute(slow);
+                    metrics::counter!("backtest_perf_failed_operations_total", &labels)
+                        .absolute(m.aggregate.failures());
+                }
+            }
+            // Named after this program, so a node_exporter reading the textfile keeps its
+            // own process_* series.
+            let process = ResourceSnapshot::now();
+            if let (Some(user), Some(system)) = (process.cpu_user_ms, process.cpu_system_ms) {
+                metrics::describe_gauge!(
+                    "backtest_perf_process_cpu_seconds",
+                    Unit::Seconds,
+                    "User and system CPU time of the backtest-perf process."
+                );
+                metrics::gauge!("backtest_perf_process_cpu_seconds").set((user + system) / 1000.0);
+            }
+            metrics::describe_gauge!(
+                "backtest_perf_process_resident_memory_bytes",
+                Unit::Bytes,
+                "Resident memory of the backtest-perf process."
             );
-            let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
-            let _ = writeln!(
-                out,
-                "process_cpu_seconds_total {}",
-                (user + system) / 1000.0
-            );
-        }
-        if let Some(rss) = process.rss_bytes {
-            let _ = writeln!(
-                out,
-                "# HELP process_resident_memory_bytes Resident memory size in bytes."
-            );
-            let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
-            let _ = writeln!(out, "process_resident_memory_bytes {rss}");
-        }
-        out
+            metrics::gauge!("backtest_perf_process_resident_memory_bytes")
+                .set(process.rss_bytes.unwrap_or(0) as f64);
+        });
+        handle.render()
     }
 
-    /// Writes the metrics atomically to `dir/<name>.prom` (the node_exporter textfile
-    /// collector reads `*.prom` files and needs them written whole); returns the path.
+    /// Writes the exposition text to `dir/<name>.prom` atomically (for the node_exporter
+    /// textfile collector); returns the path.
     ///
     /// ```
-    /// use std::sync::Arc;
     /// use backtest_perf::export::prometheus::PrometheusExporter;
-    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
-    /// let bus = PerformanceEmitter::new();
-    /// let exporter = Arc::new(PrometheusExporter::default());
-    /// bus.add_sink(exporter.clone());
-    /// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
+    /// use backtest_perf::{StorageConfig, StorageService};
+    /// let exporter = PrometheusExporter::new(Default::default(), StorageService::new(StorageConfig::default()));
     /// let dir = tempfile::tempdir().unwrap();
     /// assert_eq!(exporter.write_textfile(dir.path(), "run").unwrap(), dir.path().join("run.prom"));
     /// ```
@@ -285,19 +205,16 @@ impl PrometheusExporter {
         )
     }
 
-    /// Serves `GET /metrics` on `addr` (`127.0.0.1:0` picks a free port) until the
-    /// returned server is dropped.
+    /// Serves `GET /metrics` on `addr` (for example `127.0.0.1:9464`, or port 0 for any
+    /// free one) on a thread of its own, until the returned server is dropped.
     ///
     /// ```
     /// use std::sync::Arc;
     /// use backtest_perf::export::prometheus::PrometheusExporter;
-    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
-    /// let bus = PerformanceEmitter::new();
-    /// let exporter = Arc::new(PrometheusExporter::default());
-    /// bus.add_sink(exporter.clone());
-    /// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
+    /// use backtest_perf::{StorageConfig, StorageService};
+    /// let exporter = Arc::new(PrometheusExporter::new(Default::default(), StorageService::new(StorageConfig::default())));
     /// let server = exporter.serve("127.0.0.1:0").unwrap();
-    /// assert!(server.addr().ip().is_loopback());
+    /// assert!(server.addr().port() > 0);
     /// ```
     pub fn serve(self: &Arc<Self>, addr: &str) -> Result<MetricsServer, std::io::Error> {
         let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
@@ -338,41 +255,14 @@ impl PrometheusExporter {
     }
 }
 
-impl Sink for PrometheusExporter {
-    fn on_event(&self, event: &PerformanceContract) {
-        let mut state = self.state.lock();
-        self.observe(&mut state, event);
-    }
-
-    fn on_batch(&self, events: &[PerformanceContract]) {
-        let mut state = self.state.lock();
-        for event in events {
-            self.observe(&mut state, event);
-        }
-    }
-
-    fn on_rejected(&self, event: &PerformanceContract, _reason: &InvalidEvent) {
-        *self
-            .state
-            .lock()
-            .rejected
-            .entry(StorageKey::of(event))
-            .or_default() += 1;
-    }
-}
-
-/// A running `/metrics` endpoint; it stops when dropped.
+/// The `/metrics` endpoint of a [`PrometheusExporter`]; it stops when dropped.
 ///
 /// ```
 /// use std::sync::Arc;
 /// use backtest_perf::export::prometheus::PrometheusExporter;
-/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
-/// let bus = PerformanceEmitter::new();
-/// let exporter = Arc::new(PrometheusExporter::default());
-/// bus.add_sink(exporter.clone());
-/// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
-/// let server = exporter.serve("127.0.0.1:0").unwrap();
-/// drop(server); // stops serving
+/// use backtest_perf::{StorageConfig, StorageService};
+/// let exporter = Arc::new(PrometheusExporter::new(Default::default(), StorageService::new(StorageConfig::default())));
+/// drop(exporter.serve("127.0.0.1:0").unwrap());
 /// ```
 #[derive(Debug)]
 pub struct MetricsServer {
@@ -387,11 +277,8 @@ impl MetricsServer {
     /// ```
     /// use std::sync::Arc;
     /// use backtest_perf::export::prometheus::PrometheusExporter;
-    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
-    /// let bus = PerformanceEmitter::new();
-    /// let exporter = Arc::new(PrometheusExporter::default());
-    /// bus.add_sink(exporter.clone());
-    /// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.02, 1.0)).unwrap();
+    /// use backtest_perf::{StorageConfig, StorageService};
+    /// let exporter = Arc::new(PrometheusExporter::new(Default::default(), StorageService::new(StorageConfig::default())));
     /// let server = exporter.serve("127.0.0.1:0").unwrap();
     /// assert_ne!(server.addr().port(), 0);
     /// ```
@@ -407,12 +294,4 @@ impl Drop for MetricsServer {
             let _ = thread.join();
         }
     }
-}
-
-/// Escapes a label value: backslash, double quote and newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
