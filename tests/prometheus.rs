@@ -171,3 +171,51 @@ fn metrics_over_http_and_in_a_textfile() {
     service.clear("BTCUSDT", "sma");
     assert!(!exporter.render().contains("BTCUSDT"));
 }
+
+/// Sends raw bytes and reads the whole response.
+fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn no_client_can_crash_or_hold_the_metrics_server() {
+    let storage = backtest_perf::StorageService::new(StorageConfig::default());
+    let exporter = Arc::new(PrometheusExporter::new(Thresholds::default(), storage));
+    let server = exporter.serve("127.0.0.1:0").unwrap();
+    let addr = server.addr();
+    // A client that connects and sends nothing holds only its own connection.
+    let _idle = TcpStream::connect(addr).unwrap();
+    // A body announced as 10 TB is never read, nor allocated.
+    let huge = raw(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000000\r\n\r\n",
+    );
+    assert!(huge.starts_with("HTTP/1.1 200 OK"), "{huge}");
+    // Query strings are ignored, HEAD has no body, other methods get 405 with Allow.
+    assert!(raw(addr, b"GET /metrics?ts=1 HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200 OK"));
+    let head = raw(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    let post = raw(
+        addr,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    assert!(
+        post.starts_with("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"),
+        "{post}"
+    );
+    // A request head over 8 KiB is refused, not buffered without end.
+    let mut long = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 16 * 1024));
+    long.extend_from_slice(b"\r\n\r\n");
+    assert!(raw(addr, &long).starts_with("HTTP/1.1 431"));
+    // Dropping the server stops it (the idle client notwithstanding).
+    drop(server);
+    assert!(TcpStream::connect(addr).is_err());
+}

@@ -23,10 +23,11 @@
 //! assert!(text.contains(r#"backtest_perf_operation_duration_seconds_bucket{metric_type="tick",symbol="BTCUSDT",strategy="sma",le="0.0000004"} 1"#));
 //! ```
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -205,8 +206,9 @@ impl PrometheusExporter {
         )
     }
 
-    /// Serves `GET /metrics` on `addr` (for example `127.0.0.1:9464`, or port 0 for any
-    /// free one) on a thread of its own, until the returned server is dropped.
+    /// Serves `GET /metrics` (and `HEAD`; a query string is ignored) on `addr` (for
+    /// example `127.0.0.1:9464`, or port 0 for any free one) until the returned server is
+    /// dropped. See [`MetricsServer`] for what no client can do to it.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -217,34 +219,45 @@ impl PrometheusExporter {
     /// assert!(server.addr().port() > 0);
     /// ```
     pub fn serve(self: &Arc<Self>, addr: &str) -> Result<MetricsServer, std::io::Error> {
-        let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
-        let local = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| std::io::Error::other("the metrics server is not on an IP address"))?;
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicUsize::new(0));
         let (exporter, stopping) = (self.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("metrics-http".into())
             .spawn(move || {
                 while !stopping.load(Ordering::Relaxed) {
-                    let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(50)) else {
+                    let stream = match listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(ACCEPT_POLL);
+                            continue;
+                        }
+                        Err(_) => continue,
+                    };
+                    if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                        busy.fetch_sub(1, Ordering::AcqRel);
+                        let _ = respond(
+                            &stream,
+                            "503 Service Unavailable",
+                            "busy: try again\n",
+                            true,
+                        );
                         continue;
-                    };
-                    let response = if request.url() == "/metrics"
-                        && *request.method() == tiny_http::Method::Get
-                    {
-                        let header = tiny_http::Header::from_bytes(
-                            "Content-Type",
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )
-                        .expect("a constant, valid header");
-                        tiny_http::Response::from_string(exporter.render()).with_header(header)
-                    } else {
-                        tiny_http::Response::from_string("only GET /metrics is served here\n")
-                            .with_status_code(404)
-                    };
-                    let _ = request.respond(response);
+                    }
+                    let (exporter, done) = (exporter.clone(), busy.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("metrics-request".into())
+                        .spawn(move || {
+                            let _ = answer(&exporter, &stream);
+                            linger(&stream);
+                            done.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if spawned.is_err() {
+                        busy.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
             })?;
         Ok(MetricsServer {
@@ -255,7 +268,111 @@ impl PrometheusExporter {
     }
 }
 
-/// The `/metrics` endpoint of a [`PrometheusExporter`]; it stops when dropped.
+/// Requests answered at once, at most; more get `503` without being read.
+const MAX_CONNECTIONS: usize = 8;
+/// How long a client may take to send its request head, or to take the response.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest request head read; a longer one gets `431`.
+const MAX_HEAD: usize = 8 * 1024;
+/// How often the accept loop looks for a stop: dropping the server returns within it.
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
+
+/// Reads one request head (never a body, whatever `Content-Length` says) and answers it.
+fn answer(exporter: &PrometheusExporter, mut stream: &TcpStream) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() >= MAX_HEAD {
+            return respond(
+                stream,
+                "431 Request Header Fields Too Large",
+                "request head too large\n",
+                true,
+            );
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET", "/metrics") => respond(stream, "200 OK", &exporter.render(), true),
+        ("HEAD", "/metrics") => respond(stream, "200 OK", &exporter.render(), false),
+        (_, "/metrics") => respond(
+            stream,
+            "405 Method Not Allowed",
+            "only GET and HEAD are served on /metrics\n",
+            true,
+        ),
+        _ => respond(
+            stream,
+            "404 Not Found",
+            "only /metrics is served here\n",
+            true,
+        ),
+    }
+}
+
+/// Closes after the response has gone: the sending side first, then what the client
+/// still sends (an unread body, the rest of a long head) is read and discarded, a bounded
+/// amount for a bounded time, so the close is a FIN the client reads after the
+/// response rather than a reset that could destroy it.
+fn linger(mut stream: &TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER));
+    let mut scratch = [0u8; 4096];
+    let mut drained = 0;
+    while drained < MAX_DRAIN {
+        match stream.read(&mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// How long a closing connection's remaining input is read and discarded, and how much.
+const LINGER: Duration = Duration::from_millis(200);
+const MAX_DRAIN: usize = 1 << 20;
+
+fn respond(
+    mut stream: &TcpStream,
+    status: &str,
+    body: &str,
+    with_body: bool,
+) -> std::io::Result<()> {
+    let allow = if status.starts_with("405") {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        body.len()
+    )?;
+    if with_body {
+        stream.write_all(body.as_bytes())?;
+    }
+    stream.flush()
+}
+
+/// The `/metrics` endpoint of a [`PrometheusExporter`]; it stops when dropped, within a
+/// few tens of milliseconds (the accept loop polls for the stop).
+///
+/// No client can crash it or hold it: a request body is never read (a huge
+/// `Content-Length` allocates nothing), a request head is read up to 8 KiB, a client that
+/// sends nothing or does not read is cut off after 2 s, and at most 8 requests are
+/// answered at once (more get `503`). Other methods on `/metrics` get `405`, other paths
+/// `404`.
 ///
 /// ```
 /// use std::sync::Arc;
