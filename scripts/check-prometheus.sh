@@ -57,3 +57,19 @@ if [ "$ticks" != "4863" ]; then
   exit 1
 fi
 echo "check-prometheus: a Prometheus server scraped the run and counts its 4863 ticks"
+
+# A real Pushgateway receives a run pushed with --metrics-push.
+gateway_port=$(port)
+prometheus-pushgateway --web.listen-address="127.0.0.1:$gateway_port" > "$work/pushgateway.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$gateway_port/metrics" -o /dev/null && break
+  sleep 0.1
+done
+"$bin" backtest --strategy sma-crossover --metrics-push "http://127.0.0.1:$gateway_port" --out "$work/pushed" > /dev/null
+curl -sf "http://127.0.0.1:$gateway_port/metrics" -o "$work/gateway.prom"
+if ! grep -q 'backtest_perf_operation_duration_seconds_count{instance="",job="backtest-perf",metric_type="tick",strategy="sma-crossover",symbol="EURUSD"} 4863' "$work/gateway.prom"; then
+  echo "check-prometheus: the Pushgateway does not hold the pushed run's 4863 ticks" >&2
+  exit 1
+fi
+echo "check-prometheus: a Pushgateway received the pushed run (4863 ticks)"

@@ -363,9 +363,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     // The reports are written: only now may a side job fail, and it costs nothing above.
     let mut failed = Vec::new();
     #[cfg(feature = "prometheus")]
-    if let Err(e) = metrics.finish(&args.exporters, &args.out) {
-        failed.push(format!("Prometheus: {e}"));
-    }
+    failed.extend(metrics.finish(&args.exporters, &args.out));
     #[cfg(feature = "otel")]
     if let Err(e) = spans.finish() {
         failed.push(e.to_string());

@@ -33,6 +33,11 @@ pub struct ExporterArgs {
     #[cfg(feature = "prometheus")]
     #[arg(long, requires = "metrics_addr")]
     pub serve_after: bool,
+    /// Push the metrics to this Pushgateway (e.g. http://127.0.0.1:9091) when the
+    /// backtests end, as job `backtest-perf`.
+    #[cfg(feature = "prometheus")]
+    #[arg(long, value_name = "URL")]
+    pub metrics_push: Option<String>,
     /// Send one OpenTelemetry span per hook to this OTLP/HTTP endpoint
     /// (e.g. http://localhost:4318/v1/traces).
     #[cfg(feature = "otel")]
@@ -91,7 +96,7 @@ impl Metrics {
     /// Starts what the flags ask for (nothing when they ask for nothing).
     pub fn start(args: &ExporterArgs, thresholds: &Thresholds) -> Result<Self, CliError> {
         use backtest_perf::export::prometheus::PrometheusExporter;
-        if args.metrics_addr.is_none() && !args.metrics_textfile {
+        if args.metrics_addr.is_none() && !args.metrics_textfile && args.metrics_push.is_none() {
             return Ok(Metrics {
                 exporter: None,
                 _server: None,
@@ -131,12 +136,28 @@ impl Metrics {
     }
 
     /// Writes the textfile, if asked for.
-    pub fn finish(&self, args: &ExporterArgs, out: &std::path::Path) -> Result<(), CliError> {
-        if let (Some(exporter), true) = (&self.exporter, args.metrics_textfile) {
-            let path = exporter.write_textfile(out, "backtest-perf")?;
-            println!("metrics: {}", path.display());
+    /// Writes the textfile and pushes to the Pushgateway, if asked for; returns what
+    /// failed, each with what to do.
+    pub fn finish(&self, args: &ExporterArgs, out: &std::path::Path) -> Vec<String> {
+        let mut failed = Vec::new();
+        let Some(exporter) = &self.exporter else {
+            return failed;
+        };
+        if args.metrics_textfile {
+            match exporter.write_textfile(out, "backtest-perf") {
+                Ok(path) => println!("metrics: {}", path.display()),
+                Err(e) => failed.push(format!("Prometheus textfile: {e}")),
+            }
         }
-        Ok(())
+        if let Some(url) = &args.metrics_push {
+            match exporter.push(url, "backtest-perf") {
+                Ok(()) => println!("metrics: pushed to {url} (job backtest-perf)"),
+                Err(e) => failed.push(format!(
+                    "Prometheus push: {e}; check that the Pushgateway is up at {url}"
+                )),
+            }
+        }
+        failed
     }
 }
 

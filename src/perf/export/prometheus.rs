@@ -188,6 +188,31 @@ impl PrometheusExporter {
         handle.render()
     }
 
+    /// Pushes the exposition text to a Pushgateway at `base` (for example
+    /// `http://127.0.0.1:9091`), replacing the group `job="<job>"` (`PUT
+    /// <base>/metrics/job/<job>`).
+    ///
+    /// ```
+    /// use backtest_perf::export::prometheus::PrometheusExporter;
+    /// use backtest_perf::{StorageConfig, StorageService};
+    /// let exporter = PrometheusExporter::new(Default::default(), StorageService::new(StorageConfig::default()));
+    /// // Nothing listens on port 9 here: the error says where the push went.
+    /// let err = exporter.push("http://127.0.0.1:9", "backtest-perf").unwrap_err();
+    /// assert!(err.starts_with("PUT http://127.0.0.1:9/metrics/job/backtest-perf failed"), "{err}");
+    /// ```
+    pub fn push(&self, base: &str, job: &str) -> Result<(), String> {
+        let url = format!("{}/metrics/job/{job}", base.trim_end_matches('/'));
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build();
+        ureq::Agent::new_with_config(config)
+            .put(&url)
+            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            .send(self.render())
+            .map(drop)
+            .map_err(|e| format!("PUT {url} failed: {e}"))
+    }
+
     /// Writes the exposition text to `dir/<name>.prom` atomically (for the node_exporter
     /// textfile collector); returns the path.
     ///
