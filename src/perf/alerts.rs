@@ -121,9 +121,18 @@ impl Statistic {
 /// use backtest_perf::alerts::Condition;
 /// let c: Condition = serde_json::from_str(r#"{"kind": "droppedAbove", "bound": 10}"#).unwrap();
 /// assert_eq!(c, Condition::DroppedAbove { bound: 10 });
+/// // Fields are camelCase too, and a misspelt one is refused.
+/// let c: Condition = serde_json::from_str(r#"{"kind": "slowShareAbove", "metric": "getCandles", "threshold": 50, "boundPercent": 10}"#).unwrap();
+/// assert!(matches!(c, Condition::SlowShareAbove { bound_percent, .. } if bound_percent == 10.0));
+/// assert!(serde_json::from_str::<Condition>(r#"{"kind": "droppedAbove", "bound": 1, "bund": 2}"#).is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind",
+    deny_unknown_fields
+)]
 pub enum Condition {
     /// A statistic of a metric type is above `bound` ms.
     Above {
@@ -227,7 +236,7 @@ impl Condition {
 /// assert_eq!(rules[0].cooldown().as_secs(), 900);
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AlertRule {
     /// Its name, first in every message.
     pub name: String,
