@@ -127,10 +127,12 @@ pub struct BacktestCli {
     /// Also append fired alerts as JSON lines to this file.
     #[arg(long, value_name = "FILE", requires = "alerts")]
     pub alert_file: Option<PathBuf>,
-    /// Also POST fired alerts as JSON to this URL.
+    /// Also POST fired alerts to this destination, repeatable: `alertmanager=URL`
+    /// (Prometheus Alertmanager's /api/v2/alerts), `slack=URL` (a Slack-compatible
+    /// incoming webhook), or a bare URL (the alert as plain JSON).
     #[cfg(feature = "webhook")]
-    #[arg(long, value_name = "URL", requires = "alerts")]
-    pub alert_webhook: Option<String>,
+    #[arg(long, value_name = "[FORMAT=]URL", requires = "alerts")]
+    pub alert_webhook: Vec<String>,
     /// Print the timeline of each strategy's slowest tick after the first (a warm-up), and
     /// whether its thread ran or waited; memory holds only the slowest few ticks.
     #[arg(long)]
@@ -428,7 +430,7 @@ fn print_result(result: &BacktestResult) {
 pub fn alert_manager(
     rules: &std::path::Path,
     file: Option<PathBuf>,
-    #[cfg(feature = "webhook")] webhook: Option<String>,
+    #[cfg(feature = "webhook")] webhook: Vec<String>,
 ) -> Result<AlertManager, CliError> {
     let text = std::fs::read_to_string(rules).map_err(|source| CliError::Input {
         path: rules.to_path_buf(),
@@ -443,8 +445,10 @@ pub fn alert_manager(
         manager = manager.with_sink(Arc::new(FileSink::new(file)));
     }
     #[cfg(feature = "webhook")]
-    if let Some(url) = webhook {
-        manager = manager.with_sink(Arc::new(backtest_perf::alerts::WebhookSink::new(url)));
+    for destination in webhook {
+        manager = manager.with_sink(Arc::new(backtest_perf::alerts::WebhookSink::to(
+            &destination,
+        )));
     }
     Ok(manager)
 }

@@ -423,34 +423,152 @@ impl AlertSink for FileSink {
     }
 }
 
-/// POSTs each alert as JSON to a URL (feature `webhook`), with a 5-second timeout.
+/// The body a webhook destination takes.
+///
+/// ```
+/// use backtest_perf::alerts::WebhookFormat;
+/// assert_eq!(WebhookFormat::parse_destination("slack=https://hooks.slack.com/x"), (WebhookFormat::Slack, "https://hooks.slack.com/x"));
+/// assert_eq!(WebhookFormat::parse_destination("http://127.0.0.1:9000/a"), (WebhookFormat::Json, "http://127.0.0.1:9000/a"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// The [`Alert`] as JSON, as it is.
+    Json,
+    /// Prometheus Alertmanager's `POST /api/v2/alerts`: an array of alerts with labels
+    /// (`alertname`, `severity`, `symbol`, `strategy`), annotations (`summary`, `value`,
+    /// `bound`) and `startsAt`. Give the Alertmanager's base URL or the full API URL.
+    Alertmanager,
+    /// A Slack-compatible incoming webhook: `{"text": "..."}`.
+    Slack,
+}
+
+impl WebhookFormat {
+    /// Reads a destination: `alertmanager=URL`, `slack=URL`, `json=URL`, or a bare URL
+    /// (plain JSON).
+    ///
+    /// ```
+    /// use backtest_perf::alerts::WebhookFormat;
+    /// assert_eq!(WebhookFormat::parse_destination("alertmanager=http://127.0.0.1:9093").0, WebhookFormat::Alertmanager);
+    /// ```
+    pub fn parse_destination(destination: &str) -> (WebhookFormat, &str) {
+        for (prefix, format) in [
+            ("alertmanager=", WebhookFormat::Alertmanager),
+            ("slack=", WebhookFormat::Slack),
+            ("json=", WebhookFormat::Json),
+        ] {
+            if let Some(url) = destination.strip_prefix(prefix) {
+                return (format, url);
+            }
+        }
+        (WebhookFormat::Json, destination)
+    }
+
+    /// The body for `alert`.
+    ///
+    /// ```
+    /// use backtest_perf::alerts::{Alert, Severity, WebhookFormat};
+    /// let alert = Alert {
+    ///     rule: "slow signals".into(), severity: Severity::Warning, symbol: "BTCUSDT".into(),
+    ///     strategy: "sma".into(), value: 7.5, bound: 5.0, at: chrono::DateTime::UNIX_EPOCH,
+    ///     message: "slow signals: p95 of getSignal is 7.500 ms, above 5.000 ms (BTCUSDT:sma)".into(),
+    /// };
+    /// let body: serde_json::Value = serde_json::from_str(&WebhookFormat::Alertmanager.body(&alert)).unwrap();
+    /// assert_eq!(body[0]["labels"]["alertname"], "slow signals");
+    /// assert_eq!(body[0]["labels"]["severity"], "warning");
+    /// assert_eq!(body[0]["startsAt"], "1970-01-01T00:00:00Z");
+    /// let slack: serde_json::Value = serde_json::from_str(&WebhookFormat::Slack.body(&alert)).unwrap();
+    /// assert_eq!(slack["text"], "[warning] slow signals: p95 of getSignal is 7.500 ms, above 5.000 ms (BTCUSDT:sma)");
+    /// ```
+    pub fn body(self, alert: &Alert) -> String {
+        let severity = match alert.severity {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        };
+        let value = match self {
+            WebhookFormat::Json => serde_json::to_value(alert).unwrap_or_default(),
+            WebhookFormat::Alertmanager => serde_json::json!([{
+                "labels": {
+                    "alertname": alert.rule,
+                    "severity": severity,
+                    "symbol": alert.symbol,
+                    "strategy": alert.strategy,
+                    "source": "backtest-perf",
+                },
+                "annotations": {
+                    "summary": alert.message,
+                    "value": alert.value.to_string(),
+                    "bound": alert.bound.to_string(),
+                },
+                "startsAt": alert.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            }]),
+            WebhookFormat::Slack => serde_json::json!({
+                "text": format!("[{severity}] {}", alert.message),
+            }),
+        };
+        value.to_string()
+    }
+}
+
+/// POSTs each alert to a URL (feature `webhook`), in the format the destination takes,
+/// with a 5-second timeout.
 ///
 /// ```
 /// use std::sync::Arc;
-/// use backtest_perf::alerts::{AlertManager, WebhookSink};
+/// use backtest_perf::alerts::{AlertManager, WebhookFormat, WebhookSink};
 /// let _manager = AlertManager::new(vec![]).with_sink(Arc::new(WebhookSink::new("https://hooks.example.com/alerts")));
+/// let _am = WebhookSink::with_format("http://127.0.0.1:9093", WebhookFormat::Alertmanager);
 /// ```
 #[cfg(feature = "webhook")]
 #[derive(Debug)]
-pub struct WebhookSink(crate::export::http::JsonPost);
+pub struct WebhookSink {
+    post: crate::export::http::JsonPost,
+    format: WebhookFormat,
+}
 
 #[cfg(feature = "webhook")]
 impl WebhookSink {
-    /// A sink posting to `url`.
+    /// A sink posting plain JSON to `url`.
     ///
     /// ```
     /// let _sink = backtest_perf::alerts::WebhookSink::new("http://127.0.0.1:9000/alerts");
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
-        WebhookSink(crate::export::http::JsonPost::new(url))
+        Self::with_format(url, WebhookFormat::Json)
+    }
+
+    /// A sink posting to `url` in `format`. For Alertmanager a base URL gets
+    /// `/api/v2/alerts` added.
+    ///
+    /// ```
+    /// use backtest_perf::alerts::{WebhookFormat, WebhookSink};
+    /// let _sink = WebhookSink::with_format("slack=https://hooks.slack.com/x", WebhookFormat::Slack);
+    /// ```
+    pub fn with_format(url: impl Into<String>, format: WebhookFormat) -> Self {
+        let mut url: String = url.into();
+        if format == WebhookFormat::Alertmanager && !url.contains("/api/v2/alerts") {
+            url = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
+        }
+        WebhookSink {
+            post: crate::export::http::JsonPost::new(url),
+            format,
+        }
+    }
+
+    /// A sink for a destination as [`WebhookFormat::parse_destination`] reads it.
+    ///
+    /// ```
+    /// let _sink = backtest_perf::alerts::WebhookSink::to("alertmanager=http://127.0.0.1:9093");
+    /// ```
+    pub fn to(destination: &str) -> Self {
+        let (format, url) = WebhookFormat::parse_destination(destination);
+        Self::with_format(url, format)
     }
 }
 
 #[cfg(feature = "webhook")]
 impl AlertSink for WebhookSink {
     fn deliver(&self, alert: &Alert) -> Result<(), String> {
-        self.0
-            .send(serde_json::to_string(alert).map_err(|e| e.to_string())?)
+        self.post.send(self.format.body(alert))
     }
 }
 
