@@ -273,3 +273,52 @@ fn a_webhook_receives_the_alert_as_a_json_post() {
     gone.evaluate(&service.get_data("A", "s"), t(0, 0));
     assert_eq!(gone.failures(), 1);
 }
+
+/// `backtest --alerts` checks the rules while the run goes on, every simulated day by
+/// default, on the statistics of that moment, and once more at the run's end.
+#[test]
+fn rules_are_checked_during_the_run_in_simulated_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.json");
+    std::fs::write(
+        &rules,
+        r#"[{"name": "dropping", "severity": "warning", "cooldown": 0, "condition": {"kind": "droppedAbove", "bound": 0}}]"#,
+    )
+    .unwrap();
+    let file = dir.path().join("alerts.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backtest-perf"))
+        .args(["backtest", "--strategy", "sma-crossover", "--alerts"])
+        .arg(&rules)
+        .arg("--alert-file")
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = |i: usize| alerts[i]["at"].as_str().unwrap().to_string();
+    // The window (10,000 events) first overflows in October 2017: from then on every
+    // simulated midnight's check fires, judged on the statistics of that moment (as of
+    // the batch of 1,024 hook events that crossed it) ...
+    assert_eq!(at(0), "2017-10-18T00:00:00Z");
+    assert_eq!(alerts[0]["value"], serde_json::json!(240.0));
+    assert!(alerts.len() > 100, "{}", alerts.len());
+    assert!(
+        alerts[..alerts.len() - 1]
+            .iter()
+            .all(|a| a["at"].as_str().unwrap().ends_with("T00:00:00Z"))
+    );
+    // ... and the last check is at the run's end, on its final statistics.
+    let last = alerts.len() - 1;
+    assert_eq!(at(last), "2018-02-07T16:00:00Z");
+    assert_eq!(alerts[last]["value"], serde_json::json!(4960.0));
+}

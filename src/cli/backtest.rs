@@ -59,7 +59,9 @@ pub struct BacktestArgs {
     /// Write each run's Chrome trace.
     pub trace: bool,
     /// Check these alert rules on each run's statistics.
-    pub alerts: Option<AlertManager>,
+    pub alerts: Option<Arc<AlertManager>>,
+    /// Check the alert rules every this many simulated minutes while the runs go on.
+    pub alert_every_minutes: u32,
     /// The exporters' flags (owned by the exporters' module; empty without their features).
     #[cfg_attr(
         not(any(feature = "prometheus", feature = "otel", feature = "flamegraph")),
@@ -84,6 +86,7 @@ impl Default for BacktestArgs {
             sample: 1,
             trace: false,
             alerts: None,
+            alert_every_minutes: 1440,
             exporters: super::exporters::ExporterArgs::default(),
         }
     }
@@ -133,6 +136,10 @@ pub struct BacktestCli {
     #[cfg(feature = "webhook")]
     #[arg(long, value_name = "[FORMAT=]URL", requires = "alerts")]
     pub alert_webhook: Vec<String>,
+    /// While the runs go on, check the alert rules every MINUTES of simulated time (and at
+    /// each run's end).
+    #[arg(long, value_name = "MINUTES", default_value_t = 1440, requires = "alerts", value_parser = clap::value_parser!(u32).range(1..))]
+    pub alert_every: u32,
     /// Print the timeline of each strategy's slowest tick after the first (a warm-up), and
     /// whether its thread ran or waited; memory holds only the slowest few ticks.
     #[arg(long)]
@@ -171,12 +178,12 @@ impl BacktestArgs {
         };
         let alerts = match cli.alerts {
             None => None,
-            Some(rules) => Some(alert_manager(
+            Some(rules) => Some(Arc::new(alert_manager(
                 &rules,
                 cli.alert_file,
                 #[cfg(feature = "webhook")]
                 cli.alert_webhook,
-            )?),
+            )?)),
         };
         Ok(BacktestArgs {
             data,
@@ -192,6 +199,7 @@ impl BacktestArgs {
             sample: cli.sample,
             trace: cli.trace,
             alerts,
+            alert_every_minutes: cli.alert_every,
             exporters: cli.exporters,
         })
     }
@@ -307,6 +315,15 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let metrics = super::exporters::Metrics::start(&args.exporters, &config.tracker.thresholds)?;
     #[cfg(feature = "otel")]
     let spans = super::exporters::Spans::start(&args.exporters, &config.tracker.thresholds)?;
+    let _in_run_alerts = args.alerts.as_ref().map(|alerts| {
+        let checker = Arc::new(backtest_perf::alerts::InRunAlerts::new(
+            alerts.clone(),
+            performance_service().clone(),
+            chrono::TimeDelta::minutes(i64::from(args.alert_every_minutes)),
+        ));
+        backtest_perf::performance_emitter().add_sink(checker.clone());
+        checker
+    });
     #[cfg(feature = "flamegraph")]
     let flamegraphs = super::exporters::Flamegraphs::start(&args.exporters);
     let results = run_parallel(jobs, args.threads);
@@ -323,7 +340,11 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         }
         let stats = performance_service().get_data(&result.symbol, &result.strategy);
         if let Some(alerts) = &args.alerts {
-            alerts.evaluate_now(&stats);
+            // At the run's end, in the same simulated time as the checks during it.
+            match stats.events.iter().find_map(|e| e.when) {
+                Some(end) => alerts.evaluate(&stats, end),
+                None => alerts.evaluate_now(&stats),
+            };
         }
         for format in &args.formats {
             let path = match format {

@@ -733,6 +733,136 @@ impl AlertManager {
     }
 }
 
+/// Checks alert rules while a run goes on: a [`Sink`](crate::Sink) that evaluates the
+/// rules on a key's statistics each time the key's simulated time (`when`) passes the
+/// next multiple of `every`, on the emitting thread, so an alert is judged on the
+/// statistics of that moment (as of the batch that crossed it). Events without `when`
+/// are not looked at. Evaluations per key are bounded by the simulated span over `every`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use backtest_perf::alerts::{AlertManager, AlertRule, Condition, InRunAlerts, Severity};
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService, StorageConfig};
+/// use chrono::{TimeDelta, TimeZone, Utc};
+///
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached_with(&bus, StorageConfig { max_events: 1, ..Default::default() }, Default::default());
+/// let rule = AlertRule::new("dropping", Condition::DroppedAbove { bound: 0 }, Severity::Warning);
+/// let manager = Arc::new(AlertManager::new(vec![rule]));
+/// let checker = Arc::new(InRunAlerts::new(manager.clone(), service.clone(), TimeDelta::hours(1)));
+/// bus.add_sink(checker.clone());
+/// let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+/// for minute in 0..150 {
+///     let when = start + TimeDelta::minutes(minute);
+///     bus.emit(PerformanceContract::new(MetricType::Tick, 0.001, 1.7e12).with_symbol("A").with_when(when)).unwrap();
+/// }
+/// // Checked at 01:00 and 02:00 of simulated time; events were dropped by then.
+/// assert_eq!(checker.fired().iter().map(|a| a.at.format("%H:%M").to_string()).collect::<Vec<_>>(), ["01:00", "02:00"]);
+/// ```
+pub struct InRunAlerts {
+    manager: Arc<AlertManager>,
+    service: crate::PerformanceService,
+    every_ms: i64,
+    /// The next check per key, in simulated epoch ms.
+    next: Mutex<HashMap<StorageKey, i64>>,
+    fired: Mutex<Vec<Alert>>,
+}
+
+/// Keys whose next check [`InRunAlerts`] keeps; past it the map starts over.
+///
+/// ```
+/// assert_eq!(backtest_perf::alerts::MAX_CHECKED_KEYS, 4_096);
+/// ```
+pub const MAX_CHECKED_KEYS: usize = 4_096;
+
+impl std::fmt::Debug for InRunAlerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InRunAlerts")
+            .field("every_ms", &self.every_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InRunAlerts {
+    /// Checks `manager`'s rules on `service`'s statistics every `every` of simulated
+    /// time (at least a minute).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use backtest_perf::alerts::{AlertManager, InRunAlerts};
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService};
+    /// let service = PerformanceService::attached(&PerformanceEmitter::new());
+    /// let _checker = InRunAlerts::new(Arc::new(AlertManager::new(vec![])), service, chrono::TimeDelta::days(1));
+    /// ```
+    pub fn new(
+        manager: Arc<AlertManager>,
+        service: crate::PerformanceService,
+        every: chrono::TimeDelta,
+    ) -> Self {
+        InRunAlerts {
+            manager,
+            service,
+            every_ms: every.num_milliseconds().max(60_000),
+            next: Mutex::new(HashMap::new()),
+            fired: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The alerts fired during the run so far.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use backtest_perf::alerts::{AlertManager, InRunAlerts};
+    /// use backtest_perf::{PerformanceEmitter, PerformanceService};
+    /// let service = PerformanceService::attached(&PerformanceEmitter::new());
+    /// let checker = InRunAlerts::new(Arc::new(AlertManager::new(vec![])), service, chrono::TimeDelta::days(1));
+    /// assert!(checker.fired().is_empty());
+    /// ```
+    pub fn fired(&self) -> Vec<Alert> {
+        self.fired.lock().clone()
+    }
+
+    fn check(&self, event: &crate::PerformanceContract) {
+        let Some(when) = event.when else { return };
+        let at = when.timestamp_millis();
+        let key = StorageKey::of(event);
+        let due = {
+            let mut next = self.next.lock();
+            if !next.contains_key(&key) && next.len() >= MAX_CHECKED_KEYS {
+                // Bounded: keys past the cap start over (their next check is recomputed).
+                next.clear();
+            }
+            let slot = next.entry(key).or_insert_with(|| {
+                (at.div_euclid(self.every_ms) + 1).saturating_mul(self.every_ms)
+            });
+            if at < *slot {
+                return;
+            }
+            let due = *slot;
+            *slot = (at.div_euclid(self.every_ms) + 1).saturating_mul(self.every_ms);
+            due
+        };
+        let Some(due) = DateTime::<Utc>::from_timestamp_millis(due) else {
+            return;
+        };
+        let stats = self.service.get_data_for(key);
+        let fired = self.manager.evaluate(&stats, due);
+        self.fired.lock().extend(fired);
+    }
+}
+
+impl crate::Sink for InRunAlerts {
+    fn on_event(&self, event: &crate::PerformanceContract) {
+        self.check(event);
+    }
+
+    fn on_batch(&self, events: &[crate::PerformanceContract]) {
+        for event in events {
+            self.check(event);
+        }
+    }
+}
+
 /// Reads rules from JSON: an array of rules.
 ///
 /// ```
