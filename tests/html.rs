@@ -71,7 +71,7 @@ fn a_self_contained_escaped_page_with_every_chart() {
         "the same columns as the markdown"
     );
     assert!(
-        html.contains("<title>getSignal 2.000 ms</title>"),
+        html.contains("<title>getSignal 2.00 ms</title>"),
         "the timeline holds the nested operation"
     );
     // 0.5 µs and 20 µs land in different bins; each bin's tooltip counts its events.

@@ -18,7 +18,9 @@ use backtest_perf::report::{Unit, coverage, default_columns, human, sampling, ta
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::TrackerReport;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
-use backtest_perf::{StorageConfig, configure_performance, performance_service, strategies};
+use backtest_perf::{
+    PerformanceStatistics, StorageConfig, configure_performance, performance_service, strategies,
+};
 
 use super::{CliError, ReportFormat, parse_max_events, parse_threshold};
 
@@ -333,12 +335,13 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let mut done = Vec::new();
     for result in results {
         let result = result?;
-        print_result(&result);
+        // One snapshot of the statistics serves the console, the alerts and every report.
+        let stats = performance_service().get_data(&result.symbol, &result.strategy);
+        print_result(&result, &stats);
         print_slow_hooks(&result, &config.tracker);
         if args.timeline {
             print_slowest_tick(&result);
         }
-        let stats = performance_service().get_data(&result.symbol, &result.strategy);
         if let Some(alerts) = &args.alerts {
             // At the run's end, in the same simulated time as the checks during it.
             match stats.events.iter().find_map(|e| e.when) {
@@ -415,7 +418,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     }
 }
 
-fn print_result(result: &BacktestResult) {
+fn print_result(result: &BacktestResult, stats: &PerformanceStatistics) {
     let s = &result.summary;
     println!(
         "{} on {}: {} frames, {} signals, win rate {:.1}%, total PnL {:+.2}%, avg PnL {:+.3}% ({} rejected, {} cancelled)",
@@ -429,22 +432,21 @@ fn print_result(result: &BacktestResult) {
         result.rejected.len(),
         result.cancelled.len(),
     );
-    let stats = performance_service().get_data(&result.symbol, &result.strategy);
     if stats.total_events == 0 {
         return;
     }
     println!(
         "{} events ({}); time in hooks {} (self time), wall time {}; durations in {}:",
         thousands(stats.total_events as f64, 0),
-        coverage(&stats),
+        coverage(stats),
         human(stats.self_duration),
         human(stats.wall_duration),
-        Unit::for_stats(&stats).label()
+        Unit::for_stats(stats).label()
     );
-    if let Some(note) = sampling(&stats) {
+    if let Some(note) = sampling(stats) {
         println!("sampled: {note}");
     }
-    print!("{}", table(&stats, &default_columns()));
+    print!("{}", table(stats, &default_columns()));
 }
 
 /// The alert rules of `rules` (a JSON array), delivered to the log and the given sinks.
@@ -488,11 +490,8 @@ fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
             human(slow.duration_ms),
             slow.slowness_ratio,
             human(options.threshold_ms(slow.metric_type.as_str())),
-            match slow.thread_ran() {
-                Some(true) => "; the thread ran: slow code",
-                Some(false) => "; the thread waited: pre-empted or blocked, not slow code",
-                None => "",
-            }
+            slow.thread_ran()
+                .map_or(String::new(), |ran| format!("; {}", verdict(ran)))
         );
     }
     if result.slow_hooks_total > 10 {
@@ -514,6 +513,15 @@ fn slowest_tick(result: &BacktestResult) -> Option<(&TrackerReport, u64)> {
     Some((report, *root))
 }
 
+/// What a thread's CPU time says of a slow operation, in words.
+fn verdict(ran: bool) -> &'static str {
+    if ran {
+        "the thread ran: slow code"
+    } else {
+        "the thread waited: pre-empted or blocked, not slow code"
+    }
+}
+
 /// Whether a tick's thread ran or waited: its thread CPU time against its wall time.
 fn ran_or_waited(report: &TrackerReport, id: u64) -> Option<String> {
     let tick = report.events.iter().find(|e| e.id == id)?;
@@ -523,15 +531,14 @@ fn ran_or_waited(report: &TrackerReport, id: u64) -> Option<String> {
     } else {
         100.0
     };
-    let verdict = if share >= 80.0 {
-        "the thread ran: slow code"
-    } else {
-        "the thread waited (pre-empted or blocked): not slow code"
-    };
     Some(format!(
-        "thread CPU time {} of {} wall ({share:.0}%): {verdict}",
+        "thread CPU time {} of {} wall ({share:.0}%): {}",
         human(cpu_ms),
-        human(tick.duration_ms)
+        human(tick.duration_ms),
+        verdict(backtest_perf::thresholds::thread_ran(
+            cpu_ms,
+            tick.duration_ms
+        ))
     ))
 }
 

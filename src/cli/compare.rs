@@ -1,5 +1,6 @@
 //! `backtest-perf compare BASELINE.json CURRENT.json`: a regression gate for CI.
 
+use backtest_perf::report::sig3;
 use std::path::Path;
 
 use backtest_perf::compare::{MetricComparison, Verdict, compare};
@@ -37,11 +38,17 @@ fn cell(comparison: &MetricComparison, i: usize) -> String {
         comparison.current,
         comparison.change_percent,
     ) {
+        // µs with 3 significant digits: a 40 ns hook never reads as 0.00.
         (Some(b), Some(c), Some(d)) => {
-            format!("{:.2} → {:.2} ({:+.1}%)", b[i] * 1e3, c[i] * 1e3, d[i])
+            format!(
+                "{} → {} ({:+.1}%)",
+                sig3(b[i] * 1e3),
+                sig3(c[i] * 1e3),
+                d[i]
+            )
         }
-        (Some(b), None, _) => format!("{:.2} → -", b[i] * 1e3),
-        (None, Some(c), _) => format!("- → {:.2}", c[i] * 1e3),
+        (Some(b), None, _) => format!("{} → -", sig3(b[i] * 1e3)),
+        (None, Some(c), _) => format!("- → {}", sig3(c[i] * 1e3)),
         _ => "-".into(),
     }
 }

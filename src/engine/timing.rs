@@ -81,8 +81,10 @@ impl SlowHook {
     /// assert_eq!(slow.thread_ran(), Some(false), "1 ms on the CPU of 10: it waited");
     /// ```
     pub fn thread_ran(&self) -> Option<bool> {
-        let cpu = self.thread_cpu_ms?;
-        Some(self.duration_ms <= 0.0 || cpu >= 0.8 * self.duration_ms)
+        Some(crate::thresholds::thread_ran(
+            self.thread_cpu_ms?,
+            self.duration_ms,
+        ))
     }
 }
 
@@ -269,24 +271,17 @@ impl HookTimer {
             self.tracker
                 .record_measured(hook.name(), start_ns, depth, &closed, meta);
         }
-        let timestamp = span::epoch_ms(end_ns);
         if closed.duration_ns > self.thresholds_ns[hook as usize] {
             self.slow_hook(hook, closed.duration_ns as f64 / 1e6, thread_cpu_ms);
         }
-        let slot = &mut self.previous[hook as usize];
-        let previous = slot.replace(timestamp);
+        let event = closed.event(hook.metric_type(), end_ns);
+        let previous = self.previous[hook as usize].replace(event.timestamp);
         self.buffer.push(PerformanceContract {
-            metric_type: hook.metric_type(),
-            duration: closed.duration_ns as f64 / 1e6,
-            timestamp,
             previous_timestamp: previous,
             symbol: Some(self.symbol),
             strategy_name: Some(self.strategy),
             when: Some(self.when.1),
-            self_duration: Some(closed.self_ns as f64 / 1e6),
-            id: Some(closed.id),
-            parent_id: closed.parent,
-            ok: None,
+            ..event
         });
         if self.buffer.len() >= BATCH {
             self.flush();

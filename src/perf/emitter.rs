@@ -191,20 +191,6 @@ pub(crate) struct EmitterInner {
     series: [Mutex<SeriesMap>; SERIES_SHARDS],
 }
 
-/// The event of an operation measured with [`span`], finished at `end_ns`.
-fn closed_event(metric: MetricType, closed: &span::Closed, end_ns: u64) -> PerformanceContract {
-    PerformanceContract {
-        self_duration: Some(closed.self_ns as f64 / 1e6),
-        id: Some(closed.id),
-        parent_id: closed.parent,
-        ..PerformanceContract::new(
-            metric,
-            closed.duration_ns as f64 / 1e6,
-            span::epoch_ms(end_ns),
-        )
-    }
-}
-
 /// Fills an empty `previousTimestamp` from the series' last timestamp. A last timestamp
 /// later than this one (clock stepped back, or producers on several threads racing) would
 /// give a negative wait: it is left empty instead.
@@ -572,7 +558,8 @@ impl PerformanceEmitter {
         let result = f();
         let end = span::now_ns();
         let closed = span::exit_at(open, end);
-        let mut event = closed_event(metric.into(), &closed, end)
+        let mut event = closed
+            .event(metric.into(), end)
             .with_symbol(symbol)
             .with_strategy(strategy);
         if !ok(&result) {
@@ -616,7 +603,8 @@ impl PerformanceEmitter {
         let output = future.await;
         let end = span::now_ns();
         let closed = span::close_detached(id, parent, start, end);
-        let event = closed_event(metric, &closed, end)
+        let event = closed
+            .event(metric, end)
             .with_symbol(symbol)
             .with_strategy(strategy);
         let _ = self.emit(event);

@@ -253,10 +253,14 @@ impl Column {
         label: impl Into<String>,
         format: impl Fn(&MetricStats) -> String + Send + Sync + 'static,
     ) -> Self {
+        Column::with_cell(key, label, Cell::Text(Arc::new(format)))
+    }
+
+    fn with_cell(key: impl Into<String>, label: impl Into<String>, cell: Cell) -> Self {
         Column {
             key: key.into(),
             label: label.into(),
-            cell: Cell::Text(Arc::new(format)),
+            cell,
             visible: Arc::new(|| true),
         }
     }
@@ -277,12 +281,7 @@ impl Column {
         label: impl Into<String>,
         value: impl Fn(&MetricStats) -> f64 + Send + Sync + 'static,
     ) -> Self {
-        Column {
-            key: key.into(),
-            label: label.into(),
-            cell: Cell::Duration(Arc::new(value)),
-            visible: Arc::new(|| true),
-        }
+        Column::with_cell(key, label, Cell::Duration(Arc::new(value)))
     }
 
     /// A visible column showing a number with 2 decimals and no separators.
@@ -781,21 +780,19 @@ fn table_in(
 /// Metric rows by self time, largest first, ties by name: the order of every whole-run
 /// table and list.
 pub(crate) fn sorted_rows(stats: &PerformanceStatistics) -> Vec<&MetricStats> {
-    let mut rows: Vec<&MetricStats> = stats.metric_stats.values().collect();
-    rows.sort_by(|a, b| {
-        b.self_duration
-            .total_cmp(&a.self_duration)
-            .then_with(|| a.metric_type.cmp(&b.metric_type))
-    });
-    rows
+    rows_by(stats, |m| m.self_duration)
 }
 
 /// Metric rows by total duration, largest first, ties by name: backtest-kit's order.
 fn rows_by_total(stats: &PerformanceStatistics) -> Vec<&MetricStats> {
+    rows_by(stats, |m| m.total_duration)
+}
+
+fn rows_by(stats: &PerformanceStatistics, key: fn(&MetricStats) -> f64) -> Vec<&MetricStats> {
     let mut rows: Vec<&MetricStats> = stats.metric_stats.values().collect();
     rows.sort_by(|a, b| {
-        b.total_duration
-            .total_cmp(&a.total_duration)
+        key(b)
+            .total_cmp(&key(a))
             .then_with(|| a.metric_type.cmp(&b.metric_type))
     });
     rows

@@ -29,7 +29,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::event::MAX_ID;
+use super::event::{MAX_ID, MetricType, PerformanceContract};
 
 struct ProcessClock {
     clock: quanta::Clock,
@@ -228,6 +228,29 @@ pub struct Closed {
     pub duration_ns: u64,
     /// Its duration less that of the operations closed inside it, ns.
     pub self_ns: u64,
+}
+
+impl Closed {
+    /// The event of this operation, of type `metric`, ended at `end_ns` of the process
+    /// clock: its duration, self time, id and parent, and the timestamp of its end. The
+    /// one place a measurement becomes a [`PerformanceContract`].
+    ///
+    /// ```
+    /// use backtest_perf::span::{enter_at, exit_at};
+    /// use backtest_perf::MetricType;
+    /// let outer = enter_at(0);
+    /// let closed = exit_at(outer, 2_500_000);
+    /// let event = closed.event(MetricType::Tick, 2_500_000);
+    /// assert_eq!((event.duration, event.self_duration, event.id), (2.5, Some(2.5), Some(closed.id)));
+    /// ```
+    pub fn event(&self, metric: MetricType, end_ns: u64) -> PerformanceContract {
+        PerformanceContract {
+            self_duration: Some(self.self_ns as f64 / 1e6),
+            id: Some(self.id),
+            parent_id: self.parent,
+            ..PerformanceContract::new(metric, self.duration_ns as f64 / 1e6, epoch_ms(end_ns))
+        }
+    }
 }
 
 /// Opens an operation that started at `start_ns` on this thread's stack.

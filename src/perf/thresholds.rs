@@ -51,6 +51,27 @@ impl Default for Thresholds {
     }
 }
 
+/// The share of its wall time a thread must have spent on the CPU for a slow operation
+/// to count as slow code rather than waiting (pre-empted or blocked).
+///
+/// ```
+/// assert_eq!(backtest_perf::thresholds::RAN_SHARE, 0.8);
+/// ```
+pub const RAN_SHARE: f64 = 0.8;
+
+/// Whether a thread that used `cpu_ms` of CPU over `wall_ms` of wall time ran (slow
+/// code), rather than waited: at least [`RAN_SHARE`] of the wall time on the CPU.
+///
+/// ```
+/// use backtest_perf::thresholds::thread_ran;
+/// assert!(thread_ran(9.0, 10.0));
+/// assert!(!thread_ran(1.0, 10.0));
+/// assert!(thread_ran(0.0, 0.0), "nothing to wait for");
+/// ```
+pub fn thread_ran(cpu_ms: f64, wall_ms: f64) -> bool {
+    wall_ms <= 0.0 || cpu_ms >= RAN_SHARE * wall_ms
+}
+
 /// A threshold that is not a finite number of milliseconds above 0.
 ///
 /// ```

@@ -197,17 +197,16 @@ where
             parent_timing.children_ns = parent_timing.children_ns.saturating_add(duration_ns);
             Some(parent_timing.id)
         });
+        let closed = span::Closed {
+            id: timing.id,
+            parent: parent_id,
+            duration_ns,
+            self_ns: duration_ns.saturating_sub(timing.children_ns),
+        };
         let event = PerformanceContract {
             symbol: timing.symbol,
             strategy_name: timing.strategy,
-            self_duration: Some(duration_ns.saturating_sub(timing.children_ns) as f64 / 1e6),
-            id: Some(timing.id),
-            parent_id,
-            ..PerformanceContract::new(
-                metric_of(span.name()),
-                duration_ns as f64 / 1e6,
-                span::epoch_ms(end_ns),
-            )
+            ..closed.event(metric_of(span.name()), end_ns)
         };
         // A span's own measurement is always valid; a rejection would only be counted.
         let _ = self.bus.emit(event);

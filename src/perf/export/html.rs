@@ -149,7 +149,7 @@ fn timeline_svg(report: &TrackerReport, root: u64) -> Option<String> {
         let y = f64::from(e.depth - base_depth) * row;
         let class = if e.slow { "slow" } else { "op" };
         let label = match e.kind {
-            EventKind::Operation => format!("{} {:.3} ms", e.name, e.duration_ms),
+            EventKind::Operation => format!("{} {}", e.name, report::human(e.duration_ms)),
             EventKind::Mark => format!("• {}", e.name),
         };
         let _ = write!(
@@ -163,9 +163,9 @@ fn timeline_svg(report: &TrackerReport, root: u64) -> Option<String> {
     }
     let _ = write!(
         svg,
-        "<text x=\"0\" y=\"{:.1}\">0 to {:.3} ms</text></svg>",
+        "<text x=\"0\" y=\"{:.1}\">0 to {}</text></svg>",
         rows * row + 14.0,
-        first.duration_ms
+        report::human(first.duration_ms)
     );
     Some(svg)
 }

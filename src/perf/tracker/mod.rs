@@ -386,16 +386,9 @@ impl Inner {
             ClockSource::Other(_) => span::now_ns(),
         };
         let event = PerformanceContract {
-            self_duration: Some(closed.self_ns as f64 / 1e6),
-            id: Some(closed.id),
-            parent_id: closed.parent,
             symbol: Some(target.symbol),
             strategy_name: Some(target.strategy),
-            ..PerformanceContract::new(
-                MetricType::custom(name),
-                closed.duration_ns as f64 / 1e6,
-                span::epoch_ms(end),
-            )
+            ..closed.event(MetricType::custom(name), end)
         };
         let _ = target.bus.emit(event);
     }
