@@ -44,53 +44,34 @@ fn year(c: &mut Criterion) {
             })
         });
     }
-    // Tracking on with Prometheus and OpenTelemetry on the bus. The OTel spans are built on
-    // a listener's worker (the other core): the run is timed, the drain after it is not,
-    // and is printed apart.
+    // Tracking on with the real exporters: Prometheus (rendered once at the end) and every
+    // span to an OTLP-JSON file. The spans are built and written on the export's own
+    // thread (the other core); the run is timed until its spans are all written.
     #[cfg(all(feature = "prometheus", feature = "otel"))]
     {
-        #[derive(Debug)]
-        struct Discard;
-        impl opentelemetry_sdk::trace::SpanExporter for Discard {
-            fn export(
-                &self,
-                _batch: Vec<opentelemetry_sdk::trace::SpanData>,
-            ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send
-            {
-                std::future::ready(Ok(()))
-            }
-        }
+        use backtest_perf::export::otel::{OtlpJsonFileExporter, Sampler, SpanExport};
+        use backtest_perf::thresholds::Thresholds;
         let bus = PerformanceEmitter::new();
-        let _service = PerformanceService::attached(&bus);
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_simple_exporter(Discard)
-            .build();
-        let spans = backtest_perf::export::otel::listen(
-            &bus,
-            &provider,
-            backtest_perf::thresholds::Thresholds::default(),
+        let service = PerformanceService::attached(&bus);
+        let exporter = backtest_perf::export::prometheus::PrometheusExporter::new(
+            Thresholds::default(),
+            service.storage().clone(),
         );
-        let backtest = Backtest::new(&exchange, "YEAR").unwrap().with_bus(bus);
-        let mut drains = Vec::new();
-        group.bench_function("tracking_on_prometheus_otel", |b| {
-            b.iter_custom(|iterations| {
-                let mut timed = std::time::Duration::ZERO;
-                for _ in 0..iterations {
-                    let start = std::time::Instant::now();
-                    black_box(backtest.run(&mut SmaCrossover::default()).unwrap());
-                    timed += start.elapsed();
-                    let drain = std::time::Instant::now();
-                    spans.flush();
-                    drains.push(drain.elapsed().as_secs_f64() * 1000.0);
-                }
-                timed
+        let dir = tempfile::tempdir().unwrap();
+        let backtest = Backtest::new(&exchange, "YEAR")
+            .unwrap()
+            .with_bus(bus.clone());
+        group.bench_function("tracking_on_prometheus_otlp_file_written", |b| {
+            b.iter(|| {
+                let file = OtlpJsonFileExporter::create(&dir.path().join("spans.jsonl")).unwrap();
+                let export = SpanExport::new(Thresholds::default(), Sampler::default())
+                    .to("file", file)
+                    .listen(&bus);
+                black_box(backtest.run(&mut SmaCrossover::default()).unwrap());
+                black_box(export.finish());
+                black_box(exporter.render())
             })
         });
-        drains.sort_by(f64::total_cmp);
-        println!(
-            "OpenTelemetry spans drained after each run in {:.0} ms (median)",
-            drains[drains.len() / 2]
-        );
     }
     // The run tracker on (every hook also a span, user spans possible), bus tracking off.
     let bus = PerformanceEmitter::new();

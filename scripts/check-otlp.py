@@ -39,8 +39,11 @@ def main():
                     for span in scope.spans:
                         if len(span.trace_id) != 16 or len(span.span_id) != 8:
                             sys.exit(f"check-otlp: {path}:{number}: span {span.name!r} has ids of the wrong length")
-                        keys = {a.key for a in span.attributes}
-                        wanted = {"symbol", "strategy", "performance.slow", "performance.threshold", "performance.slowness_ratio"}
+                        values = {a.key: a.value for a in span.attributes}
+                        keys = set(values)
+                        wanted = {"symbol", "strategy", "performance.duration_ms", "performance.slow"}
+                        if values.get("performance.slow") and values["performance.slow"].bool_value:
+                            wanted |= {"performance.threshold", "performance.slowness_ratio"}
                         if not wanted <= keys:
                             sys.exit(f"check-otlp: {path}:{number}: span {span.name!r} lacks {sorted(wanted - keys)}")
                         names.add(span.name)

@@ -190,6 +190,11 @@ fn bench_prints_one_json_line_with_every_field() {
         "year_backtest_off_ms",
         "year_backtest_on_ms",
         "year_backtest_sampled_32_ms",
+        "year_backtest_exporters_ms",
+        "year_backtest_exporters_written_ms",
+        "year_backtest_exporters_spans",
+        "otel_json_ns_per_span",
+        "otel_protobuf_ns_per_span",
     ];
     expected.sort();
     assert_eq!(keys, expected);
@@ -197,6 +202,7 @@ fn bench_prints_one_json_line_with_every_field() {
     assert!(doc["events_per_s"].as_f64().unwrap() > 0.0);
     assert!(doc["key_state_kb_per_type"].as_f64().unwrap() > 0.0);
     assert_eq!(doc["year_backtest_on_ms"], Value::Null, "skipped");
+    assert_eq!(doc["otel_json_ns_per_span"], Value::Null, "skipped");
 }
 
 /// `stats` over a JSONL file, its JSON output fed back, and the same events from

@@ -391,9 +391,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     #[cfg(feature = "prometheus")]
     failed.extend(metrics.finish(&args.exporters, &args.out));
     #[cfg(feature = "otel")]
-    if let Err(e) = spans.finish() {
-        failed.push(e.to_string());
-    }
+    failed.extend(spans.finish());
     if let Some(alerts) = &args.alerts
         && alerts.failures() > 0
     {

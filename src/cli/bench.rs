@@ -16,7 +16,7 @@ pub struct BenchArgs {
     pub events: u64,
     pub pairs: usize,
     pub types: usize,
-    /// Run the year backtests too.
+    /// Run the year backtests and the span export costs too.
     pub backtest: bool,
 }
 
@@ -40,6 +40,19 @@ pub struct BenchResult {
     pub year_backtest_off_ms: Option<f64>,
     pub year_backtest_on_ms: Option<f64>,
     pub year_backtest_sampled_32_ms: Option<f64>,
+    /// The same year with tracking on and the exporters a user runs: Prometheus and
+    /// every span to an OTLP-JSON file (sampled as OTEL_TRACES_SAMPLER says); median of 3
+    /// runs, ms, until the backtest returned (spans are built and written on a worker
+    /// thread meanwhile), and until the spans and the Prometheus textfile are all written
+    /// (null without the `prometheus` and `otel` features).
+    pub year_backtest_exporters_ms: Option<f64>,
+    pub year_backtest_exporters_written_ms: Option<f64>,
+    /// Traces kept in that run's OTLP file ratio (1 unless OTEL_TRACES_SAMPLER says less).
+    pub year_backtest_exporters_spans: Option<u64>,
+    /// CPU per span of turning events into span trees and writing them as OTLP-JSON
+    /// lines, and as OTLP protobuf (what the OTLP/HTTP exporter sends), on one thread, ns.
+    pub otel_json_ns_per_span: Option<f64>,
+    pub otel_protobuf_ns_per_span: Option<f64>,
 }
 
 /// Durations are drawn once into a table this long and cycled, so that drawing them is
@@ -155,6 +168,16 @@ pub fn run(
     } else {
         (None, None, None)
     };
+    let (exporters, written, spans) = if args.backtest {
+        year_backtest_exporters()
+    } else {
+        (None, None, None)
+    };
+    let (json_ns, protobuf_ns) = if args.backtest {
+        span_costs()
+    } else {
+        (None, None)
+    };
     BenchResult {
         events: args.events,
         emit_s: emitted,
@@ -167,6 +190,11 @@ pub fn run(
         year_backtest_off_ms: off,
         year_backtest_on_ms: on,
         year_backtest_sampled_32_ms: sampled,
+        year_backtest_exporters_ms: exporters,
+        year_backtest_exporters_written_ms: written,
+        year_backtest_exporters_spans: spans,
+        otel_json_ns_per_span: json_ns,
+        otel_protobuf_ns_per_span: protobuf_ns,
     }
 }
 
@@ -207,6 +235,136 @@ fn year_backtests() -> (Option<f64>, Option<f64>, Option<f64>) {
         Some(median(&mut on)),
         Some(median(&mut sampled)),
     )
+}
+
+/// The year backtest with tracking on, Prometheus and an OTLP-JSON file of its spans.
+#[cfg(all(feature = "prometheus", feature = "otel"))]
+fn year_backtest_exporters() -> (Option<f64>, Option<f64>, Option<u64>) {
+    use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+    use backtest_perf::export::otel::{OtlpJsonFileExporter, Sampler, SpanExport};
+    use backtest_perf::export::prometheus::PrometheusExporter;
+    use backtest_perf::strategies::SmaCrossover;
+    use backtest_perf::thresholds::Thresholds;
+    let Ok(exchange) = SyntheticExchange::new(Name::new("YEAR"), SyntheticConfig::days(365)) else {
+        return (None, None, None);
+    };
+    let Ok(dir) = tempfile::tempdir() else {
+        return (None, None, None);
+    };
+    let Ok(sampler) = Sampler::from_env() else {
+        return (None, None, None);
+    };
+    let bus = PerformanceEmitter::new();
+    let service = PerformanceService::attached(&bus);
+    let mut times = Vec::new();
+    let mut written = Vec::new();
+    let mut spans = 0;
+    for _ in 0..3 {
+        service.clear_all();
+        let Ok(file) = OtlpJsonFileExporter::create(&dir.path().join("spans.jsonl")) else {
+            return (None, None, None);
+        };
+        let Ok(backtest) = Backtest::new(&exchange, "YEAR") else {
+            return (None, None, None);
+        };
+        let backtest = backtest.with_bus(bus.clone());
+        let t0 = Instant::now();
+        let prometheus = PrometheusExporter::new(Thresholds::default(), service.storage().clone());
+        let export = SpanExport::new(Thresholds::default(), sampler)
+            .to("file", file)
+            .listen(&bus);
+        let _ = std::hint::black_box(backtest.run(&mut SmaCrossover::default()));
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let report = export.finish();
+        let _ = prometheus.write_textfile(dir.path(), "bench");
+        written.push(t0.elapsed().as_secs_f64() * 1000.0);
+        spans = report.spans;
+    }
+    (
+        Some(median(&mut times)),
+        Some(median(&mut written)),
+        Some(spans),
+    )
+}
+
+#[cfg(not(all(feature = "prometheus", feature = "otel")))]
+fn year_backtest_exporters() -> (Option<f64>, Option<f64>, Option<u64>) {
+    (None, None, None)
+}
+
+/// CPU per span on one thread: 100,000 ticks of four operations each (tick, getSignal
+/// inside it, getCandles inside that, backtest inside the tick), made into span trees and
+/// encoded as OTLP-JSON lines (to a file) and as OTLP protobuf.
+#[cfg(feature = "otel")]
+fn span_costs() -> (Option<f64>, Option<f64>) {
+    use backtest_perf::export::otel::{OtlpJsonFileExporter, Sampler, SpanTrees};
+    use backtest_perf::thresholds::Thresholds;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+    use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+    use opentelemetry_sdk::trace::SpanExporter;
+    use prost::Message;
+    const TICKS: u64 = 100_000;
+    let symbol = Name::new("BTCUSDT");
+    let strategy = Name::new("sma");
+    let events = |tick: u64| {
+        let id = tick * 4 + 1;
+        let at = 1.7e12 + tick as f64;
+        let e = |metric, id: u64, duration| {
+            PerformanceContract::new(metric, duration, at)
+                .with_symbol(symbol)
+                .with_strategy(strategy)
+                .with_id(id)
+                .with_self_duration(duration / 2.0)
+        };
+        [
+            e(MetricType::GetCandles, id + 2, 0.0003).with_parent(id + 1),
+            e(MetricType::GetSignal, id + 1, 0.0006).with_parent(id),
+            e(MetricType::Backtest, id + 3, 0.0002).with_parent(id),
+            e(MetricType::Tick, id, 0.001),
+        ]
+    };
+    let Ok(dir) = tempfile::tempdir() else {
+        return (None, None);
+    };
+    let Ok(file) = OtlpJsonFileExporter::create(&dir.path().join("spans.jsonl")) else {
+        return (None, None);
+    };
+    let resource = ResourceAttributesWithSchema::from(&backtest_perf::export::otel::resource());
+    let mut json = Vec::new();
+    let mut protobuf = Vec::new();
+    for round in 0..3 {
+        for (i, times) in [&mut json, &mut protobuf].into_iter().enumerate() {
+            let mut trees = SpanTrees::new(Thresholds::default(), Sampler::default());
+            let mut batch = Vec::with_capacity(1024);
+            let mut bytes = 0usize;
+            let t0 = Instant::now();
+            for tick in 0..TICKS {
+                for event in events(tick + round * TICKS) {
+                    trees.push(&event, &mut batch);
+                }
+                if batch.len() >= 512 {
+                    let spans = std::mem::take(&mut batch);
+                    if i == 0 {
+                        let _ = futures::executor::block_on(file.export(spans));
+                    } else {
+                        let request = ExportTraceServiceRequest {
+                            resource_spans: group_spans_by_resource_and_scope(spans, &resource),
+                        };
+                        bytes += request.encode_to_vec().len();
+                    }
+                }
+            }
+            std::hint::black_box(bytes);
+            times.push(t0.elapsed().as_secs_f64() * 1e9 / (TICKS * 4) as f64);
+        }
+    }
+    (Some(median(&mut json)), Some(median(&mut protobuf)))
+}
+
+#[cfg(not(feature = "otel"))]
+fn span_costs() -> (Option<f64>, Option<f64>) {
+    (None, None)
 }
 
 fn median(values: &mut [f64]) -> f64 {

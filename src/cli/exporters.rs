@@ -38,15 +38,27 @@ pub struct ExporterArgs {
     #[cfg(feature = "prometheus")]
     #[arg(long, value_name = "URL")]
     pub metrics_push: Option<String>,
-    /// Send one OpenTelemetry span per hook to this OTLP/HTTP endpoint
-    /// (e.g. http://localhost:4318/v1/traces).
+    /// Send the spans (one trace per tick) to this OTLP/HTTP endpoint, e.g.
+    /// http://localhost:4318/v1/traces; without a URL, to OTEL_EXPORTER_OTLP_ENDPOINT
+    /// (or localhost:4318). OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, OTEL_SERVICE_NAME and
+    /// OTEL_RESOURCE_ATTRIBUTES apply.
     #[cfg(feature = "otel")]
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     pub otlp_endpoint: Option<String>,
-    /// Write one OpenTelemetry span per hook to this file as OTLP-JSON lines.
+    /// OTLP/HTTP wire format: http/protobuf or http/json (default:
+    /// OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf).
+    #[cfg(feature = "otel")]
+    #[arg(long, value_name = "PROTOCOL", requires = "otlp_endpoint")]
+    pub otlp_protocol: Option<String>,
+    /// Write the spans to this file as OTLP-JSON lines.
     #[cfg(feature = "otel")]
     #[arg(long, value_name = "FILE")]
     pub otlp_file: Option<PathBuf>,
+    /// Keep this ratio (0 to 1) of the tick traces, and every trace with a slow or failed
+    /// span (default: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else all).
+    #[cfg(feature = "otel")]
+    #[arg(long, value_name = "RATIO")]
+    pub otlp_sample: Option<f64>,
     /// Write each strategy's whole-run self time by stack of hooks and user steps, as
     /// OUT/<strategy>.folded and OUT/<strategy>.flamegraph.svg.
     #[cfg(feature = "flamegraph")]
@@ -163,62 +175,81 @@ impl Metrics {
 
 /// The OpenTelemetry spans of a `backtest` call.
 #[cfg(feature = "otel")]
-pub struct Spans {
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-    subscription: Option<backtest_perf::Subscription>,
-}
+pub struct Spans(Option<backtest_perf::export::otel::SpanExport>);
 
 #[cfg(feature = "otel")]
 impl Spans {
-    /// Starts what the flags ask for (nothing when they ask for nothing).
+    /// Starts what the flags ask for (nothing when they ask for nothing). A bad
+    /// configuration (URL, protocol, sampler, an unwritable file) is refused before any
+    /// backtest runs.
     pub fn start(args: &ExporterArgs, thresholds: &Thresholds) -> Result<Self, CliError> {
         use backtest_perf::export::otel::{
-            Batched, OtlpHttpExporter, OtlpJsonFileExporter, listen,
+            OtlpJsonFileExporter, OtlpProtocol, Sampler, SpanExport, otlp_http,
         };
         if args.otlp_endpoint.is_none() && args.otlp_file.is_none() {
-            return Ok(Spans {
-                provider: None,
-                subscription: None,
-            });
+            return Ok(Spans(None));
         }
-        let mut builder = opentelemetry_sdk::trace::SdkTracerProvider::builder();
-        if let Some(url) = &args.otlp_endpoint {
-            builder =
-                builder.with_simple_exporter(Batched::new(OtlpHttpExporter::new(url.clone()), 512));
+        let sampler = match args.otlp_sample {
+            Some(ratio) => Sampler::ratio(ratio),
+            None => Sampler::from_env(),
+        }
+        .map_err(CliError::Spans)?;
+        let mut export = SpanExport::new(thresholds.clone(), sampler);
+        if let Some(endpoint) = &args.otlp_endpoint {
+            let protocol = args
+                .otlp_protocol
+                .as_deref()
+                .map(OtlpProtocol::parse)
+                .transpose()
+                .map_err(CliError::Spans)?;
+            let url = (!endpoint.is_empty()).then_some(endpoint.as_str());
+            let exporter = otlp_http(url, protocol).map_err(CliError::Spans)?;
+            let name = match url {
+                Some(url) => format!("OTLP export to {url}"),
+                None => "OTLP export (OTEL_EXPORTER_OTLP_ENDPOINT)".to_string(),
+            };
+            export = export.to(
+                format!("{name}; check that a collector listens there (OTLP/HTTP)"),
+                exporter,
+            );
         }
         if let Some(path) = &args.otlp_file {
             let exporter =
-                OtlpJsonFileExporter::create(path).map_err(|source| CliError::Input {
+                OtlpJsonFileExporter::create(path).map_err(|source| CliError::CreateFile {
                     path: path.clone(),
                     source,
                 })?;
-            builder = builder.with_simple_exporter(Batched::new(exporter, 512));
+            export = export.to(format!("OTLP-JSON file {}", path.display()), exporter);
         }
-        let provider = builder.build();
-        let subscription = listen(
-            backtest_perf::performance_emitter(),
-            &provider,
-            thresholds.clone(),
-        );
-        Ok(Spans {
-            provider: Some(provider),
-            subscription: Some(subscription),
-        })
+        Ok(Spans(Some(
+            export.listen(backtest_perf::performance_emitter()),
+        )))
     }
 
-    /// Waits until every span was built and exported.
-    pub fn finish(self) -> Result<(), CliError> {
-        if let Some(subscription) = self.subscription {
-            subscription.flush();
-        }
-        if let Some(provider) = self.provider {
-            provider
-                .force_flush()
-                .map_err(|e| CliError::Spans(e.to_string()))?;
-            provider
-                .shutdown()
-                .map_err(|e| CliError::Spans(e.to_string()))?;
-        }
-        Ok(())
+    /// Waits until every span was built and exported; prints what was sent; returns what
+    /// failed, each with what to do.
+    pub fn finish(self) -> Vec<String> {
+        let Some(export) = self.0 else {
+            return Vec::new();
+        };
+        let report = export.finish();
+        let sampled = if report.traces_sampled_out > 0 {
+            format!(
+                "; {} traces left out by sampling (those with a slow or failed span are all kept)",
+                report.traces_sampled_out
+            )
+        } else {
+            String::new()
+        };
+        let orphans = if report.orphans > 0 {
+            format!("; {} spans without their parent", report.orphans)
+        } else {
+            String::new()
+        };
+        println!(
+            "spans: {} in {} traces (one per tick){sampled}{orphans}",
+            report.spans, report.traces
+        );
+        report.failures
     }
 }

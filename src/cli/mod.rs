@@ -79,7 +79,7 @@ pub enum Command {
         /// Metric types, round-robin (the five hooks first).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1_000))]
         types: u64,
-        /// Leave out the year backtests (their fields print as null).
+        /// Leave out the year backtests and the span export costs (their fields print as null).
         #[arg(long)]
         skip_backtest: bool,
     },
@@ -224,12 +224,16 @@ pub enum CliError {
     /// No strategy has that name.
     #[error("unknown strategy {name:?}; the known strategies are: {known}")]
     UnknownStrategy { name: String, known: String },
-    /// Spans could not be exported.
+    /// The OpenTelemetry export was misconfigured.
     #[cfg(feature = "otel")]
-    #[error(
-        "OpenTelemetry export failed: {0}; check that the collector is up at the endpoint, or the file's folder"
-    )]
+    #[error("OpenTelemetry export: {0}")]
     Spans(String),
+    /// An output file could not be created.
+    #[error("cannot create {}: {source}; check that its folder is writable", path.display())]
+    CreateFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The reports were written, but an export or alert delivery failed.
     #[error(
         "the reports above are complete, but {} side job(s) failed:\n  {}",

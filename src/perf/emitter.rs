@@ -318,6 +318,24 @@ impl PerformanceEmitter {
         self.deliver(event)
     }
 
+    /// [`emit`](Self::emit) for an event this crate measured itself with the process
+    /// clock (a span's close): valid by construction, so not validated again.
+    #[inline]
+    pub(crate) fn emit_measured(&self, mut event: PerformanceContract) {
+        let inner = &*self.inner;
+        if !inner.enabled.load(Ordering::Relaxed)
+            || inner.subscriber_count.load(Ordering::Acquire) == 0
+        {
+            return;
+        }
+        debug_assert!(event.validate().is_ok());
+        let subscribers = inner.subscribers.load();
+        self.chain(&mut event);
+        for (_, subscriber) in subscribers.iter() {
+            subscriber.on_event(&event);
+        }
+    }
+
     #[allow(clippy::result_large_err)]
     #[inline(never)]
     fn deliver(&self, mut event: PerformanceContract) -> Result<(), Rejected> {

@@ -208,7 +208,7 @@ where
             strategy_name: timing.strategy,
             ..closed.event(metric_of(span.name()), end_ns)
         };
-        // A span's own measurement is always valid; a rejection would only be counted.
-        let _ = self.bus.emit(event);
+        // A span's own measurement with the process clock: valid by construction.
+        self.bus.emit_measured(event);
     }
 }

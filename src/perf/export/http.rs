@@ -1,4 +1,4 @@
-//! Posting JSON over HTTP(S): what webhook alerts and the OTLP/HTTP exporter share.
+//! Posting JSON over HTTP(S), for webhook alerts.
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@ pub mod environment;
 #[cfg(feature = "flamegraph")]
 pub mod flamegraph;
 pub mod html;
-#[cfg(any(feature = "webhook", feature = "otel"))]
+#[cfg(feature = "webhook")]
 pub mod http;
 pub mod json;
 #[cfg(feature = "otel")]

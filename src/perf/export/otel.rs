@@ -1,226 +1,666 @@
-//! OpenTelemetry (feature `otel`): one span per hook event, named after its metric type,
-//! with the attributes `symbol`, `strategy`, `performance.duration_ms`,
-//! `performance.slow`, `performance.threshold` (ms) and `performance.slowness_ratio`.
+//! OpenTelemetry (feature `otel`): the event stream as trees of spans, exported with the
+//! OpenTelemetry crates: OTLP/HTTP in protobuf or JSON through `opentelemetry-otlp`, and
+//! OTLP-JSON files (one `ExportTraceServiceRequest` per line, as the collector's file
+//! exporter writes them) through `opentelemetry-proto`'s own serialization.
 //!
-//! Spans are built on a listener's worker thread, never on the emitting thread, and go
-//! to any OpenTelemetry SDK exporter. Two come with it: [`OtlpJsonFileExporter`] writes
-//! OTLP-JSON lines (as the collector's file exporter does), and [`OtlpHttpExporter`]
-//! posts OTLP/HTTP JSON to a collector (`http://localhost:4318/v1/traces`).
+//! # One trace per tick
+//!
+//! Every event becomes one span named after its metric type, with the event's `id` as its
+//! span id and `parentId` as its parent. A `tick`, or any event without a parent, is the
+//! root of a trace; everything that ran inside it (getSignal, getCandles, the position
+//! replay, a user's steps) is below it. Per tick and not per run because a year of
+//! 1-minute ticks is two million spans, far beyond what trace stores keep as one trace,
+//! and because a tick is what a user opens to ask why it was slow. A tick that itself ran
+//! inside something (a user's `time` around a whole backtest) keeps a link to it.
+//!
+//! Children end before their parents, so spans wait, bounded, until their trace's root
+//! ends. Spans whose parent never comes (at most [`MAX_WAITING`] wait) are exported
+//! under a trace named after the missing parent and counted as orphans.
+//!
+//! # Attributes and status
+//!
+//! Every span: `symbol`, `strategy`, `performance.duration_ms`, `performance.self_ms`
+//! (when known) and `performance.slow`. A slow span also has `performance.threshold` (ms)
+//! and `performance.slowness_ratio`; a trace's root has `backtest.when`, the simulated
+//! time of its tick (the spans below it share it). They are left off where they say
+//! nothing new because attributes are most of a span's export cost. No attribute is
+//! ever a non-finite number. An event with `ok: false` has the error status, `ok: true`
+//! the ok status.
+//!
+//! # Sampling
+//!
+//! [`Sampler`] keeps a ratio of traces chosen by trace id (OpenTelemetry's
+//! `traceidratio`, read from `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`), and
+//! always keeps a trace with a slow or failed span, so that what a report calls slow can
+//! be opened. [`SpanExportReport`] says how many traces were left out.
+//!
+//! # Never costing the run
+//!
+//! Spans are built and exported on a thread of the export's own, never on the emitting
+//! one, which only copies each event into a chunk.
+//! A destination that fails once is given nothing more (a collector that is down would
+//! otherwise hold every batch for its timeout); [`SpanExport::finish`] says what failed
+//! and how many spans it lost.
 
-use std::fs::File;
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanKind, Status, Tracer, TracerProvider};
-use opentelemetry::{KeyValue, Value as OtelValue};
+use opentelemetry::trace::{
+    Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue, Value};
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
 
 use crate::key::StorageKey;
 use crate::thresholds::Thresholds;
-use crate::{PerformanceContract, PerformanceEmitter, Subscription};
+use crate::{MetricType, PerformanceContract, PerformanceEmitter};
 
-/// The instrumentation scope's name.
+/// The instrumentation scope's name, and the service name when the environment names none.
 ///
 /// ```
-/// use backtest_perf::export::otel::otlp_json;
-/// use backtest_perf::thresholds::Thresholds;
-/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
-/// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-/// let exporter = InMemorySpanExporter::default();
-/// let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-/// let bus = PerformanceEmitter::new();
-/// let sub = backtest_perf::export::otel::listen(&bus, &provider, Thresholds::default());
-/// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.7e12)).unwrap();
-/// sub.flush();
-/// let spans = exporter.get_finished_spans().unwrap();
-/// assert_eq!(spans[0].instrumentation_scope.name(), backtest_perf::export::otel::SCOPE);
+/// assert_eq!(backtest_perf::export::otel::SCOPE, "backtest-perf");
 /// ```
 pub const SCOPE: &str = "backtest-perf";
 
-/// Turns every event on `bus` into a span of `provider`'s tracer, judged slow by
-/// `thresholds`. Keep the subscription for as long as spans should flow; flush it (and
-/// the provider) before reading what was exported.
+/// At most this many spans wait for their trace's root; past it, the waiting spans are
+/// exported as orphans.
 ///
 /// ```
-/// use backtest_perf::export::otel::listen;
+/// assert_eq!(backtest_perf::export::otel::MAX_WAITING, 65_536);
+/// ```
+pub const MAX_WAITING: usize = 65_536;
+
+/// Spans are handed to the destinations in batches of this many.
+pub const BATCH: usize = 512;
+
+/// Which traces to keep: a ratio chosen by trace id, plus every trace with a slow or
+/// failed span.
+///
+/// ```
+/// use backtest_perf::export::otel::Sampler;
+/// assert_eq!(Sampler::ratio(0.25).unwrap().keeps(), 0.25);
+/// assert!(Sampler::ratio(1.5).unwrap_err().contains("between 0 and 1"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    ratio: f64,
+}
+
+impl Default for Sampler {
+    /// Every trace.
+    fn default() -> Self {
+        Sampler { ratio: 1.0 }
+    }
+}
+
+impl Sampler {
+    /// Keeps `ratio` (0 to 1) of the traces, and every trace with a slow or failed span.
+    ///
+    /// ```
+    /// assert!(backtest_perf::export::otel::Sampler::ratio(f64::NAN).is_err());
+    /// ```
+    pub fn ratio(ratio: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&ratio) {
+            Ok(Sampler { ratio })
+        } else {
+            Err(format!(
+                "the trace sampling ratio must be between 0 and 1, got {ratio}"
+            ))
+        }
+    }
+
+    /// The ratio of traces kept (those with slow or failed spans aside).
+    pub fn keeps(&self) -> f64 {
+        self.ratio
+    }
+
+    /// From OpenTelemetry's variables: `OTEL_TRACES_SAMPLER` (`always_on`, `always_off`,
+    /// `traceidratio` and their `parentbased_` forms: the roots here have no parent, so
+    /// they mean the same) and `OTEL_TRACES_SAMPLER_ARG` (the ratio, 1 when unset). Unset
+    /// means every trace.
+    ///
+    /// ```
+    /// use backtest_perf::export::otel::Sampler;
+    /// assert_eq!(Sampler::from_vars(None, None).unwrap(), Sampler::default());
+    /// assert_eq!(Sampler::from_vars(Some("parentbased_traceidratio"), Some("0.1")).unwrap().keeps(), 0.1);
+    /// assert_eq!(Sampler::from_vars(Some("always_off"), None).unwrap().keeps(), 0.0);
+    /// assert!(Sampler::from_vars(Some("jaeger_remote"), None).unwrap_err().contains("OTEL_TRACES_SAMPLER"));
+    /// assert!(Sampler::from_vars(Some("traceidratio"), Some("half")).unwrap_err().contains("OTEL_TRACES_SAMPLER_ARG"));
+    /// ```
+    pub fn from_vars(sampler: Option<&str>, arg: Option<&str>) -> Result<Self, String> {
+        match sampler.map(str::trim) {
+            None | Some("" | "always_on" | "parentbased_always_on") => Ok(Sampler::default()),
+            Some("always_off" | "parentbased_always_off") => Sampler::ratio(0.0),
+            Some("traceidratio" | "parentbased_traceidratio") => {
+                let ratio = match arg.map(str::trim) {
+                    None | Some("") => 1.0,
+                    Some(text) => text.parse::<f64>().map_err(|_| {
+                        format!("OTEL_TRACES_SAMPLER_ARG={text:?} is not a number between 0 and 1")
+                    })?,
+                };
+                Sampler::ratio(ratio).map_err(|e| format!("OTEL_TRACES_SAMPLER_ARG: {e}"))
+            }
+            Some(other) => Err(format!(
+                "OTEL_TRACES_SAMPLER={other:?} is not one this exporter knows: use always_on, \
+                 always_off or traceidratio (or their parentbased_ forms)"
+            )),
+        }
+    }
+
+    /// [`Sampler::from_vars`] with the process environment.
+    pub fn from_env() -> Result<Self, String> {
+        let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
+        let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+        Sampler::from_vars(sampler.as_deref(), arg.as_deref())
+    }
+
+    /// Whether a trace with these random bits is in the ratio (the W3C way: the trace
+    /// id's low 56 bits against the ratio).
+    fn samples(&self, trace_id: u128) -> bool {
+        let random = (trace_id as u64) & ((1 << 56) - 1);
+        (random as f64) < self.ratio * (1u64 << 56) as f64
+    }
+}
+
+/// What became of the spans of one export.
+///
+/// ```
+/// let report = backtest_perf::export::otel::SpanExportReport::default();
+/// assert!(report.failures.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanExportReport {
+    /// Spans handed to the destinations.
+    pub spans: u64,
+    /// Traces handed to the destinations.
+    pub traces: u64,
+    /// Traces the sampler left out.
+    pub traces_sampled_out: u64,
+    /// Spans exported without their parent (it never came, or too many waited).
+    pub orphans: u64,
+    /// One line per destination that failed: what failed, and how many spans it lost.
+    pub failures: Vec<String>,
+}
+
+/// Turns events into finished span trees: the part of the export that needs no
+/// destination.
+///
+/// ```
+/// use backtest_perf::export::otel::{Sampler, SpanTrees};
 /// use backtest_perf::thresholds::Thresholds;
-/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
-/// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-///
-/// let exporter = InMemorySpanExporter::default();
-/// let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-/// let bus = PerformanceEmitter::new();
-/// let sub = listen(&bus, &provider, Thresholds::default());
-/// bus.emit(PerformanceContract::new(MetricType::GetSignal, 6.0, 1.7e12).with_symbol("BTCUSDT").with_strategy("sma")).unwrap();
-/// sub.flush();
-/// let spans = exporter.get_finished_spans().unwrap();
-/// assert_eq!(spans[0].name, "getSignal");
+/// use backtest_perf::{MetricType, PerformanceContract};
+/// let mut trees = SpanTrees::new(Thresholds::default(), Sampler::default());
+/// let mut out = Vec::new();
+/// let at = 1.7e12;
+/// trees.push(&PerformanceContract::new(MetricType::GetSignal, 0.5, at).with_id(2).with_parent(1), &mut out);
+/// assert!(out.is_empty(), "getSignal waits for its tick");
+/// trees.push(&PerformanceContract::new(MetricType::Tick, 0.6, at).with_id(1), &mut out);
+/// assert_eq!(out.len(), 2);
+/// assert_eq!(out[0].span_context.trace_id(), out[1].span_context.trace_id());
+/// assert_eq!(out[0].parent_span_id, out[1].span_context.span_id());
 /// ```
-pub fn listen(
-    bus: &PerformanceEmitter,
-    provider: &SdkTracerProvider,
+#[derive(Debug)]
+pub struct SpanTrees {
     thresholds: Thresholds,
-) -> Subscription {
-    let tracer = provider.tracer(SCOPE);
-    bus.listen(move |event: &PerformanceContract| {
+    sampler: Sampler,
+    salt: u64,
+    scope: InstrumentationScope,
+    waiting: HashMap<u64, Vec<PerformanceContract>>,
+    waiting_spans: usize,
+    names: HashMap<StorageKey, (Value, Value)>,
+    next_free_id: u64,
+    report: SpanExportReport,
+}
+
+impl SpanTrees {
+    /// Trees judged slow by `thresholds`, kept by `sampler`.
+    pub fn new(thresholds: Thresholds, sampler: Sampler) -> Self {
+        SpanTrees {
+            thresholds,
+            sampler,
+            salt: rand::random(),
+            scope: InstrumentationScope::builder(SCOPE)
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            waiting: HashMap::new(),
+            waiting_spans: 0,
+            names: HashMap::new(),
+            // Events without an id get one above every id the bus hands out.
+            next_free_id: crate::event::MAX_ID + 1,
+            report: SpanExportReport::default(),
+        }
+    }
+
+    /// Takes one event; appends to `out` the spans of every trace it completes.
+    pub fn push(&mut self, event: &PerformanceContract, out: &mut Vec<SpanData>) {
+        let id = match event.id {
+            Some(id) if id != 0 => id,
+            _ => {
+                self.next_free_id = self.next_free_id.wrapping_add(1).max(1);
+                self.next_free_id
+            }
+        };
+        let mut tree = self.waiting.remove(&id).unwrap_or_default();
+        self.waiting_spans = self.waiting_spans.saturating_sub(tree.len());
+        tree.push(event.with_id(id));
+        match event.parent_id {
+            Some(parent) if event.metric_type != MetricType::Tick => {
+                self.waiting_spans += tree.len();
+                let waiting = self.waiting.entry(parent).or_default();
+                if waiting.is_empty() {
+                    *waiting = tree;
+                } else {
+                    waiting.append(&mut tree);
+                }
+                if self.waiting_spans > MAX_WAITING {
+                    self.flush(out);
+                }
+            }
+            _ => self.complete(id, None, tree, out),
+        }
+    }
+
+    /// Exports what still waits for a parent, as orphans: each group under a trace named
+    /// after its missing parent.
+    pub fn flush(&mut self, out: &mut Vec<SpanData>) {
+        let waiting = std::mem::take(&mut self.waiting);
+        self.waiting_spans = 0;
+        for (parent, tree) in waiting {
+            self.report.orphans += tree.len() as u64;
+            self.complete(parent, Some(parent), tree, out);
+        }
+    }
+
+    /// What the trees held so far (the failures are the destinations', not filled here).
+    pub fn report(&self) -> &SpanExportReport {
+        &self.report
+    }
+
+    /// `tree` is complete under `root`: `missing` is the root's id when it never came.
+    fn complete(
+        &mut self,
+        root: u64,
+        missing: Option<u64>,
+        tree: Vec<PerformanceContract>,
+        out: &mut Vec<SpanData>,
+    ) {
+        let trace_id = self.trace_id(root);
+        let keep = self.sampler.samples(trace_id)
+            || tree.iter().any(|e| {
+                !e.succeeded() || self.thresholds.is_slow(e.metric_type.as_str(), e.duration)
+            });
+        if !keep {
+            self.report.traces_sampled_out += 1;
+            return;
+        }
+        self.report.traces += 1;
+        self.report.spans += tree.len() as u64;
+        // Times are epoch milliseconds in an f64, which rounds today's times to about
+        // 240 ns: a child may seem to start before its parent. Parents come after their
+        // children in `tree`, so walking it backwards meets every parent first and can
+        // keep each child inside its parent, as viewers expect.
+        let mut times: Vec<(u64, SystemTime, SystemTime)> = Vec::with_capacity(tree.len());
+        let first = out.len();
+        for event in tree.iter().rev() {
+            let (mut start, mut end) = interval(event);
+            if let Some(&(_, parent_start, parent_end)) = event
+                .parent_id
+                .and_then(|p| times.iter().find(|(id, ..)| *id == p))
+            {
+                end = end.min(parent_end).max(parent_start);
+                start = start.max(parent_start).min(end);
+            }
+            times.push((event.id.unwrap_or(root), start, end));
+            let span = self.span(event, trace_id, root, missing, start, end);
+            out.push(span);
+        }
+        // In the order the operations ended, as they came.
+        out[first..].reverse();
+    }
+
+    /// The trace id of the trace rooted at `root`: random bits from the root's id and this
+    /// export's salt, so every span finds its trace's id without a table.
+    fn trace_id(&self, root: u64) -> u128 {
+        let high = splitmix(self.salt ^ 0x9e37_79b9_7f4a_7c15);
+        let low = splitmix(root ^ self.salt);
+        (u128::from(high) << 64) | u128::from(low)
+    }
+
+    fn span(
+        &mut self,
+        event: &PerformanceContract,
+        trace_id: u128,
+        root: u64,
+        missing: Option<u64>,
+        start: SystemTime,
+        end: SystemTime,
+    ) -> SpanData {
+        let id = event.id.unwrap_or(root);
+        let metric = event.metric_type.as_str();
         let key = StorageKey::of(event);
-        let threshold = thresholds.threshold_ms(event.metric_type.as_str());
-        let end = UNIX_EPOCH + epoch_ms(event.timestamp);
-        let start = end
-            .checked_sub(Duration::from_secs_f64(event.duration / 1000.0))
-            .unwrap_or(end);
-        let mut attributes = vec![
-            KeyValue::new("symbol", key.symbol.as_str()),
-            KeyValue::new("strategy", key.strategy.as_str()),
-            KeyValue::new("performance.duration_ms", event.duration),
-            KeyValue::new(
-                "performance.slow",
-                thresholds.is_slow(event.metric_type.as_str(), event.duration),
-            ),
-            KeyValue::new("performance.threshold", threshold),
-            KeyValue::new(
+        if self.names.len() >= 4096 && !self.names.contains_key(&key) {
+            self.names.clear();
+        }
+        let (symbol, strategy) = self
+            .names
+            .entry(key)
+            .or_insert_with(|| {
+                (
+                    Value::from(Arc::<str>::from(key.symbol.as_str())),
+                    Value::from(Arc::<str>::from(key.strategy.as_str())),
+                )
+            })
+            .clone();
+        let threshold = self.thresholds.threshold_ms(metric);
+        let mut attributes = Vec::with_capacity(8);
+        attributes.push(KeyValue::new("symbol", symbol));
+        attributes.push(KeyValue::new("strategy", strategy));
+        push_finite(&mut attributes, "performance.duration_ms", event.duration);
+        if let Some(own) = event.self_duration {
+            push_finite(&mut attributes, "performance.self_ms", own);
+        }
+        let slow = self.thresholds.is_slow(metric, event.duration);
+        attributes.push(KeyValue::new("performance.slow", slow));
+        if slow {
+            push_finite(&mut attributes, "performance.threshold", threshold);
+            push_finite(
+                &mut attributes,
                 "performance.slowness_ratio",
-                thresholds.ratio(event.metric_type.as_str(), event.duration),
-            ),
-        ];
-        if let Some(when) = event.when {
+                self.thresholds.ratio(metric, event.duration),
+            );
+        }
+        // The root of its trace: no parent (a tick's outer span becomes a link).
+        let is_root = id == root && missing.is_none();
+        if let (true, Some(when)) = (is_root, event.when) {
             attributes.push(KeyValue::new("backtest.when", when.to_rfc3339()));
         }
-        let mut span = tracer
-            .span_builder(event.metric_type.as_str())
-            .with_kind(SpanKind::Internal)
-            .with_start_time(start)
-            .with_attributes(attributes)
-            .start(&tracer);
-        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
-    })
+        let parent = if is_root {
+            SpanId::INVALID
+        } else {
+            event.parent_id.map_or(SpanId::INVALID, SpanId::from)
+        };
+        let mut links = SpanLinks::default();
+        if let (true, Some(outer)) = (is_root, event.parent_id) {
+            links.links.push(Link::with_context(SpanContext::new(
+                TraceId::from(self.trace_id(outer)),
+                SpanId::from(outer),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            )));
+        }
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(trace_id),
+                SpanId::from(id),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: parent,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: std::borrow::Cow::Borrowed(metric),
+            start_time: start,
+            end_time: end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links,
+            status: match event.ok {
+                Some(false) => Status::error("the operation failed (ok: false)"),
+                Some(true) => Status::Ok,
+                None => Status::Unset,
+            },
+            instrumentation_scope: self.scope.clone(),
+        }
+    }
+}
+
+/// When an event's operation started and ended, from its end time and duration.
+fn interval(event: &PerformanceContract) -> (SystemTime, SystemTime) {
+    let end = UNIX_EPOCH + epoch_ms(event.timestamp);
+    let duration = if event.duration.is_finite() {
+        Duration::from_nanos((event.duration.max(0.0) * 1e6).round() as u64)
+    } else {
+        Duration::ZERO
+    };
+    end.checked_sub(duration)
+        .map_or((UNIX_EPOCH, end), |start| (start, end))
+}
+
+fn push_finite(attributes: &mut Vec<KeyValue>, key: &'static str, value: f64) {
+    if value.is_finite() {
+        attributes.push(KeyValue::new(key, value));
+    }
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Epoch milliseconds as a duration, exact to the nanosecond: whole milliseconds and the
 /// fraction apart (one `f64` of seconds would round today's times to about 240 ns).
 fn epoch_ms(ms: f64) -> Duration {
-    let ms = ms.max(0.0);
+    let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
     let whole = ms.trunc();
     Duration::from_millis(whole as u64) + Duration::from_nanos(((ms - whole) * 1e6).round() as u64)
 }
 
-fn nanos(t: SystemTime) -> String {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-        .to_string()
+/// The resource every span is exported with: what `OTEL_SERVICE_NAME` and
+/// `OTEL_RESOURCE_ATTRIBUTES` say (the SDK reads them), with `service.name`
+/// `backtest-perf` when they name no service, and `service.version`.
+///
+/// ```
+/// let resource = backtest_perf::export::otel::resource();
+/// assert!(resource.get(&opentelemetry::Key::new("service.name")).is_some());
+/// ```
+pub fn resource() -> Resource {
+    let from_env = Resource::builder().build();
+    let named = from_env
+        .get(&opentelemetry::Key::new("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    let mut builder = Resource::builder();
+    if !named {
+        builder = builder.with_service_name(SCOPE);
+    }
+    if from_env
+        .get(&opentelemetry::Key::new("service.version"))
+        .is_none()
+    {
+        builder =
+            builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    builder.build()
 }
 
-fn value(v: &OtelValue) -> Value {
-    match v {
-        OtelValue::Bool(b) => json!({ "boolValue": b }),
-        OtelValue::I64(i) => json!({ "intValue": i.to_string() }),
-        OtelValue::F64(f) if f.is_finite() => json!({ "doubleValue": f }),
-        // JSON has no infinity: OTLP/JSON writes it as a string.
-        OtelValue::F64(f) => {
-            json!({ "doubleValue": if *f > 0.0 { "Infinity" } else { "-Infinity" } })
-        }
-        other => json!({ "stringValue": other.as_str() }),
+/// The HTTP client the OTLP exporter posts with: ureq, blocking, on the exporting thread.
+/// HTTP error statuses come back as responses, so the exporter reports them.
+#[derive(Debug)]
+pub struct UreqClient(ureq::Agent);
+
+impl UreqClient {
+    /// A client whose requests give up after `timeout`.
+    ///
+    /// ```
+    /// let _client = backtest_perf::export::otel::UreqClient::new(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn new(timeout: Duration) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build();
+        UreqClient(ureq::Agent::new_with_config(config))
     }
 }
 
-/// `batch` as an OTLP/JSON `ExportTraceServiceRequest` (hex ids, times as decimal
-/// strings of Unix nanoseconds, enums as numbers).
-///
-/// ```
-/// use backtest_perf::export::otel::otlp_json;
-/// use backtest_perf::thresholds::Thresholds;
-/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
-/// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-/// let exporter = InMemorySpanExporter::default();
-/// let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-/// let bus = PerformanceEmitter::new();
-/// let sub = backtest_perf::export::otel::listen(&bus, &provider, Thresholds::default());
-/// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.7e12)).unwrap();
-/// sub.flush();
-/// let spans = exporter.get_finished_spans().unwrap();
-/// let request = otlp_json(&spans);
-/// assert_eq!(request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"], "tick");
-/// ```
-pub fn otlp_json(batch: &[SpanData]) -> Value {
-    let spans: Vec<Value> = batch
-        .iter()
-        .map(|s| {
-            let parent = if s.parent_span_id == opentelemetry::trace::SpanId::INVALID {
-                String::new()
-            } else {
-                s.parent_span_id.to_string()
-            };
-            let status = match &s.status {
-                Status::Unset => json!({}),
-                Status::Ok => json!({ "code": 1 }),
-                Status::Error { description } => json!({ "code": 2, "message": description }),
-            };
-            json!({
-                "traceId": s.span_context.trace_id().to_string(),
-                "spanId": s.span_context.span_id().to_string(),
-                "parentSpanId": parent,
-                "name": s.name,
-                "kind": match s.span_kind {
-                    SpanKind::Internal => 1,
-                    SpanKind::Server => 2,
-                    SpanKind::Client => 3,
-                    SpanKind::Producer => 4,
-                    SpanKind::Consumer => 5,
-                },
-                "startTimeUnixNano": nanos(s.start_time),
-                "endTimeUnixNano": nanos(s.end_time),
-                "attributes": s.attributes.iter().map(|kv| json!({ "key": kv.key.as_str(), "value": value(&kv.value) })).collect::<Vec<_>>(),
-                "status": status,
-            })
-        })
-        .collect();
-    json!({
-        "resourceSpans": [{
-            "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": SCOPE } }] },
-            "scopeSpans": [{ "scope": { "name": SCOPE, "version": env!("CARGO_PKG_VERSION") }, "spans": spans }],
-        }]
-    })
+#[async_trait::async_trait]
+impl HttpClient for UreqClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let response = self.0.run(request.map(|body| body.to_vec()))?;
+        let (parts, mut body) = response.into_parts();
+        let bytes = body.with_config().limit(4 << 20).read_to_vec()?;
+        Ok(Response::from_parts(parts, Bytes::from(bytes)))
+    }
 }
 
-/// Appends each exported batch to a file as one OTLP-JSON line.
+/// The wire format of OTLP/HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`, OpenTelemetry's default.
+    Protobuf,
+    /// `http/json`.
+    Json,
+}
+
+impl OtlpProtocol {
+    /// From the names OpenTelemetry uses (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+    ///
+    /// ```
+    /// use backtest_perf::export::otel::OtlpProtocol;
+    /// assert_eq!(OtlpProtocol::parse("http/json").unwrap(), OtlpProtocol::Json);
+    /// assert!(OtlpProtocol::parse("grpc").unwrap_err().contains("http/protobuf"));
+    /// ```
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name.trim() {
+            "http/protobuf" => Ok(OtlpProtocol::Protobuf),
+            "http/json" => Ok(OtlpProtocol::Json),
+            other => Err(format!(
+                "OTLP protocol {other:?} is not supported here: use http/protobuf or http/json"
+            )),
+        }
+    }
+}
+
+/// An OTLP/HTTP span exporter (`opentelemetry-otlp`) posting with [`UreqClient`].
+/// `endpoint` is the full URL (`http://localhost:4318/v1/traces`); `None` takes
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_EXPORTER_OTLP_ENDPOINT` plus
+/// `/v1/traces`, or `http://localhost:4318/v1/traces`. `protocol` `None` takes
+/// `OTEL_EXPORTER_OTLP_PROTOCOL` (protobuf when unset). Headers come from
+/// `OTEL_EXPORTER_OTLP_HEADERS`, the timeout from `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s).
 ///
 /// ```
-/// use backtest_perf::export::otel::{Batched, OtlpJsonFileExporter};
+/// let exporter = backtest_perf::export::otel::otlp_http(Some("http://localhost:4318/v1/traces"), None);
+/// assert!(exporter.is_ok());
+/// let bad = backtest_perf::export::otel::otlp_http(Some("not a url"), None);
+/// assert!(bad.unwrap_err().contains("not a url"));
+/// ```
+pub fn otlp_http(
+    endpoint: Option<&str>,
+    protocol: Option<OtlpProtocol>,
+) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+    let protocol = match protocol {
+        Some(protocol) => protocol,
+        None => match std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        {
+            Ok(name) => OtlpProtocol::parse(&name)?,
+            Err(_) => OtlpProtocol::Protobuf,
+        },
+    };
+    let timeout = std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT")
+        .ok()
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis);
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(UreqClient::new(timeout))
+        .with_protocol(match protocol {
+            OtlpProtocol::Protobuf => Protocol::HttpBinary,
+            OtlpProtocol::Json => Protocol::HttpJson,
+        });
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up the OTLP exporter: {e}"))
+}
+
+/// Writes OTLP-JSON lines, one `ExportTraceServiceRequest` per exported batch, with
+/// `opentelemetry-proto`'s serialization. The file appears at its path only when the
+/// exporter shuts down; until then it is a temporary file beside it, so a failed run
+/// never leaves half a file.
+///
+/// ```
+/// use backtest_perf::export::otel::OtlpJsonFileExporter;
+/// use opentelemetry_sdk::trace::SpanExporter;
 /// let dir = tempfile::tempdir().unwrap();
-/// let exporter = OtlpJsonFileExporter::create(&dir.path().join("spans.jsonl")).unwrap();
-/// let _provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(Batched::new(exporter, 512)).build();
+/// let path = dir.path().join("traces").join("spans.jsonl");
+/// let exporter = OtlpJsonFileExporter::create(&path).unwrap();
+/// assert!(!path.exists());
+/// exporter.shutdown().unwrap();
+/// assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
 /// ```
 #[derive(Debug)]
 pub struct OtlpJsonFileExporter {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Option<BufWriter<tempfile::NamedTempFile>>>,
+    resource: Mutex<ResourceAttributesWithSchema>,
 }
 
 impl OtlpJsonFileExporter {
-    /// An exporter appending to `path` (created, with its folder).
-    ///
-    /// ```
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let path = dir.path().join("traces").join("spans.jsonl");
-    /// backtest_perf::export::otel::OtlpJsonFileExporter::create(&path).unwrap();
-    /// assert!(path.exists());
-    /// ```
+    /// An exporter that will write `path` (its folder is created).
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                dir.to_path_buf()
+            }
+            None => PathBuf::from("."),
+        };
+        let file = tempfile::Builder::new()
+            .prefix(".spans-")
+            .suffix(".partial")
+            .tempfile_in(dir)?;
         Ok(OtlpJsonFileExporter {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
+            file: Mutex::new(Some(BufWriter::with_capacity(1 << 16, file))),
+            resource: Mutex::new(ResourceAttributesWithSchema::from(&resource())),
         })
+    }
+
+    fn write(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let request = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(batch, &self.resource.lock()),
+        };
+        let mut file = self.file.lock();
+        let Some(out) = file.as_mut() else {
+            return Err(OTelSdkError::AlreadyShutdown);
+        };
+        serde_json::to_writer(&mut *out, &request)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|e| {
+                OTelSdkError::InternalFailure(format!("cannot write {}: {e}", self.path.display()))
+            })
+    }
+
+    fn persist(&self) -> OTelSdkResult {
+        let Some(out) = self.file.lock().take() else {
+            return Ok(());
+        };
+        let fail = |e: &dyn std::fmt::Display| {
+            OTelSdkError::InternalFailure(format!("cannot write {}: {e}", self.path.display()))
+        };
+        let file = out.into_inner().map_err(|e| fail(&e.error()))?;
+        file.as_file().sync_all().map_err(|e| fail(&e))?;
+        file.persist(&self.path).map_err(|e| fail(&e.error))?;
+        Ok(())
     }
 }
 
@@ -229,112 +669,428 @@ impl SpanExporter for OtlpJsonFileExporter {
         &self,
         batch: Vec<SpanData>,
     ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        let mut line = otlp_json(&batch).to_string();
-        line.push('\n');
-        let result = self.file.lock().write_all(line.as_bytes()).map_err(|e| {
-            OTelSdkError::InternalFailure(format!("cannot write {}: {e}", self.path.display()))
-        });
-        std::future::ready(result)
+        std::future::ready(self.write(batch))
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.persist()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        *self.resource.lock() = ResourceAttributesWithSchema::from(resource);
     }
 }
 
-/// Posts each exported batch as OTLP/HTTP JSON to a collector, with a 5-second timeout.
+/// Keeps every span it is given, for tests and for inspecting a run in code. Unlike the
+/// SDK's `InMemorySpanExporter`, it keeps them through shutdown, which
+/// [`SpanExport::finish`] performs.
 ///
 /// ```
-/// use backtest_perf::export::otel::{Batched, OtlpHttpExporter};
-/// let exporter = OtlpHttpExporter::new("http://localhost:4318/v1/traces");
-/// let _provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(Batched::new(exporter, 512)).build();
+/// use backtest_perf::export::otel::{Sampler, SpanCollector, SpanExport};
+/// use backtest_perf::thresholds::Thresholds;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+/// let collector = SpanCollector::default();
+/// let bus = PerformanceEmitter::new();
+/// let export = SpanExport::new(Thresholds::default(), Sampler::default())
+///     .to("memory", collector.clone())
+///     .listen(&bus);
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 0.2, 1.7e12)).unwrap();
+/// export.finish();
+/// assert_eq!(collector.spans()[0].name, "tick");
 /// ```
-#[derive(Debug)]
-pub struct OtlpHttpExporter(super::http::JsonPost);
+#[derive(Debug, Clone, Default)]
+pub struct SpanCollector(Arc<Mutex<Vec<SpanData>>>);
 
-impl OtlpHttpExporter {
-    /// An exporter posting to `url`, e.g. `http://localhost:4318/v1/traces`.
-    ///
-    /// ```
-    /// let _exporter = backtest_perf::export::otel::OtlpHttpExporter::new("http://collector:4318/v1/traces");
-    /// ```
-    pub fn new(url: impl Into<String>) -> Self {
-        OtlpHttpExporter(super::http::JsonPost::new(url))
+impl SpanCollector {
+    /// The spans exported so far, in order.
+    pub fn spans(&self) -> Vec<SpanData> {
+        self.0.lock().clone()
     }
 }
 
-impl SpanExporter for OtlpHttpExporter {
+impl SpanExporter for SpanCollector {
     fn export(
         &self,
         batch: Vec<SpanData>,
     ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        std::future::ready(
-            self.0
-                .send(otlp_json(&batch).to_string())
-                .map_err(OTelSdkError::InternalFailure),
-        )
+        self.0.lock().extend(batch);
+        std::future::ready(Ok(()))
     }
 }
 
-/// Groups spans into batches of `size` before handing them to `inner`, on the exporting
-/// thread. With the SDK's simple processor this exports in batches without the batch
-/// processor's bounded queue, which drops spans when it is full: here the listener's
-/// queue holds what waits, and nothing is dropped. The rest is exported at shutdown (the
-/// simple processor passes no flush on; [`SpanExporter::force_flush`] called directly
-/// exports it too).
+/// An exporter behind a box, so that one export can feed several kinds.
+trait Deliver: Send {
+    fn deliver(&mut self, batch: Vec<SpanData>) -> OTelSdkResult;
+    fn close(&mut self) -> OTelSdkResult;
+}
+
+struct Delivering<E: SpanExporter>(E);
+
+impl<E: SpanExporter + Send> Deliver for Delivering<E> {
+    fn deliver(&mut self, batch: Vec<SpanData>) -> OTelSdkResult {
+        futures::executor::block_on(self.0.export(batch))
+    }
+
+    fn close(&mut self) -> OTelSdkResult {
+        self.0.force_flush()?;
+        self.0.shutdown_with_timeout(Duration::from_secs(5))
+    }
+}
+
+struct Destination {
+    name: String,
+    exporter: Box<dyn Deliver>,
+    failed: Option<String>,
+    lost: u64,
+}
+
+/// The worker's side: span trees, the batch being filled, the destinations.
+struct Worker {
+    trees: SpanTrees,
+    batch: Vec<SpanData>,
+    destinations: Vec<Destination>,
+}
+
+impl Worker {
+    fn take(&mut self, events: &[PerformanceContract]) {
+        for event in events {
+            self.trees.push(event, &mut self.batch);
+            if self.batch.len() >= BATCH {
+                self.export();
+            }
+        }
+    }
+
+    fn export(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let last = self.destinations.len().saturating_sub(1);
+        let mut batch = Some(std::mem::take(&mut self.batch));
+        for (i, destination) in self.destinations.iter_mut().enumerate() {
+            let spans = if i == last {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.clone().unwrap_or_default()
+            };
+            let count = spans.len() as u64;
+            if destination.failed.is_some() {
+                destination.lost += count;
+                continue;
+            }
+            if let Err(e) = destination.exporter.deliver(spans) {
+                destination.failed = Some(e.to_string());
+                destination.lost += count;
+            }
+        }
+    }
+
+    fn finish(mut self) -> SpanExportReport {
+        self.trees.flush(&mut self.batch);
+        self.export();
+        let mut report = self.trees.report().clone();
+        for destination in &mut self.destinations {
+            if destination.failed.is_none()
+                && let Err(e) = destination.exporter.close()
+            {
+                destination.failed = Some(e.to_string());
+            }
+            if let Some(failure) = &destination.failed {
+                report.failures.push(format!(
+                    "{}: {failure} ({} spans not delivered)",
+                    destination.name, destination.lost
+                ));
+            }
+        }
+        report
+    }
+}
+
+/// Events are handed to the worker in chunks of this many.
+const CHUNK: usize = 4096;
+
+/// At most this many chunks wait for the worker (about 128 MB of events); past it the
+/// emitting thread waits, so nothing is lost and memory stays bounded.
+const MAX_CHUNKS: usize = 256;
+
+/// The emitting side: a sink that copies events into a chunk under one lock per batch
+/// and hands full chunks to the worker thread, so the run pays a copy per event, not a
+/// queue hand-over.
+struct Intake {
+    chunk: Mutex<Vec<PerformanceContract>>,
+    to_worker: std::sync::mpsc::SyncSender<Chunk>,
+}
+
+/// What the worker thread is handed.
+enum Chunk {
+    Events(Vec<PerformanceContract>),
+    /// Everything was handed over: finish and return the report.
+    End,
+}
+
+impl Intake {
+    fn hand_over(&self, chunk: &mut Vec<PerformanceContract>) {
+        if chunk.len() >= CHUNK {
+            let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
+            // The worker lives as long as the export: a send fails only after finish.
+            let _ = self.to_worker.send(Chunk::Events(full));
+        }
+    }
+
+    /// Hands over what is left, then the end.
+    fn end(&self) {
+        let rest = std::mem::take(&mut *self.chunk.lock());
+        if !rest.is_empty() {
+            let _ = self.to_worker.send(Chunk::Events(rest));
+        }
+        let _ = self.to_worker.send(Chunk::End);
+    }
+}
+
+impl crate::Sink for Intake {
+    fn on_event(&self, event: &PerformanceContract) {
+        let mut chunk = self.chunk.lock();
+        chunk.push(*event);
+        self.hand_over(&mut chunk);
+    }
+
+    fn on_batch(&self, events: &[PerformanceContract]) {
+        let mut chunk = self.chunk.lock();
+        chunk.extend_from_slice(events);
+        self.hand_over(&mut chunk);
+    }
+}
+
+/// Where the spans go: built with [`SpanExport::to`], started with [`SpanExport::listen`],
+/// ended with [`SpanExport::finish`].
+///
+/// Events are copied on the emitting thread into chunks of 4,096 and turned into spans
+/// and exported on a thread of the export's own; at most 256 chunks wait for it (past
+/// that the emitting thread waits, so no span is lost).
 ///
 /// ```
-/// use backtest_perf::export::otel::Batched;
-/// use opentelemetry_sdk::trace::InMemorySpanExporter;
-/// let _batched = Batched::new(InMemorySpanExporter::default(), 512);
+/// use backtest_perf::export::otel::{Sampler, SpanCollector, SpanExport};
+/// use backtest_perf::thresholds::Thresholds;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+///
+/// let memory = SpanCollector::default();
+/// let bus = PerformanceEmitter::new();
+/// let export = SpanExport::new(Thresholds::default(), Sampler::default())
+///     .to("memory", memory.clone())
+///     .listen(&bus);
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 0.2, 1.7e12).with_id(7)).unwrap();
+/// let report = export.finish();
+/// assert_eq!((report.spans, report.traces), (1, 1));
+/// assert_eq!(memory.spans()[0].name, "tick");
 /// ```
-#[derive(Debug)]
-pub struct Batched<E: SpanExporter> {
-    inner: E,
-    size: usize,
-    pending: Mutex<Vec<SpanData>>,
+pub struct SpanExport {
+    worker: Option<Worker>,
+    running: Option<Running>,
 }
 
-impl<E: SpanExporter> Batched<E> {
-    /// Batches of `size` spans (at least 1) for `inner`.
-    ///
-    /// ```
-    /// let _one_at_least = backtest_perf::export::otel::Batched::new(opentelemetry_sdk::trace::InMemorySpanExporter::default(), 0);
-    /// ```
-    pub fn new(inner: E, size: usize) -> Self {
-        Batched {
-            inner,
-            size: size.max(1),
-            pending: Mutex::new(Vec::new()),
-        }
-    }
+struct Running {
+    bus: PerformanceEmitter,
+    sink: crate::emitter::SubscriberId,
+    intake: Arc<Intake>,
+    thread: std::thread::JoinHandle<SpanExportReport>,
+}
 
-    fn take(&self, all: bool) -> Option<Vec<SpanData>> {
-        let mut pending = self.pending.lock();
-        (all && !pending.is_empty() || pending.len() >= self.size)
-            .then(|| std::mem::take(&mut *pending))
-    }
-
-    fn export_rest(&self) -> OTelSdkResult {
-        match self.take(true) {
-            Some(rest) => futures::executor::block_on(self.inner.export(rest)),
-            None => Ok(()),
-        }
+impl std::fmt::Debug for SpanExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanExport")
+            .field("running", &self.running.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-impl<E: SpanExporter> SpanExporter for Batched<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.pending.lock().extend(batch);
-        match self.take(false) {
-            Some(full) => self.inner.export(full).await,
-            None => Ok(()),
+impl SpanExport {
+    /// An export judging slowness by `thresholds`, keeping traces by `sampler`.
+    pub fn new(thresholds: Thresholds, sampler: Sampler) -> Self {
+        SpanExport {
+            worker: Some(Worker {
+                trees: SpanTrees::new(thresholds, sampler),
+                batch: Vec::with_capacity(BATCH),
+                destinations: Vec::new(),
+            }),
+            running: None,
         }
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.export_rest()?;
-        self.inner.force_flush()
+    /// Adds a destination, named in failure messages: any OpenTelemetry SDK span
+    /// exporter. It gets [`resource`] first. Destinations added after
+    /// [`listen`](Self::listen) are ignored.
+    pub fn to<E: SpanExporter + Send + 'static>(
+        mut self,
+        name: impl Into<String>,
+        mut exporter: E,
+    ) -> Self {
+        exporter.set_resource(&resource());
+        if let Some(worker) = &mut self.worker {
+            worker.destinations.push(Destination {
+                name: name.into(),
+                exporter: Box::new(Delivering(exporter)),
+                failed: None,
+                lost: 0,
+            });
+        }
+        self
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.export_rest()?;
-        self.inner.shutdown_with_timeout(timeout)
+    /// Starts taking `bus`'s events (from now on) on the worker thread. If the thread
+    /// cannot be started, nothing is subscribed and [`finish`](Self::finish) reports it.
+    pub fn listen(mut self, bus: &PerformanceEmitter) -> Self {
+        let Some(mut worker) = self.worker.take() else {
+            return self;
+        };
+        let (to_worker, chunks) = std::sync::mpsc::sync_channel::<Chunk>(MAX_CHUNKS);
+        let spawned = std::thread::Builder::new()
+            .name("backtest-perf-spans".into())
+            .spawn(move || {
+                while let Ok(Chunk::Events(events)) = chunks.recv() {
+                    worker.take(&events);
+                }
+                worker.finish()
+            });
+        let Ok(thread) = spawned else {
+            return self;
+        };
+        let intake = Arc::new(Intake {
+            chunk: Mutex::new(Vec::with_capacity(CHUNK)),
+            to_worker,
+        });
+        let sink = bus.add_sink(intake.clone());
+        self.running = Some(Running {
+            bus: bus.clone(),
+            sink,
+            intake,
+            thread,
+        });
+        self
+    }
+
+    /// Stops taking events, waits until every event taken became a span and was
+    /// exported (orphans included), shuts the destinations down, and says what became of
+    /// the spans.
+    pub fn finish(mut self) -> SpanExportReport {
+        let Some(running) = self.running.take() else {
+            let mut report = SpanExportReport::default();
+            if self.worker.is_some() {
+                report
+                    .failures
+                    .push("the span export was never started (or its thread could not be)".into());
+            }
+            return report;
+        };
+        running.bus.remove(running.sink);
+        running.intake.end();
+        running.thread.join().unwrap_or_else(|_| SpanExportReport {
+            failures: vec!["the span export's thread panicked; spans were lost".into()],
+            ..SpanExportReport::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(metric: MetricType, id: u64, parent: Option<u64>) -> PerformanceContract {
+        let e = PerformanceContract::new(metric, 0.001, 1.7e12).with_id(id);
+        match parent {
+            Some(p) => e.with_parent(p),
+            None => e,
+        }
+    }
+
+    #[test]
+    fn a_tick_roots_the_trace_of_everything_below_it() {
+        let mut trees = SpanTrees::new(Thresholds::default(), Sampler::default());
+        let mut out = Vec::new();
+        trees.push(&event(MetricType::GetCandles, 3, Some(2)), &mut out);
+        trees.push(&event(MetricType::GetSignal, 2, Some(1)), &mut out);
+        trees.push(&event(MetricType::Backtest, 4, Some(1)), &mut out);
+        assert!(out.is_empty());
+        trees.push(&event(MetricType::Tick, 1, Some(99)), &mut out);
+        let by_name = |name: &str| out.iter().find(|s| s.name == name).unwrap();
+        let trace = by_name("tick").span_context.trace_id();
+        assert!(out.iter().all(|s| s.span_context.trace_id() == trace));
+        assert_eq!(by_name("tick").parent_span_id, SpanId::INVALID);
+        assert_eq!(
+            by_name("tick").links.links[0].span_context.span_id(),
+            SpanId::from(99u64)
+        );
+        assert_eq!(by_name("getCandles").parent_span_id, SpanId::from(2u64));
+        assert_eq!(by_name("backtest").parent_span_id, SpanId::from(1u64));
+        assert_eq!(trees.report().traces, 1);
+        assert_eq!(trees.report().spans, 4);
+        assert_eq!(trees.waiting_spans, 0);
+    }
+
+    #[test]
+    fn spans_whose_parent_never_comes_are_orphans_of_one_trace() {
+        let mut trees = SpanTrees::new(Thresholds::default(), Sampler::default());
+        let mut out = Vec::new();
+        trees.push(&event(MetricType::GetCandles, 3, Some(2)), &mut out);
+        trees.push(&event(MetricType::GetAveragePrice, 4, Some(2)), &mut out);
+        trees.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0].span_context.trace_id(),
+            out[1].span_context.trace_id()
+        );
+        assert_eq!(out[0].parent_span_id, SpanId::from(2u64));
+        assert_eq!(trees.report().orphans, 2);
+    }
+
+    #[test]
+    fn waiting_is_bounded() {
+        let mut trees = SpanTrees::new(Thresholds::default(), Sampler::default());
+        let mut out = Vec::new();
+        for id in 1..=(MAX_WAITING as u64 + 1) {
+            trees.push(
+                &event(MetricType::GetCandles, id + 1_000_000, Some(id)),
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), MAX_WAITING + 1);
+        assert_eq!(trees.waiting_spans, 0);
+        assert!(trees.waiting.is_empty());
+    }
+
+    #[test]
+    fn the_sampler_keeps_its_ratio_and_every_slow_or_failed_trace() {
+        let mut trees = SpanTrees::new(Thresholds::default(), Sampler::ratio(0.1).unwrap());
+        let mut out = Vec::new();
+        for id in 1..=10_000 {
+            trees.push(&event(MetricType::Tick, id, None), &mut out);
+        }
+        let kept = out.len();
+        assert!((800..=1200).contains(&kept), "kept {kept} of 10,000");
+        assert_eq!(trees.report().traces_sampled_out, 10_000 - kept as u64);
+        let none = Sampler::ratio(0.0).unwrap();
+        let mut trees = SpanTrees::new(Thresholds::default(), none);
+        let mut out = Vec::new();
+        trees.push(&event(MetricType::Tick, 1, None), &mut out);
+        trees.push(&event(MetricType::Tick, 2, None).with_ok(false), &mut out);
+        trees.push(
+            &PerformanceContract::new(MetricType::Tick, 500.0, 1.7e12).with_id(3),
+            &mut out,
+        );
+        let ids: Vec<SpanId> = out.iter().map(|s| s.span_context.span_id()).collect();
+        assert_eq!(ids, [SpanId::from(2u64), SpanId::from(3u64)]);
+        assert_eq!(
+            out[0].status,
+            Status::error("the operation failed (ok: false)")
+        );
+    }
+
+    #[test]
+    fn epoch_milliseconds_keep_their_nanoseconds() {
+        assert_eq!(
+            epoch_ms(1_700_000_000_000.25),
+            Duration::from_nanos(1_700_000_000_000_250_000)
+        );
+        assert_eq!(epoch_ms(f64::NAN), Duration::ZERO);
+        assert_eq!(epoch_ms(-5.0), Duration::ZERO);
     }
 }
