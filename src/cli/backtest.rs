@@ -33,8 +33,8 @@ const BUNDLED_SYMBOL: &str = "EURUSD";
 pub enum Data {
     /// The bundled EURUSD hourly candles.
     Bundled,
-    /// A CSV file.
-    Csv(PathBuf),
+    /// A CSV file, and its candle interval when given (else the most common gap).
+    Csv(PathBuf, Option<backtest_perf::engine::Interval>),
     /// Seeded synthetic 1-minute candles.
     Synthetic { days: usize, seed: u64 },
 }
@@ -100,6 +100,10 @@ pub struct BacktestCli {
     /// Candles from this CSV file (unnamed time column, then Open, High, Low, Close, Volume).
     #[arg(long, conflicts_with = "synthetic")]
     pub data: Option<PathBuf>,
+    /// The candle interval of --data (30s, 15m, 1h, 1d, ...); by default the most common
+    /// gap between candles.
+    #[arg(long, requires = "data", value_parser = |t: &str| t.parse::<backtest_perf::engine::Interval>())]
+    pub interval: Option<backtest_perf::engine::Interval>,
     /// Seeded synthetic 1-minute candles for this many days instead.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_650))]
     pub synthetic: Option<u64>,
@@ -171,7 +175,7 @@ impl BacktestArgs {
     /// What the flags ask for, with the defaults filled in and the alert rules read.
     pub fn from_cli(cli: BacktestCli) -> Result<Self, CliError> {
         let data = match (cli.data, cli.synthetic) {
-            (Some(path), _) => Data::Csv(path),
+            (Some(path), _) => Data::Csv(path, cli.interval),
             (None, Some(days)) => Data::Synthetic {
                 days: days as usize,
                 seed: cli.seed,
@@ -243,10 +247,13 @@ fn load(args: &BacktestArgs) -> Result<(Box<dyn Exchange>, String), CliError> {
                 symbol,
             )
         }
-        Data::Csv(path) => {
+        Data::Csv(path, interval) => {
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("DATA");
             let symbol = args.symbol.clone().unwrap_or_else(|| stem.to_string());
-            (Box::new(CsvExchange::open(path, &symbol)?), symbol)
+            (
+                Box::new(CsvExchange::open_with_interval(path, &symbol, *interval)?),
+                symbol,
+            )
         }
         Data::Synthetic { days, seed } => {
             let symbol = args.symbol.clone().unwrap_or_else(|| "SYNTH".into());
@@ -357,7 +364,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                 super::ReportFormat::Json => write_json(&stats, &args.out)?,
                 super::ReportFormat::Html => write_html(&stats, slowest_tick(&result), &args.out)?,
             };
-            println!("report: {}", path.display());
+            say!("report: {}", path.display());
         }
         #[cfg(feature = "flamegraph")]
         flamegraphs.write(
@@ -378,12 +385,12 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
             } else {
                 String::new()
             };
-            println!(
+            say!(
                 "trace: {} (open in ui.perfetto.dev, chrome://tracing or speedscope{held})",
                 path.display()
             );
         }
-        println!();
+        say!();
         done.push(result);
     }
     // The reports are written: only now may a side job fail, and it costs nothing above.
@@ -418,7 +425,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
 
 fn print_result(result: &BacktestResult, stats: &PerformanceStatistics) {
     let s = &result.summary;
-    println!(
+    say!(
         "{} on {}: {} frames, {} signals, win rate {:.1}%, total PnL {:+.2}%, avg PnL {:+.3}% ({} rejected, {} cancelled)",
         result.strategy,
         result.symbol,
@@ -433,7 +440,7 @@ fn print_result(result: &BacktestResult, stats: &PerformanceStatistics) {
     if stats.total_events == 0 {
         return;
     }
-    println!(
+    say!(
         "{} events ({}); time in hooks {} (self time), wall time {}; durations in {}:",
         thousands(stats.total_events as f64, 0),
         coverage(stats),
@@ -442,9 +449,9 @@ fn print_result(result: &BacktestResult, stats: &PerformanceStatistics) {
         Unit::for_stats(stats).label()
     );
     if let Some(note) = sampling(stats) {
-        println!("sampled: {note}");
+        say!("sampled: {note}");
     }
-    print!("{}", table(stats, &default_columns()));
+    put!("{}", table(stats, &default_columns()));
 }
 
 /// The alert rules of `rules` (a JSON array), delivered to the log and the given sinks.
@@ -479,9 +486,9 @@ fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
     if result.slow_hooks_total == 0 {
         return;
     }
-    println!("slow hooks: {}", result.slow_hooks_total);
+    say!("slow hooks: {}", result.slow_hooks_total);
     for slow in result.slow_hooks.iter().take(10) {
-        println!(
+        say!(
             "  {} at {}: {}, {:.1}x its {} threshold{}",
             slow.metric_type,
             slow.when.to_rfc3339(),
@@ -493,7 +500,7 @@ fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
         );
     }
     if result.slow_hooks_total > 10 {
-        println!("  ... and {} more", result.slow_hooks_total - 10);
+        say!("  ... and {} more", result.slow_hooks_total - 10);
     }
 }
 
@@ -546,19 +553,19 @@ fn print_slowest_tick(result: &BacktestResult) {
         && let Some(warm_up) = report.warm_up_root
         && let Some(first) = report.events.iter().find(|e| e.id == warm_up)
     {
-        println!(
+        say!(
             "first tick (warm-up, one-time costs; left out of the slowest): {}",
             human(first.duration_ms)
         );
     }
     if let Some((report, root)) = slowest_tick(result) {
         if let Some(line) = ran_or_waited(report, root) {
-            println!("slowest tick: {line}");
+            say!("slowest tick: {line}");
         }
         let style = TimelineStyle {
             root: Some(root),
             ..TimelineStyle::for_stdout()
         };
-        print!("{}", render(report, style));
+        put!("{}", render(report, style));
     }
 }

@@ -56,16 +56,23 @@ fn cell(comparison: &MetricComparison, i: usize) -> String {
 /// Compares, prints the table, and fails on a confirmed regression.
 pub fn run(baseline: &Path, current: &Path, threshold: f64, alpha: f64) -> Result<(), CliError> {
     let (base, cur) = (load(baseline)?, load(current)?);
-    println!(
+    say!(
         "baseline: {} ({})",
         baseline.display(),
         describe(&base.environment)
     );
-    println!(
+    say!(
         "current:  {} ({})",
         current.display(),
         describe(&cur.environment)
     );
+    let (bs, cs) = (&base.statistics, &cur.statistics);
+    if (bs.symbol, bs.strategy_name) != (cs.symbol, cs.strategy_name) {
+        eprintln!(
+            "warning: comparing different runs: {}:{} against {}:{}",
+            bs.symbol, bs.strategy_name, cs.symbol, cs.strategy_name
+        );
+    }
     let (b, c) = (&base.environment, &cur.environment);
     let differs: Vec<&str> = [
         ("CPU", b.cpu_model != c.cpu_model),
@@ -78,16 +85,16 @@ pub fn run(baseline: &Path, current: &Path, threshold: f64, alpha: f64) -> Resul
     .filter_map(|(what, differs)| differs.then_some(what))
     .collect();
     if !differs.is_empty() {
-        println!(
+        say!(
             "warning: measured with a different {}: the comparison may not be fair",
             differs.join(", ")
         );
     }
-    println!();
-    println!(
+    say!();
+    say!(
         "| Metric | Samples | Mean (µs) | Median (µs) | P95 (µs) | P99 (µs) | p (slower) | Verdict |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    say!("|---|---|---|---|---|---|---|---|");
     let rows = compare(&base.statistics, &cur.statistics, threshold, alpha);
     for row in &rows {
         let verdict = match row.verdict {
@@ -96,8 +103,9 @@ pub fn run(baseline: &Path, current: &Path, threshold: f64, alpha: f64) -> Resul
             Verdict::Unconfirmed => "not confirmed",
             Verdict::Unchanged => "unchanged",
             Verdict::Missing => "missing on one side",
+            Verdict::Untested => "untested: no samples on one side",
         };
-        println!(
+        say!(
             "| {} | {} → {} | {} | {} | {} | {} | {:.4} | {verdict} |",
             row.metric_type,
             row.samples.0,

@@ -90,7 +90,7 @@ impl Flamegraphs {
     ) -> Result<(), backtest_perf::DumpError> {
         if let Some(stacks) = &self.0 {
             let (folded, svg) = stacks.write(key, out)?;
-            println!("flamegraph: {} ({})", svg.display(), folded.display());
+            say!("flamegraph: {} ({})", svg.display(), folded.display());
         }
         Ok(())
     }
@@ -124,7 +124,7 @@ impl Metrics {
                     addr: addr.clone(),
                     source,
                 })?;
-                println!("metrics: http://{}/metrics", server.addr());
+                say!("metrics: http://{}/metrics", server.addr());
                 Some(server)
             }
         };
@@ -137,7 +137,7 @@ impl Metrics {
     /// With `--serve-after`, keeps the endpoint up until the process is interrupted.
     pub fn hold(&self, args: &ExporterArgs) {
         if let (true, Some(server)) = (args.serve_after, &self._server) {
-            println!(
+            say!(
                 "metrics: still serving http://{}/metrics; interrupt (Ctrl-C) to stop",
                 server.addr()
             );
@@ -157,13 +157,13 @@ impl Metrics {
         };
         if args.metrics_textfile {
             match exporter.write_textfile(out, "backtest-perf") {
-                Ok(path) => println!("metrics: {}", path.display()),
+                Ok(path) => say!("metrics: {}", path.display()),
                 Err(e) => failed.push(format!("Prometheus textfile: {e}")),
             }
         }
         if let Some(url) = &args.metrics_push {
             match exporter.push(url, "backtest-perf") {
-                Ok(()) => println!("metrics: pushed to {url} (job backtest-perf)"),
+                Ok(()) => say!("metrics: pushed to {url} (job backtest-perf)"),
                 Err(e) => failed.push(format!(
                     "Prometheus push: {e}; check that the Pushgateway is up at {url}"
                 )),
@@ -246,9 +246,10 @@ impl Spans {
         } else {
             String::new()
         };
-        println!(
+        say!(
             "spans: {} in {} traces (one per tick){sampled}{orphans}",
-            report.spans, report.traces
+            report.spans,
+            report.traces
         );
         report.failures
     }

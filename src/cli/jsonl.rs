@@ -44,8 +44,60 @@ impl RawEvent {
     }
 }
 
-/// Parses one line; the error says what is wrong (the caller adds where).
+/// The longest line read, in bytes: an event is a few hundred.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// How a bounded line read ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineRead {
+    /// A line (with its `\n` if it had one) is in the buffer.
+    Line,
+    /// The input ended: nothing was read.
+    End,
+    /// The line was longer than [`MAX_LINE`]; the buffer holds its start.
+    TooLong,
+}
+
+/// Reads one line into `buf` (cleared first), never holding more than [`MAX_LINE`] bytes,
+/// so that an input without newlines (`/dev/zero`) cannot exhaust memory.
+pub fn read_line(
+    reader: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<LineRead> {
+    buf.clear();
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(if buf.is_empty() {
+                LineRead::End
+            } else {
+                LineRead::Line
+            });
+        }
+        let room = MAX_LINE - buf.len();
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) if i < room => (i + 1, true),
+            _ => (available.len().min(room), false),
+        };
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if done {
+            return Ok(LineRead::Line);
+        }
+        if buf.len() >= MAX_LINE {
+            return Ok(LineRead::TooLong);
+        }
+    }
+}
+
+/// Parses one line; the error says what is wrong (the caller adds where). A UTF-8
+/// byte-order mark before the event is ignored; anything after it is an error.
 pub fn parse_line(line: &str) -> Result<PerformanceContract, String> {
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
     let mut json = serde_json::Deserializer::from_str(line);
     let raw: RawEvent = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let path = e.path().to_string();
@@ -54,6 +106,9 @@ pub fn parse_line(line: &str) -> Result<PerformanceContract, String> {
         } else {
             format!("{path}: {}", e.into_inner())
         }
+    })?;
+    json.end().map_err(|e| {
+        format!("{e}: a line holds one event and nothing after it (one JSON object per line)")
     })?;
     match raw.report_name.as_deref() {
         None => raw.into_contract(""),
@@ -70,6 +125,7 @@ pub fn parse_line(line: &str) -> Result<PerformanceContract, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn both_shapes_read_the_same_event() {
@@ -79,6 +135,33 @@ mod tests {
         assert_eq!(a, parse_line(report).unwrap());
         assert_eq!(a.timestamp, 1732147200123.4567);
         assert_eq!(a.metric_type, MetricType::Tick);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_event() {
+        let line = "\u{feff}{\"metricType\":\"tick\",\"duration\":1,\"timestamp\":1}";
+        assert_eq!(parse_line(line).unwrap().duration, 1.0);
+    }
+
+    #[test]
+    fn lines_are_read_whole_up_to_the_limit_and_never_beyond() {
+        let input = b"ab\ncd".to_vec();
+        let mut reader = std::io::BufReader::with_capacity(1, input.as_slice());
+        let mut buf = Vec::new();
+        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"ab\n");
+        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"cd");
+        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), LineRead::End);
+        let zeros = std::io::repeat(0).take(3 * MAX_LINE as u64);
+        let mut reader = std::io::BufReader::new(zeros);
+        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), LineRead::TooLong);
+        assert_eq!(buf.len(), MAX_LINE);
+        let mut exact = vec![b'y'; MAX_LINE - 1];
+        exact.push(b'\n');
+        let mut reader = std::io::BufReader::new(exact.as_slice());
+        assert_eq!(read_line(&mut reader, &mut buf).unwrap(), LineRead::Line);
+        assert_eq!(buf.len(), MAX_LINE);
     }
 
     #[test]
@@ -113,6 +196,14 @@ mod tests {
                 "when: input contains invalid characters at line 1 column 66",
             ),
             ("not json", "expected ident at line 1 column 2"),
+            (
+                r#"{"metricType":"tick","duration":1,"timestamp":1} trailing"#,
+                "trailing characters at line 1 column 50: a line holds one event and nothing after it (one JSON object per line)",
+            ),
+            (
+                r#"{"metricType":"tick","duration":1,"timestamp":1}{"metricType":"tick","duration":1,"timestamp":1}"#,
+                "trailing characters at line 1 column 49: a line holds one event and nothing after it (one JSON object per line)",
+            ),
         ];
         for (line, message) in cases {
             assert_eq!(parse_line(line).unwrap_err(), message, "{line}");

@@ -1,5 +1,27 @@
 //! The command line: `backtest-perf [stats|bench]`.
 
+/// `println!` for the command line's standard output that survives a closed pipe
+/// (`backtest | head -1`): what cannot be printed is dropped and the command goes on to
+/// write its reports, where `println!` would panic.
+macro_rules! say {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that survives a closed pipe; see [`say!`].
+macro_rules! put {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod backtest;
 pub mod bench;
 pub mod compare;
@@ -61,11 +83,13 @@ pub enum Command {
         baseline: PathBuf,
         /// The current report.
         current: PathBuf,
-        /// A change beyond this many percent (of the mean, median, p95 or p99) counts.
-        #[arg(long, default_value_t = 20.0)]
+        /// A change beyond this many percent (of the mean, median, p95 or p99) counts;
+        /// above 0 and at most 1,000,000.
+        #[arg(long, default_value_t = 20.0, value_parser = parse_percent)]
         threshold: f64,
-        /// The Mann-Whitney test must reach this p-value for a change to count.
-        #[arg(long, default_value_t = 0.05)]
+        /// The Mann-Whitney test must reach this p-value for a change to count; above 0
+        /// and below 1.
+        #[arg(long, default_value_t = 0.05, value_parser = parse_alpha)]
         alpha: f64,
     },
     /// Push synthetic events through the default pipeline and print one JSON line of timings.
@@ -152,6 +176,27 @@ impl From<LayoutArg> for StatsPreset {
     }
 }
 
+/// `compare --threshold`: a finite percentage above 0 (an infinite or NaN one would
+/// switch the gate off without a word).
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 1e6 => Ok(p),
+        _ => Err(format!(
+            "`{text}` is not a percentage above 0 and at most 1000000 (for example 20)"
+        )),
+    }
+}
+
+/// `compare --alpha`: a p-value strictly between 0 and 1.
+fn parse_alpha(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(a) if a > 0.0 && a < 1.0 => Ok(a),
+        _ => Err(format!(
+            "`{text}` is not a p-value above 0 and below 1 (for example 0.05)"
+        )),
+    }
+}
+
 /// `--max-events`: a whole number of events, at least 1.
 fn parse_max_events(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -229,6 +274,7 @@ pub enum CliError {
     #[error("OpenTelemetry export: {0}")]
     Spans(String),
     /// An output file could not be created.
+    #[cfg(feature = "otel")]
     #[error("cannot create {}: {source}; check that its folder is writable", path.display())]
     CreateFile {
         path: PathBuf,
@@ -312,7 +358,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 backtest: !skip_backtest,
             };
             let result = bench::run(&args, performance_emitter(), performance_service());
-            println!(
+            say!(
                 "{}",
                 serde_json::to_string(&result).map_err(|e| CliError::Output(e.into()))?
             );

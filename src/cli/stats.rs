@@ -13,7 +13,7 @@ use backtest_perf::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::jsonl::parse_line;
+use super::jsonl::{LineRead, MAX_LINE, parse_line, read_line};
 use super::{CliError, OutputFormat};
 
 /// What `stats` was asked to do.
@@ -170,12 +170,17 @@ fn read_input(
 ) -> Result<Outcome, CliError> {
     let mut reader = BufReader::new(input);
     let mut first = Vec::new();
-    reader
-        .read_until(b'\n', &mut first)
-        .map_err(|source| CliError::Input {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let first_read = read_line(&mut reader, &mut first).map_err(|source| CliError::Input {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if first_read == LineRead::TooLong {
+        let _ = writeln!(err, "{}:1: {}", path.display(), too_long());
+        return Ok(Outcome {
+            bad: 1,
+            documents: false,
+        });
+    }
     let text = String::from_utf8_lossy(&first);
     let trimmed = text.trim();
     let is_document = trimmed == "{"
@@ -189,13 +194,26 @@ fn read_input(
         });
     }
     let mut rest = Vec::new();
-    reader
+    (&mut reader)
+        .take(MAX_DOCUMENT)
         .read_to_end(&mut rest)
         .map_err(|source| CliError::Input {
             path: path.to_path_buf(),
             source,
         })?;
     first.extend_from_slice(&rest);
+    if rest.len() as u64 == MAX_DOCUMENT {
+        let _ = writeln!(
+            err,
+            "{}: a JSON document longer than {} MiB is not a stats output or a backtest report",
+            path.display(),
+            MAX_DOCUMENT >> 20
+        );
+        return Ok(Outcome {
+            bad: 1,
+            documents: true,
+        });
+    }
     let bad = match merge_document(&first, service) {
         Ok(()) => 0,
         Err(why) => {
@@ -236,6 +254,16 @@ fn merge_document(bytes: &[u8], service: &PerformanceService) -> Result<(), Stri
     Ok(())
 }
 
+/// The largest JSON document read (a report of 10,000 events is about 3 MB).
+const MAX_DOCUMENT: u64 = 256 << 20;
+
+fn too_long() -> String {
+    format!(
+        "a line longer than {} MiB: not JSONL (one event per line); the rest of this input is not read, what came before is kept",
+        MAX_LINE >> 20
+    )
+}
+
 /// Feeds JSONL events to the bus, `first` being the line already read; reports each bad
 /// line with its number.
 fn feed(
@@ -267,14 +295,19 @@ fn feed(
             bad += 1;
             let _ = writeln!(err, "{}:{number}: {why}", path.display());
         }
-        buf.clear();
-        reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| CliError::Input {
-                path: path.to_path_buf(),
-                source,
-            })?;
         number = number.saturating_add(1);
+        match read_line(&mut reader, &mut buf).map_err(|source| CliError::Input {
+            path: path.to_path_buf(),
+            source,
+        })? {
+            LineRead::Line => {}
+            LineRead::End => break,
+            LineRead::TooLong => {
+                bad += 1;
+                let _ = writeln!(err, "{}:{number}: {}", path.display(), too_long());
+                break;
+            }
+        }
     }
     Ok(bad)
 }

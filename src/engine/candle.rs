@@ -15,6 +15,10 @@ use crate::Name;
 /// ```
 pub type Millis = i64;
 
+/// A series whose frames would outnumber its candles more than this many times is
+/// refused (its interval is too small for its data).
+pub const MAX_FRAMES_PER_CANDLE: u64 = 100;
+
 /// A candle interval (and the step of a frame), in whole milliseconds.
 ///
 /// ```
@@ -82,6 +86,42 @@ impl Interval {
     /// ```
     pub fn millis(self) -> Millis {
         self.0
+    }
+}
+
+impl std::str::FromStr for Interval {
+    type Err = String;
+
+    /// A whole number and a unit: `s`, `m`, `h` or `d` (`30s`, `15m`, `1h`, `1d`).
+    ///
+    /// ```
+    /// use backtest_perf::engine::Interval;
+    /// assert_eq!("15m".parse::<Interval>().unwrap(), Interval::minutes(15));
+    /// assert_eq!("1d".parse::<Interval>().unwrap(), Interval::days(1));
+    /// assert!("0h".parse::<Interval>().unwrap_err().contains("for example 1h"));
+    /// assert!("1y".parse::<Interval>().is_err());
+    /// ```
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "`{text}` is not a candle interval: a whole number above 0 and a unit s, m, h or d, for example 1h or 15m"
+            )
+        };
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (number, unit) = text.split_at(split);
+        let number: i64 = number.parse().map_err(|_| bad())?;
+        let size: i64 = match unit {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        match number.checked_mul(size) {
+            Some(ms) if number > 0 && ms <= 366 * 86_400_000 => Ok(Interval(ms)),
+            _ => Err(bad()),
+        }
     }
 }
 
@@ -276,6 +316,7 @@ impl CandleSeries {
                 });
             }
         }
+        let inferred = interval.is_none();
         let interval = match interval {
             Some(interval) => interval,
             None => most_common_gap(&candles).ok_or_else(|| CandleError {
@@ -284,6 +325,30 @@ impl CandleSeries {
                     .into(),
             })?,
         };
+        // Every frame is a step of the interval from the first candle to the last: an
+        // interval far smaller than the data's (a few gaps of 1 ms in daily data) would
+        // make billions of frames. More than this many per candle is refused.
+        let (first, last) = (candles[0].open_time, candles[candles.len() - 1].open_time);
+        let frames = (i128::from(last) - i128::from(first)) / i128::from(interval.millis()) + 1;
+        let most = MAX_FRAMES_PER_CANDLE as i128 * candles.len() as i128 + 10_000;
+        if frames > most {
+            return Err(CandleError {
+                index: 0,
+                problem: format!(
+                    "{} candles from {} to {} at an interval of {interval} ({}) make {frames} frames, \
+                     over {MAX_FRAMES_PER_CANDLE} per candle: the interval is too small for this data; \
+                     set it (backtest --interval, for example --interval 1h)",
+                    candles.len(),
+                    candles[0].open_time_utc().to_rfc3339(),
+                    candles[candles.len() - 1].open_time_utc().to_rfc3339(),
+                    if inferred {
+                        "inferred from the most common gap between candles"
+                    } else {
+                        "as given"
+                    },
+                ),
+            });
+        }
         let close_times = candles
             .iter()
             .enumerate()

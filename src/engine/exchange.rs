@@ -253,7 +253,17 @@ impl CsvExchange {
     /// assert_eq!(goog.series("GOOG".into()).unwrap().interval(), Interval::days(1));
     /// ```
     pub fn open(path: &Path, symbol: &str) -> Result<Self, DataError> {
-        let series = read_file(path, Name::new(symbol), None)?;
+        Self::open_with_interval(path, symbol, None)
+    }
+
+    /// [`open`](Self::open) with the candle interval given instead of inferred from the
+    /// most common gap.
+    pub fn open_with_interval(
+        path: &Path,
+        symbol: &str,
+        interval: Option<super::Interval>,
+    ) -> Result<Self, DataError> {
+        let series = read_file(path, Name::new(symbol), interval)?;
         Ok(CsvExchange(MemoryExchange::new().with_series(series)))
     }
 

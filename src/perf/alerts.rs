@@ -700,8 +700,11 @@ impl AlertManager {
                 let mut last = self.last_fired.lock();
                 let cooldown =
                     chrono::Duration::from_std(rule.cooldown()).unwrap_or(chrono::Duration::MAX);
+                // A cooldown that ends beyond the calendar never ends.
                 if let Some(previous) = last.get(&(index, key))
-                    && now < *previous + cooldown
+                    && previous
+                        .checked_add_signed(cooldown)
+                        .is_none_or(|until| now < until)
                 {
                     continue;
                 }

@@ -87,6 +87,9 @@ pub enum Verdict {
     Unchanged,
     /// In one measurement only.
     Missing,
+    /// One side holds no raw durations of this type (its window lost them, or it was
+    /// merged from statistics): no test can run, so no verdict is given.
+    Untested,
 }
 
 /// One metric type, baseline against current.
@@ -184,6 +187,7 @@ pub fn compare(
             );
             let verdict = match change {
                 None => Verdict::Missing,
+                Some(_) if base.is_empty() || cur.is_empty() => Verdict::Untested,
                 Some(change) => {
                     let slower = change.iter().any(|&c| c > threshold_percent);
                     let faster = change.iter().any(|&c| c < -threshold_percent);

@@ -320,6 +320,7 @@ impl PerformanceEmitter {
 
     /// [`emit`](Self::emit) for an event this crate measured itself with the process
     /// clock (a span's close): valid by construction, so not validated again.
+    #[cfg(feature = "tracing-layer")]
     #[inline]
     pub(crate) fn emit_measured(&self, mut event: PerformanceContract) {
         let inner = &*self.inner;

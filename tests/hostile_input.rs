@@ -1,0 +1,270 @@
+//! What was tried against every input path, as an attacker and as a careless user would
+//! (issue 10). Each test runs the real binary or the public API with the hostile input,
+//! kept small: large inputs are generated here, bounded in time.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use backtest_perf::alerts::{AlertManager, rules_from_json};
+use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_backtest-perf"))
+}
+
+fn stats_of(dir: &std::path::Path, name: &str, content: &[u8]) -> Output {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    bin()
+        .args(["stats", "--input"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+const EVENT: &str = r#"{"metricType":"tick","duration":1,"timestamp":5}"#;
+
+/// Item 1: Anything after the event on its line is an error, not ignored.
+#[test]
+fn text_after_an_event_on_its_line_is_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, line) in [
+        ("trailing.jsonl", format!("{EVENT} trailing\n")),
+        ("two.jsonl", format!("{EVENT}{EVENT}\n")),
+    ] {
+        let out = stats_of(dir.path(), name, line.as_bytes());
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("{name}:1: trailing characters at line 1 column"))
+                && stderr.contains("one JSON object per line"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Item 1: A UTF-8 byte-order mark (as Windows editors write) does not spoil line 1.
+#[test]
+fn a_byte_order_mark_is_read_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stats_of(
+        dir.path(),
+        "bom.jsonl",
+        format!("\u{feff}{EVENT}\n{EVENT}\n").as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["pairs"][0]["totalEvents"], 2);
+}
+
+/// Item 1: An input without newlines is not read into memory whole: the line limit stops it
+/// with a message, and the good lines before it are kept.
+#[test]
+fn a_line_without_end_stops_at_the_limit_and_keeps_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut content = format!("{EVENT}\n").into_bytes();
+    content.extend(std::iter::repeat_n(b'0', 3 << 20));
+    let out = stats_of(dir.path(), "endless.jsonl", &content);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("endless.jsonl:2: a line longer than 1 MiB: not JSONL"),
+        "{stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["pairs"][0]["totalEvents"], 1);
+    // /dev/zero, the reproduction itself, ends just as quickly.
+    if std::path::Path::new("/dev/zero").exists() {
+        let out = bin()
+            .args(["stats", "--input", "/dev/zero"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8(out.stderr)
+                .unwrap()
+                .contains("/dev/zero:1: a line longer than 1 MiB")
+        );
+    }
+}
+
+/// Item 5: A closed standard output (`backtest | head -1`) costs nothing: the reports are
+/// written and the exit status is 0.
+#[test]
+fn a_closed_pipe_on_standard_output_still_writes_the_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["backtest", "--strategy", "sma-crossover", "--out"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the first line
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("sma-crossover.md").exists());
+}
+
+fn write_csv(dir: &std::path::Path, rows: &[&str]) -> std::path::PathBuf {
+    let path = dir.join("gaps.csv");
+    let mut file = std::fs::File::create(&path).unwrap();
+    writeln!(file, ",Open,High,Low,Close,Volume").unwrap();
+    for row in rows {
+        writeln!(file, "{row},1,1,1,1,1").unwrap();
+    }
+    path
+}
+
+/// Item 6: Three candles whose most common gap is 1 ms would be 13 billion frames: refused at
+/// once, naming the file, the inferred interval and how to set it; `--interval` runs it.
+#[test]
+fn an_interval_absurd_for_the_data_is_refused_and_can_be_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write_csv(
+        dir.path(),
+        &[
+            "2024-01-01 00:00:00",
+            "2024-01-01 00:00:00.001",
+            "2024-06-01 00:00:00",
+        ],
+    );
+    let out = bin()
+        .args(["backtest", "--strategy", "sma-crossover", "--data"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "gaps.csv:2: 3 candles from 2024-01-01T00:00:00+00:00 to 2024-06-01T00:00:00+00:00 at an interval of 1ms (inferred from the most common gap between candles) make 13132800001 frames, over 100 per candle"
+        ) && stderr.contains("--interval, for example --interval 1h"),
+        "{stderr}"
+    );
+    let csv = write_csv(
+        dir.path(),
+        &[
+            "2024-01-01 00:00:00",
+            "2024-01-01 01:00:00",
+            "2024-01-01 05:00:00",
+        ],
+    );
+    let out = bin()
+        .args([
+            "backtest",
+            "--strategy",
+            "sma-crossover",
+            "--interval",
+            "1h",
+            "--data",
+        ])
+        .arg(&csv)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("sma-crossover on gaps: 6 frames")
+    );
+    let out = bin()
+        .args(["backtest", "--interval", "0h", "--data"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("`0h` is not a candle interval")
+    );
+}
+
+/// Item 4: A gate that cannot gate is refused: NaN, infinite or huge thresholds, and an alpha
+/// outside (0, 1).
+#[test]
+fn compare_refuses_a_gate_that_is_off() {
+    for (flag, value, says) in [
+        ("--threshold", "nan", "is not a percentage above 0"),
+        ("--threshold", "inf", "is not a percentage above 0"),
+        ("--threshold", "1e400", "is not a percentage above 0"),
+        ("--threshold", "0", "is not a percentage above 0"),
+        ("--alpha", "nan", "is not a p-value above 0 and below 1"),
+        ("--alpha", "2", "is not a p-value above 0 and below 1"),
+        ("--alpha", "0", "is not a p-value above 0 and below 1"),
+    ] {
+        let out = bin()
+            .args(["compare", "a.json", "b.json", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+    }
+}
+
+/// Item 4: Samples on one side only cannot be tested: no "unchanged" verdict.
+#[test]
+fn samples_against_none_are_untested_not_unchanged() {
+    use backtest_perf::compare::{Verdict, compare};
+    let bus = PerformanceEmitter::new();
+    let service = PerformanceService::attached(&bus);
+    for i in 0..50 {
+        bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, f64::from(i)).with_symbol("A"))
+            .unwrap();
+    }
+    let mut without = service.get_data("A", "");
+    let with = without.clone();
+    without.events.clear();
+    let rows = compare(&with, &without, 20.0, 0.05);
+    assert_eq!(rows[0].verdict, Verdict::Untested);
+    assert_eq!(rows[0].samples, (50, 0));
+}
+
+/// Item 3: A cooldown that ends beyond the calendar, and a `now` at its end, never panic.
+#[test]
+fn cooldowns_beyond_the_calendar_do_not_panic() {
+    let rules = rules_from_json(
+        r#"[{"name": "any", "condition": {"kind": "rejectedAbove", "bound": 0}, "severity": "critical", "cooldown": 1e13}]"#,
+    )
+    .unwrap();
+    let manager = AlertManager::new(rules);
+    let bus = PerformanceEmitter::new();
+    let service = PerformanceService::attached(&bus);
+    let _ = bus.emit(PerformanceContract::new(MetricType::Tick, -1.0, 1.0).with_symbol("A"));
+    let stats = service.get_data("A", "");
+    let start = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+    assert_eq!(manager.evaluate(&stats, start).len(), 1);
+    assert_eq!(manager.evaluate(&stats, start).len(), 0, "cooling down");
+    // Near the calendar's end, the end of any cooldown is past it: before the fix this
+    // second call panicked on `DateTime + TimeDelta`.
+    let end = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+    let manager = AlertManager::new(
+        rules_from_json(r#"[{"name": "any", "condition": {"kind": "rejectedAbove", "bound": 0}, "severity": "critical"}]"#)
+            .unwrap(),
+    );
+    assert_eq!(manager.evaluate(&stats, end).len(), 1);
+    assert_eq!(
+        manager.evaluate(&stats, end).len(),
+        0,
+        "a cooldown past the calendar never ends"
+    );
+}
