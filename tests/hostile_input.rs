@@ -268,3 +268,135 @@ fn cooldowns_beyond_the_calendar_do_not_panic() {
         "a cooldown past the calendar never ends"
     );
 }
+
+/// Item 11: a bounded queue that blocks holds at most its capacity while the callback
+/// lags, and loses nothing.
+#[test]
+fn a_blocking_bound_holds_its_capacity_and_loses_nothing() {
+    use backtest_perf::{QueueBound, WhenFull};
+    let bus = PerformanceEmitter::new();
+    let bound = QueueBound {
+        capacity: 16,
+        when_full: WhenFull::Block,
+    };
+    let sum = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let total = sum.clone();
+    let sub = bus.listen_bounded(bound, move |e: &PerformanceContract| {
+        std::thread::yield_now(); // a callback slower than the emitter
+        total.fetch_add(e.duration as u64, std::sync::atomic::Ordering::Relaxed);
+    });
+    let mut deepest = 0;
+    for i in 1..=2_000u32 {
+        bus.emit(PerformanceContract::new(
+            MetricType::Tick,
+            f64::from(i),
+            1.0,
+        ))
+        .unwrap();
+        deepest = deepest.max(sub.queue_depth());
+    }
+    sub.flush();
+    // The queue holds at most 16; the batch the worker is on, at most 16 more.
+    assert!(deepest <= 32, "{deepest} events waited");
+    assert_eq!((sub.handled(), sub.dropped()), (2_000, 0));
+    assert_eq!(
+        sum.load(std::sync::atomic::Ordering::Relaxed),
+        2_000 * 2_001 / 2
+    );
+}
+
+/// Item 11: a listener stuck while many events arrive holds at most its capacity with
+/// `DropOldest`, counts the rest, and gets the newest.
+#[test]
+fn a_dropping_bound_keeps_memory_flat_under_a_stuck_callback() {
+    use backtest_perf::{QueueBound, WhenFull};
+    let bus = PerformanceEmitter::new();
+    let (release, stuck) = std::sync::mpsc::channel::<()>();
+    let last = std::sync::Arc::new(std::sync::Mutex::new(0.0));
+    let seen = last.clone();
+    let bound = QueueBound {
+        capacity: 1_000,
+        when_full: WhenFull::DropOldest,
+    };
+    let sub = bus.listen_bounded(bound, move |e: &PerformanceContract| {
+        let _ = stuck.recv();
+        *seen.lock().unwrap() = e.duration;
+    });
+    for i in 1..=200_000u32 {
+        bus.emit(PerformanceContract::new(
+            MetricType::Tick,
+            f64::from(i),
+            1.0,
+        ))
+        .unwrap();
+        assert!(
+            sub.queue_depth() <= 2_000,
+            "the queue holds at most 1,000 and the worker's batch at most 1,000 more"
+        );
+    }
+    drop(release); // the callback goes on without waiting
+    sub.flush();
+    assert_eq!(sub.handled() + sub.dropped(), 200_000);
+    assert!(sub.handled() <= 2_000, "{} handled", sub.handled());
+    assert_eq!(*last.lock().unwrap(), 200_000.0, "the newest event arrived");
+}
+
+/// Item 12: a filter that panics is contained: counted as the listener's failure, and
+/// the subscribers after it still get the event.
+#[test]
+fn a_panicking_filter_is_contained() {
+    let bus = PerformanceEmitter::new();
+    let broken = bus.listen_filtered(|_| panic!("filter bug"), |_: &PerformanceContract| {});
+    let after = bus.listen(|_: &PerformanceContract| {});
+    bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0))
+        .unwrap();
+    after.flush();
+    broken.flush();
+    assert_eq!(after.handled(), 1);
+    assert_eq!((broken.handled(), broken.failed()), (0, 1));
+    assert_eq!(bus.listener_failures(), 1);
+}
+
+/// Item 15: `flush` on a once-listener returns only when its event is counted and it is
+/// closed. Many iterations while another thread loads the CPU: before the fix, the count
+/// was sometimes still 0 (the listener closed before counting).
+#[test]
+fn a_once_listener_is_counted_and_closed_when_flush_returns() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spin = stop.clone();
+    let load = std::thread::spawn(move || {
+        let mut x = 0u64;
+        while !spin.load(std::sync::atomic::Ordering::Relaxed) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+    });
+    let bus = PerformanceEmitter::new();
+    for _ in 0..2_000 {
+        let got = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let set = got.clone();
+        let first = bus.listen_once(
+            |e| e.metric_type == MetricType::Backtest,
+            move |e: &PerformanceContract| {
+                set.store(e.duration as u64, std::sync::atomic::Ordering::SeqCst);
+            },
+        );
+        for ms in 1..=3 {
+            bus.emit(PerformanceContract::new(
+                MetricType::Backtest,
+                f64::from(ms),
+                1.0,
+            ))
+            .unwrap();
+        }
+        first.flush();
+        assert_eq!(first.handled(), 1);
+        assert!(!first.is_active());
+        assert_eq!(
+            got.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the callback's effect is visible"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+}

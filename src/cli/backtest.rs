@@ -279,6 +279,8 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     if config != StorageConfig::default() || args.layout != super::LayoutArg::WholeRun {
         configure_performance(config, args.layout.into())?;
     }
+    // The reports' folder is checked before any backtest runs, not after all of them.
+    backtest_perf::dump::check_writable(&args.out)?;
     let (exchange, symbol) = load(args)?;
     let template = Backtest::new(exchange.as_ref(), &symbol)?;
     let frames = template.frame().count() * entries.len() as u64;

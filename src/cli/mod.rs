@@ -128,6 +128,7 @@ fn parse_threshold(text: &str) -> Result<(String, f64), String> {
     let (name, ms) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}` is not HOOK=MS (for example getSignal=5)"))?;
+    backtest_perf::MetricType::parse_strict(name).map_err(|e| format!("`{text}`: {e}"))?;
     let ms: f64 = ms
         .parse()
         .map_err(|_| format!("`{ms}` in `{text}` is not a number of milliseconds"))?;

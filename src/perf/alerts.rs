@@ -137,6 +137,7 @@ pub enum Condition {
     /// A statistic of a metric type is above `bound` ms.
     Above {
         /// The metric type.
+        #[serde(deserialize_with = "typed_metric")]
         metric: MetricType,
         /// The statistic.
         statistic: Statistic,
@@ -146,6 +147,7 @@ pub enum Condition {
     /// More than `bound_percent` of a metric type's events took longer than `threshold` ms.
     SlowShareAbove {
         /// The metric type.
+        #[serde(deserialize_with = "typed_metric")]
         metric: MetricType,
         /// What counts as slow, ms.
         threshold: f64,
@@ -278,6 +280,12 @@ impl AlertRule {
         self.cooldown
             .unwrap_or_else(|| self.severity.default_cooldown())
     }
+}
+
+/// A rule's metric type, as a person typed it: see [`MetricType::parse_strict`].
+fn typed_metric<'de, D: serde::Deserializer<'de>>(d: D) -> Result<MetricType, D::Error> {
+    let name = String::deserialize(d)?;
+    MetricType::parse_strict(&name).map_err(serde::de::Error::custom)
 }
 
 mod optional_seconds {

@@ -59,9 +59,15 @@ impl DumpError {
 const MAX_STEM: usize = 100;
 
 /// A file stem for `name` made of `[A-Za-z0-9._-]` only, never empty, never `.` or `..`
-/// or hidden, and at most about 110 characters. Names that are already safe are kept;
-/// any other gets its unsafe characters replaced by `_` and a hash of the original
-/// appended, so two different names never share a file.
+/// or hidden, at most about 120 characters, and one name per file on every file system.
+///
+/// A name is kept as it is when it is already plain: lower-case letters, digits, `.`,
+/// `_` and `-`, not hidden, no `..`, not a name Windows reserves (`con`, `nul`, `com1`,
+/// `aux.txt`, ...), not ending in `.`, and not ending like a hashed stem (`-` and 16 hex
+/// digits). Any other name gets its unsafe characters replaced by `_` and a hash of the
+/// original appended. So two different names never share a file: not `a/b` and a
+/// strategy literally named like its stem, and not `Con` and `con` on a file system that
+/// ignores case.
 ///
 /// ```
 /// use backtest_perf::dump::safe_file_stem;
@@ -72,6 +78,12 @@ const MAX_STEM: usize = 100;
 /// assert!(s.starts_with("______x-"), "{s}");
 /// assert!(!s.contains('/') && !s.contains(".."));
 /// assert_ne!(safe_file_stem("a/b"), safe_file_stem("a_b"));
+/// // A name that looks like another's hashed stem is hashed too.
+/// assert_ne!(safe_file_stem(&safe_file_stem("a/b")), safe_file_stem("a/b"));
+/// // Windows' reserved names, and names differing only in case, get their own files.
+/// assert!(safe_file_stem("con").starts_with("con-"));
+/// assert!(safe_file_stem("aux.txt").starts_with("aux.txt-"));
+/// assert_ne!(safe_file_stem("Con").to_lowercase(), safe_file_stem("con").to_lowercase());
 /// ```
 pub fn safe_file_stem(name: &str) -> String {
     if name.is_empty() {
@@ -93,11 +105,37 @@ pub fn safe_file_stem(name: &str) -> String {
     if stem.starts_with('.') {
         stem.replace_range(0..1, "_");
     }
-    if stem == name && stem.len() <= MAX_STEM {
+    let plain = stem == name
+        && stem.len() <= MAX_STEM
+        && !stem.bytes().any(|b| b.is_ascii_uppercase())
+        && !stem.ends_with('.')
+        && !reserved_on_windows(&stem)
+        && !looks_hashed(&stem);
+    if plain {
         return stem;
     }
     stem.truncate(MAX_STEM);
     format!("{stem}-{:016x}", fnv1a(name.as_bytes()))
+}
+
+/// `con`, `prn`, `aux`, `nul`, `com0`-`com9`, `lpt0`-`lpt9`, in any case, alone or before
+/// a dot: names Windows will not create a file under.
+fn reserved_on_windows(stem: &str) -> bool {
+    let base = stem.split('.').next().unwrap_or(stem).to_ascii_lowercase();
+    matches!(base.as_str(), "con" | "prn" | "aux" | "nul")
+        || (base.len() == 4
+            && (base.starts_with("com") || base.starts_with("lpt"))
+            && base.as_bytes()[3].is_ascii_digit())
+}
+
+/// Ends in `-` and 16 lower-case hex digits, as a hashed stem does.
+fn looks_hashed(stem: &str) -> bool {
+    let bytes = stem.as_bytes();
+    bytes.len() >= 17
+        && bytes[bytes.len() - 17] == b'-'
+        && bytes[bytes.len() - 16..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// FNV-1a, 64 bits: a stable hash for file names (std's hasher may change between releases).
@@ -105,6 +143,33 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Checks that reports can be written into `dir` (creating it) by creating and removing
+/// a temporary file there: a command checks its output folder before a long run, not
+/// after it.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// backtest_perf::dump::check_writable(&dir.path().join("reports")).unwrap();
+/// assert!(dir.path().join("reports").is_dir());
+/// let file = dir.path().join("a-file");
+/// std::fs::write(&file, "").unwrap();
+/// assert!(backtest_perf::dump::check_writable(&file.join("sub")).is_err());
+/// ```
+pub fn check_writable(dir: &Path) -> Result<(), DumpError> {
+    std::fs::create_dir_all(dir).map_err(|source| DumpError::CreateFolder {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    tempfile::Builder::new()
+        .prefix(".write-check-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|source| DumpError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// Writes `text` to `dir/file_name` atomically: a temporary file in `dir`, synced, then

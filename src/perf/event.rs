@@ -69,6 +69,38 @@ impl MetricType {
         }
     }
 
+    /// [`parse`](Self::parse) for names a person typed (a `--slow` threshold, an alert
+    /// rule): an empty name, or a built-in one in the wrong case, is an error that says
+    /// which was meant, where `parse` would make a custom type that never matches.
+    ///
+    /// ```
+    /// # use backtest_perf::MetricType;
+    /// assert_eq!(MetricType::parse_strict("getSignal").unwrap(), MetricType::GetSignal);
+    /// assert_eq!(MetricType::parse_strict("load-model").unwrap().as_str(), "load-model");
+    /// assert_eq!(
+    ///     MetricType::parse_strict("getsignal").unwrap_err(),
+    ///     "metric type `getsignal` is not one the hooks emit; did you mean `getSignal`? (names are case-sensitive)"
+    /// );
+    /// assert!(MetricType::parse_strict(" ").unwrap_err().contains("empty"));
+    /// ```
+    pub fn parse_strict(name: &str) -> Result<Self, String> {
+        if name.trim().is_empty() {
+            return Err("the metric type is empty; name one (tick, getSignal, getCandles, getAveragePrice, backtest or a custom name)".into());
+        }
+        let metric = MetricType::parse(name);
+        if let MetricType::Custom(_) = metric
+            && let Some(meant) = MetricType::BUILT_IN
+                .iter()
+                .find(|m| m.as_str().eq_ignore_ascii_case(name.trim()))
+        {
+            return Err(format!(
+                "metric type `{name}` is not one the hooks emit; did you mean `{}`? (names are case-sensitive)",
+                meant.as_str()
+            ));
+        }
+        Ok(metric)
+    }
+
     /// A custom metric type with the given name.
     ///
     /// ```

@@ -78,6 +78,41 @@ impl<E: Display> ListenerOutcome for Result<(), E> {
 
 type Filter = Box<dyn Fn(&PerformanceContract) -> bool + Send + Sync>;
 
+/// What a bounded listener does when its queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The emitting thread waits until the worker took the queue: nothing is lost, and a
+    /// slow callback slows the run. (A callback that emits on the same bus would wait on
+    /// itself; its own events are dropped and counted instead.)
+    Block,
+    /// The oldest queued events are dropped and counted ([`Subscription::dropped`]): the
+    /// run never waits.
+    DropOldest,
+}
+
+/// A bound on a listener's queue: at most `capacity` events wait for its worker, which
+/// works on at most `capacity` more that it took at once (so a listener holds at most
+/// twice `capacity` events).
+///
+/// ```
+/// use backtest_perf::{QueueBound, WhenFull};
+/// let bound = QueueBound { capacity: 10_000, when_full: WhenFull::DropOldest };
+/// assert_eq!(bound.capacity, 10_000);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueBound {
+    /// Events that may wait (at least 1).
+    pub capacity: usize,
+    /// What happens to the next event when they are waiting.
+    pub when_full: WhenFull,
+}
+
+thread_local! {
+    /// The listener whose worker this thread is, if any: a bounded listener never blocks
+    /// its own worker.
+    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 type Outcome = Result<(), String>;
 
 pub(crate) enum Callback {
@@ -137,6 +172,11 @@ pub(crate) struct ListenerShared {
     filter: Option<Filter>,
     once: bool,
     fired: AtomicBool,
+    bound: Option<QueueBound>,
+    /// Events dropped by a full [`WhenFull::DropOldest`] queue.
+    dropped: AtomicU64,
+    /// Signalled when the worker took the queue: a blocked emitter may go on.
+    space: Condvar,
     /// Written by the worker after every event.
     handled: CachePadded<AtomicU64>,
     failed: AtomicU64,
@@ -170,28 +210,69 @@ impl ListenerShared {
     /// Called on the emitting thread: queue the event, waking the worker only if needed.
     #[inline]
     pub(crate) fn offer(&self, event: &PerformanceContract) {
-        if let Some(filter) = &self.filter
-            && !filter(event)
-        {
-            return;
+        if let Some(filter) = &self.filter {
+            // A filter runs on the emitting thread: a panic in it is contained like a
+            // callback's (counted, logged) and the event does not pass, so the
+            // subscribers after this one still get it.
+            match catch_unwind(AssertUnwindSafe(|| filter(event))) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(payload) => {
+                    self.count_failure(&format!("filter {}", panic_text(payload)));
+                    return;
+                }
+            }
         }
         if self.once && self.fired.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.enqueue(|events| events.push(*event));
+        self.enqueue(std::slice::from_ref(event));
     }
 
     /// Adds to the queue under its lock, then wakes the worker only if it sleeps, or naps
-    /// with a large backlog.
+    /// with a large backlog. A bounded queue first makes room as its bound says.
     #[inline]
-    fn enqueue(&self, add: impl FnOnce(&mut Vec<PerformanceContract>)) {
+    fn enqueue(&self, events: &[PerformanceContract]) {
         let mut queue = self.queue.lock();
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
-        let before = queue.events.len();
-        add(&mut queue.events);
-        queue.enqueued += (queue.events.len() - before) as u64;
+        let mut events = events;
+        if let Some(bound) = self.bound {
+            let capacity = bound.capacity.max(1);
+            let own_worker = WORKER_OF.with(|w| w.get()) == self as *const Self as usize;
+            if bound.when_full == WhenFull::Block && !own_worker {
+                while queue.events.len() + events.len() > capacity
+                    && !queue.events.is_empty()
+                    && !self.closed.load(Ordering::Relaxed)
+                {
+                    queue.flush_requested = true;
+                    if queue.worker != Worker::Busy {
+                        queue.worker = Worker::Busy;
+                        self.wake.notify_one();
+                    }
+                    self.space.wait(&mut queue);
+                }
+                if self.closed.load(Ordering::Relaxed) {
+                    return;
+                }
+            } else {
+                let excess = (queue.events.len() + events.len()).saturating_sub(capacity);
+                if excess > 0 {
+                    let from_queue = excess.min(queue.events.len());
+                    queue.events.drain(..from_queue);
+                    // A batch larger than the bound keeps its newest events.
+                    let from_batch = (excess - from_queue).min(events.len());
+                    events = &events[from_batch..];
+                    // What left the queue had been counted as enqueued: count it dropped
+                    // so that a flush's target is still reached.
+                    queue.enqueued += from_batch as u64;
+                    self.dropped.fetch_add(excess as u64, Ordering::SeqCst);
+                }
+            }
+        }
+        queue.events.extend_from_slice(events);
+        queue.enqueued += events.len() as u64;
         let wake = match queue.worker {
             Worker::Busy => false,
             Worker::Napping => queue.events.len() >= WAKE_BACKLOG,
@@ -212,7 +293,7 @@ impl ListenerShared {
             }
             return;
         }
-        self.enqueue(|queue| queue.extend_from_slice(events));
+        self.enqueue(events);
     }
 
     pub(crate) fn close(&self) {
@@ -221,11 +302,23 @@ impl ListenerShared {
         queue.events = Vec::new();
         drop(queue);
         self.wake.notify_one();
+        self.space.notify_all();
         self.drained.notify_waiters();
     }
 
+    /// Whether a flush that found `target` events enqueued may return. A closed listener
+    /// has nothing more to do. A once-listener that fired is done only when closed: its
+    /// worker counts the event, then closes, so a flush that returns sees both (checking
+    /// the count alone let a flush return before the close, and the close alone before
+    /// the count, which once failed a doc test under load).
     fn is_drained(&self, target: u64) -> bool {
-        self.handled.load(Ordering::SeqCst) >= target || self.closed.load(Ordering::SeqCst)
+        if self.closed.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self.once && self.fired.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.handled.load(Ordering::SeqCst) + self.dropped.load(Ordering::SeqCst) >= target
     }
 
     pub(crate) async fn flush_async(&self) {
@@ -256,7 +349,8 @@ impl ListenerShared {
             return 0; // what was still queued was discarded
         }
         let enqueued = self.queue.lock().enqueued;
-        enqueued.saturating_sub(self.handled.load(Ordering::SeqCst)) as usize
+        let done = self.handled.load(Ordering::SeqCst) + self.dropped.load(Ordering::SeqCst);
+        enqueued.saturating_sub(done) as usize
     }
 
     /// Takes the next batch into `batch`; `false` once the listener is closed.
@@ -283,6 +377,9 @@ impl ListenerShared {
                 std::mem::swap(&mut queue.events, batch);
                 queue.worker = Worker::Busy;
                 queue.flush_requested = false;
+                if self.bound.is_some() {
+                    self.space.notify_all();
+                }
                 return true;
             }
             if naps < NAPS_BEFORE_SLEEP {
@@ -323,6 +420,7 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn run_worker(shared: Arc<ListenerShared>, mut callback: Callback) {
+    WORKER_OF.with(|w| w.set(Arc::as_ptr(&shared) as usize));
     let mut runtime = None;
     let mut batch = Vec::new();
     while shared.next_batch(&mut batch) {
@@ -354,10 +452,13 @@ fn run_worker(shared: Arc<ListenerShared>, mut callback: Callback) {
                 shared.count_failure(&why);
             }
             if shared.once {
-                // Off the bus before the event counts as handled, so a flush that returns
-                // sees the listener gone.
+                // Off the bus, then counted, then closed: a flush of a once-listener that
+                // fired returns only when it is closed (see `is_drained`), and by then the
+                // count and the callback's effects are visible.
                 shared.remove_from_bus();
+                shared.handled.fetch_add(1, Ordering::SeqCst);
                 shared.close();
+                continue;
             }
             shared.handled.fetch_add(1, Ordering::SeqCst);
         }
@@ -377,6 +478,16 @@ pub(crate) fn subscribe(
     once: bool,
     callback: Callback,
 ) -> Subscription {
+    subscribe_bounded(emitter, filter, once, None, callback)
+}
+
+pub(crate) fn subscribe_bounded(
+    emitter: &PerformanceEmitter,
+    filter: Option<Filter>,
+    once: bool,
+    bound: Option<QueueBound>,
+    callback: Callback,
+) -> Subscription {
     let shared = Arc::new(ListenerShared {
         queue: CachePadded::new(Mutex::new(Queue {
             events: Vec::new(),
@@ -389,6 +500,9 @@ pub(crate) fn subscribe(
         filter,
         once,
         fired: AtomicBool::new(false),
+        bound,
+        dropped: AtomicU64::new(0),
+        space: Condvar::new(),
         handled: CachePadded::new(AtomicU64::new(0)),
         failed: AtomicU64::new(0),
         flush_waiters: CachePadded::new(AtomicUsize::new(0)),
@@ -537,6 +651,17 @@ impl Subscription {
         self.shared.depth()
     }
 
+    /// Events a full [`WhenFull::DropOldest`] queue dropped (always 0 for an unbounded
+    /// listener).
+    ///
+    /// ```
+    /// let sub = backtest_perf::PerformanceEmitter::new().listen(|_: &backtest_perf::PerformanceContract| {});
+    /// assert_eq!(sub.dropped(), 0);
+    /// ```
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::SeqCst)
+    }
+
     /// Whether the listener still receives events (a once-listener closes after its event).
     ///
     /// ```
@@ -572,6 +697,42 @@ impl PerformanceEmitter {
         R: ListenerOutcome,
     {
         subscribe(self, None, false, Callback::sync(callback))
+    }
+
+    /// [`listen`](Self::listen) with a bounded queue: at most `bound.capacity` events
+    /// wait for the callback, and `bound.when_full` says what happens past that: the
+    /// emitting thread waits ([`WhenFull::Block`]), or the oldest waiting events are
+    /// dropped and counted ([`WhenFull::DropOldest`], see [`Subscription::dropped`]).
+    /// [`listen`](Self::listen)'s queue is unbounded: a blocked callback holds every
+    /// event emitted meanwhile ([`Subscription::queue_depth`] shows how many).
+    ///
+    /// ```
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, QueueBound, WhenFull};
+    /// let bus = PerformanceEmitter::new();
+    /// let (gate, wait) = std::sync::mpsc::channel::<()>();
+    /// let bound = QueueBound { capacity: 2, when_full: WhenFull::DropOldest };
+    /// let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let sub = bus.listen_bounded(bound, move |e: &PerformanceContract| {
+    ///     let _ = wait.recv(); // held until the test lets it go
+    ///     log.lock().unwrap().push(e.duration);
+    /// });
+    /// for ms in 1..=5 {
+    ///     bus.emit(PerformanceContract::new(MetricType::Tick, f64::from(ms), 1.0)).unwrap();
+    /// }
+    /// for _ in 0..5 { gate.send(()).unwrap(); }
+    /// sub.flush();
+    /// // Which events the worker took before the queue filled depends on timing; the
+    /// // accounting does not: every event was handled or dropped, and the last two arrived.
+    /// assert_eq!(sub.handled() + sub.dropped(), 5);
+    /// assert_eq!(seen.lock().unwrap().iter().rev().take(2).copied().collect::<Vec<_>>(), [5.0, 4.0]);
+    /// ```
+    pub fn listen_bounded<F, R>(&self, bound: QueueBound, callback: F) -> Subscription
+    where
+        F: FnMut(&PerformanceContract) -> R + Send + 'static,
+        R: ListenerOutcome,
+    {
+        subscribe_bounded(self, None, false, Some(bound), Callback::sync(callback))
     }
 
     /// Subscribes an async callback; each future completes before the next call starts.
