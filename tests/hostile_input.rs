@@ -400,3 +400,117 @@ fn a_once_listener_is_counted_and_closed_when_flush_returns() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.join().unwrap();
 }
+
+/// Item 2: an offline `stats` keeps every key it is given, far past the live storage's cap.
+#[test]
+fn stats_keeps_every_key_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (0..5_000)
+        .map(|i| {
+            format!(
+                "{{\"metricType\":\"tick\",\"duration\":1,\"timestamp\":{i},\"symbol\":\"S{i}\",\"strategyName\":\"k\"}}\n"
+            )
+        })
+        .collect();
+    let out = stats_of(dir.path(), "keys.jsonl", lines.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["pairs"].as_array().unwrap().len(), 5_000);
+}
+
+/// Item 8: names that would share a report file get their own.
+#[test]
+fn report_files_never_collide() {
+    use backtest_perf::dump::safe_file_stem;
+    let hashed = safe_file_stem("a/b");
+    let names = [
+        "a/b",
+        hashed.as_str(),
+        "a_b",
+        "CON",
+        "con",
+        "Con",
+        "NUL",
+        "com1",
+        "aux.txt",
+        "x.",
+    ];
+    let stems: Vec<String> = names.iter().map(|n| safe_file_stem(n)).collect();
+    let folded: std::collections::HashSet<String> =
+        stems.iter().map(|s| s.to_lowercase()).collect();
+    assert_eq!(folded.len(), names.len(), "{stems:?}");
+    for (name, stem) in names.iter().zip(&stems) {
+        let base = stem.split('.').next().unwrap().to_lowercase();
+        assert!(
+            !["con", "nul", "aux", "prn", "com1"].contains(&base.as_str()),
+            "{name} -> {stem}"
+        );
+        assert!(!stem.ends_with('.'), "{name} -> {stem}");
+    }
+}
+
+/// Item 9: a metric name in the wrong case, or empty, is refused, not silently unused.
+#[test]
+fn metric_names_in_the_wrong_case_are_refused() {
+    let out = bin()
+        .args(["backtest", "--slow", "getsignal=5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr).unwrap().contains(
+            "metric type `getsignal` is not one the hooks emit; did you mean `getSignal`?"
+        )
+    );
+    let out = bin().args(["backtest", "--slow", "=5"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("the metric type is empty")
+    );
+    let err = rules_from_json(
+        r#"[{"name": "x", "condition": {"kind": "above", "metric": "GETCANDLES", "statistic": "p95", "bound": 5}, "severity": "warning"}]"#,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean `getCandles`?"),
+        "{err}"
+    );
+    let err = rules_from_json(
+        r#"[{"name": "x", "condition": {"kind": "rejectedAbove", "bound": 0}, "severity": "warning", "cooldwon": 5}]"#,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `cooldwon`"),
+        "{err}"
+    );
+}
+
+/// Item 10: an unwritable report folder is found before any backtest runs.
+#[test]
+fn an_unwritable_report_folder_fails_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = bin()
+        .args(["backtest", "--out"])
+        .arg(file.join("reports"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "",
+        "no backtest ran"
+    );
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("could not create report folder")
+    );
+}

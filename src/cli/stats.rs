@@ -13,7 +13,7 @@ use backtest_perf::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::jsonl::{LineRead, MAX_LINE, parse_line, read_line};
+use super::jsonl::{LineRead, MAX_LINE, NameBudget, parse_line, read_line};
 use super::{CliError, OutputFormat};
 
 /// What `stats` was asked to do.
@@ -68,6 +68,7 @@ pub fn run(args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
     let service = PerformanceService::attached_with(&bus, config, args.preset);
     let mut bad = 0;
     let mut merged_documents = false;
+    let mut names = NameBudget::default();
     for path in &args.inputs {
         let (label, input): (PathBuf, Box<dyn Read>) = if path.as_os_str() == "-" {
             (PathBuf::from("<stdin>"), Box::new(std::io::stdin().lock()))
@@ -85,7 +86,7 @@ pub fn run(args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
             .unwrap_or_else(indicatif::ProgressBar::hidden);
             (path.clone(), Box::new(progress.wrap_read(file)))
         };
-        let outcome = read_input(&label, input, &bus, &service, err)?;
+        let outcome = read_input(&label, input, &bus, &service, &mut names, err)?;
         bad += outcome.bad;
         merged_documents |= outcome.documents;
     }
@@ -166,6 +167,7 @@ fn read_input(
     input: impl Read,
     bus: &PerformanceEmitter,
     service: &PerformanceService,
+    names: &mut NameBudget,
     err: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     let mut reader = BufReader::new(input);
@@ -187,7 +189,7 @@ fn read_input(
         || serde_json::from_str::<serde_json::Value>(trimmed)
             .is_ok_and(|v| v.get("pairs").is_some());
     if !is_document {
-        let bad = feed(path, &first, reader, bus, err)?;
+        let bad = feed(path, &first, reader, bus, names, err)?;
         return Ok(Outcome {
             bad,
             documents: false,
@@ -271,6 +273,7 @@ fn feed(
     first: &[u8],
     mut reader: impl BufRead,
     bus: &PerformanceEmitter,
+    names: &mut NameBudget,
     err: &mut dyn Write,
 ) -> Result<u64, CliError> {
     let mut buf = first.to_vec();
@@ -283,7 +286,7 @@ fn feed(
         let problem = match std::str::from_utf8(&buf) {
             Err(e) => Some(format!("not UTF-8 text ({e})")),
             Ok(line) if line.trim().is_empty() => None,
-            Ok(line) => match parse_line(line.trim_end()) {
+            Ok(line) => match parse_line(line.trim_end(), names) {
                 Err(why) => Some(why),
                 Ok(event) => bus
                     .emit(event)

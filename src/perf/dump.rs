@@ -81,8 +81,8 @@ const MAX_STEM: usize = 100;
 /// // A name that looks like another's hashed stem is hashed too.
 /// assert_ne!(safe_file_stem(&safe_file_stem("a/b")), safe_file_stem("a/b"));
 /// // Windows' reserved names, and names differing only in case, get their own files.
-/// assert!(safe_file_stem("con").starts_with("con-"));
-/// assert!(safe_file_stem("aux.txt").starts_with("aux.txt-"));
+/// assert!(safe_file_stem("con").starts_with("_con-"));
+/// assert!(safe_file_stem("aux.txt").starts_with("_aux.txt-"));
 /// assert_ne!(safe_file_stem("Con").to_lowercase(), safe_file_stem("con").to_lowercase());
 /// ```
 pub fn safe_file_stem(name: &str) -> String {
@@ -113,6 +113,10 @@ pub fn safe_file_stem(name: &str) -> String {
         && !looks_hashed(&stem);
     if plain {
         return stem;
+    }
+    if reserved_on_windows(&stem) {
+        // Windows reserves the name before the first dot whatever follows it.
+        stem.insert(0, '_');
     }
     stem.truncate(MAX_STEM);
     format!("{stem}-{:016x}", fnv1a(name.as_bytes()))

@@ -36,6 +36,19 @@ impl Name {
         Name(Ustr::from(text))
     }
 
+    /// The name of `text` if it is interned already; never interns (a reader that must
+    /// bound how many names it adds checks with this first).
+    ///
+    /// ```
+    /// # use backtest_perf::Name;
+    /// let _ = Name::new("SOLUSDT");
+    /// assert_eq!(Name::existing("SOLUSDT"), Some(Name::new("SOLUSDT")));
+    /// assert_eq!(Name::existing("never-interned-4f1c9a"), None);
+    /// ```
+    pub fn existing(text: &str) -> Option<Self> {
+        ustr::existing_ustr(text).map(Name)
+    }
+
     /// The text of this name, valid for the rest of the process.
     ///
     /// ```
