@@ -514,3 +514,41 @@ fn an_unwritable_report_folder_fails_before_the_run() {
             .contains("could not create report folder")
     );
 }
+
+/// Item 4: a report whose summary disagrees with its own events is not trusted.
+#[test]
+fn an_edited_report_is_refused_by_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "backtest",
+            "--strategy",
+            "sma-crossover",
+            "--format",
+            "json",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let path = dir.path().join("sma-crossover.json");
+    let mut report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    report["metricStats"]["getSignal"]["maxDuration"] = serde_json::json!(0.0);
+    let edited = dir.path().join("edited.json");
+    std::fs::write(&edited, report.to_string()).unwrap();
+    let out = bin()
+        .arg("compare")
+        .arg(&path)
+        .arg(&edited)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("edited.json is not a backtest-perf JSON report")
+            && stderr.contains("its summary disagrees with its own events (getSignal: max 0 ms is below another of its statistics"),
+        "{stderr}"
+    );
+}

@@ -14,10 +14,17 @@ fn load(path: &Path) -> Result<JsonReport, CliError> {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| CliError::Report {
+    let report: JsonReport = serde_json::from_str(&text).map_err(|e| CliError::Report {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })
+    })?;
+    backtest_perf::compare::check_consistent(&report.statistics).map_err(|why| {
+        CliError::Report {
+            path: path.to_path_buf(),
+            reason: format!("its summary disagrees with its own events ({why}); was it edited?"),
+        }
+    })?;
+    Ok(report)
 }
 
 fn describe(env: &Environment) -> String {

@@ -141,6 +141,75 @@ fn durations(stats: &PerformanceStatistics, metric: MetricType) -> Vec<f64> {
         .collect()
 }
 
+/// Checks that a report agrees with itself before it is trusted as a baseline: per
+/// metric type, the statistics are ordered (min ≤ mean, median, p95, p99 ≤ max), the
+/// events it holds are no more than its count and lie within its min and max, and the
+/// counts add up to the total. The error names the first disagreement.
+///
+/// ```
+/// use backtest_perf::compare::check_consistent;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0)).unwrap();
+/// let mut stats = service.get_data("", "");
+/// assert!(check_consistent(&stats).is_ok());
+/// stats.metric_stats.get_mut(&MetricType::Tick).unwrap().max_duration = 1.0;
+/// assert_eq!(
+///     check_consistent(&stats).unwrap_err(),
+///     "tick: max 1 ms is below another of its statistics (min 2, mean 2, median 2, p95 2, p99 2)"
+/// );
+/// ```
+pub fn check_consistent(stats: &PerformanceStatistics) -> Result<(), String> {
+    let mut total = 0usize;
+    for (metric, m) in &stats.metric_stats {
+        total = total.saturating_add(m.count);
+        let inner = [m.avg_duration, m.median, m.p95, m.p99];
+        if m.count > 0
+            && (inner
+                .iter()
+                .any(|&v| !(v >= m.min_duration * (1.0 - 1e-9) - 1e-12))
+                || inner
+                    .iter()
+                    .any(|&v| !(v <= m.max_duration * (1.0 + 1e-9) + 1e-12)))
+        {
+            return Err(format!(
+                "{metric}: max {} ms is below another of its statistics (min {}, mean {}, median {}, p95 {}, p99 {})",
+                m.max_duration, m.min_duration, m.avg_duration, m.median, m.p95, m.p99
+            ));
+        }
+        let held: Vec<f64> = stats
+            .events
+            .iter()
+            .filter(|e| e.metric_type == *metric)
+            .map(|e| e.duration)
+            .collect();
+        if held.len() > m.count {
+            return Err(format!(
+                "{metric}: it holds {} events but counts {}",
+                held.len(),
+                m.count
+            ));
+        }
+        if let Some(outside) = held
+            .iter()
+            .find(|&&d| d < m.min_duration - 1e-12 || d > m.max_duration + 1e-12)
+        {
+            return Err(format!(
+                "{metric}: an event took {outside} ms, outside its min {} and max {}",
+                m.min_duration, m.max_duration
+            ));
+        }
+    }
+    if !stats.metric_stats.is_empty() && total != stats.total_events {
+        return Err(format!(
+            "its metric types count {total} events but its total is {}",
+            stats.total_events
+        ));
+    }
+    Ok(())
+}
+
 /// Compares every metric type of `baseline` and `current`.
 ///
 /// ```

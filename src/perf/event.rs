@@ -461,6 +461,20 @@ impl PerformanceContract {
     }
 }
 
+/// A number in a message: as written when short, in scientific notation when Rust would
+/// print hundreds of digits (`1e308`).
+struct Short(f64);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_finite() && self.0.abs() >= 1e16 {
+            write!(f, "{:e}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
 /// Why an event was rejected; each message names the field and what is expected.
 ///
 /// ```
@@ -476,15 +490,15 @@ pub enum InvalidEvent {
     #[error("duration is {0}; it must be a finite number of milliseconds")]
     NonFiniteDuration(f64),
     /// `duration` was below zero. Fix: subtract the start from the end, not the reverse.
-    #[error("duration is {0}; it must be >= 0 milliseconds")]
+    #[error("duration is {}; it must be >= 0 milliseconds", Short(*.0))]
     NegativeDuration(f64),
     /// `duration` was above [`MAX_DURATION_MS`]. Fix: pass milliseconds, not a larger unit's
     /// count or a raw timestamp.
-    #[error("duration is {0}; it must be at most 1e12 milliseconds (about 31.7 years)")]
+    #[error("duration is {}; it must be at most 1e12 milliseconds (about 31.7 years)", Short(*.0))]
     DurationTooLarge(f64),
     /// A timestamp's magnitude was above [`MAX_TIMESTAMP_MS`]. Fix: pass Unix epoch
     /// milliseconds, not microseconds or nanoseconds.
-    #[error("timestamp {0} is beyond 1e15 ms from the epoch; pass Unix epoch milliseconds")]
+    #[error("timestamp {} is beyond 1e15 ms from the epoch; pass Unix epoch milliseconds", Short(*.0))]
     TimestampOutOfRange(f64),
     /// `timestamp` was NaN or infinite. Fix: pass Unix epoch milliseconds.
     #[error("timestamp is {0}; it must be finite Unix epoch milliseconds")]
@@ -497,7 +511,7 @@ pub enum InvalidEvent {
     NonFinitePreviousTimestamp(f64),
     /// `previousTimestamp` was later than `timestamp`. Fix: leave it empty and let the bus fill it.
     #[error(
-        "previousTimestamp {previous} is later than timestamp {timestamp}; leave it empty for the bus to fill"
+        "previousTimestamp {} is later than timestamp {}; leave it empty for the bus to fill", Short(*previous), Short(*timestamp)
     )]
     PreviousAfterTimestamp {
         /// The previous timestamp given.
@@ -508,7 +522,7 @@ pub enum InvalidEvent {
     /// `selfDuration` was negative, NaN, or above `duration`. Fix: subtract the nested
     /// operations' durations from the operation's own, or leave it empty.
     #[error(
-        "selfDuration {self_duration} is outside 0..=duration ({duration}); subtract the nested operations' time from the duration, or leave it empty"
+        "selfDuration {} is outside 0..=duration ({}); subtract the nested operations' time from the duration, or leave it empty", Short(*self_duration), Short(*duration)
     )]
     SelfDurationOutOfRange {
         /// The self duration given.
