@@ -165,14 +165,10 @@ pub fn check_consistent(stats: &PerformanceStatistics) -> Result<(), String> {
     for (metric, m) in &stats.metric_stats {
         total = total.saturating_add(m.count);
         let inner = [m.avg_duration, m.median, m.p95, m.p99];
-        if m.count > 0
-            && (inner
-                .iter()
-                .any(|&v| !(v >= m.min_duration * (1.0 - 1e-9) - 1e-12))
-                || inner
-                    .iter()
-                    .any(|&v| !(v <= m.max_duration * (1.0 + 1e-9) + 1e-12)))
-        {
+        let low = m.min_duration * (1.0 - 1e-9) - 1e-12;
+        let high = m.max_duration * (1.0 + 1e-9) + 1e-12;
+        // NaN is outside too: `contains` is false for it.
+        if m.count > 0 && inner.iter().any(|v| !(low..=high).contains(v)) {
             return Err(format!(
                 "{metric}: max {} ms is below another of its statistics (min {}, mean {}, median {}, p95 {}, p99 {})",
                 m.max_duration, m.min_duration, m.avg_duration, m.median, m.p95, m.p99
