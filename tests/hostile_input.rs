@@ -548,7 +548,7 @@ fn an_edited_report_is_refused_by_compare() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.contains("edited.json is not a backtest-perf JSON report")
-            && stderr.contains("its summary disagrees with its own events (getSignal: max 0 ms is below another of its statistics"),
+            && stderr.contains("its summary disagrees with its own events (getSignal: its statistics are out of order"),
         "{stderr}"
     );
 }
