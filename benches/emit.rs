@@ -41,7 +41,7 @@ fn emit(c: &mut Criterion) {
         })
     });
     sub.flush();
-    drop(sub);
+    sub.unsubscribe();
 
     let empty = PerformanceEmitter::new();
     group.bench_function("no_subscribers", |b| {

@@ -229,7 +229,7 @@ fn peers(c: &mut Criterion) {
         })
     });
     sub.flush();
-    drop(sub);
+    sub.unsubscribe();
     group.finish();
 }
 

@@ -61,7 +61,7 @@ pub use perf::facade::{
     performance_emitter, performance_service, time, time_async,
 };
 pub use perf::key::{GLOBAL, StorageKey};
-pub use perf::listener::{ListenerOutcome, QueueBound, Subscription, WhenFull};
+pub use perf::listener::{ListenerGuard, ListenerOutcome, QueueBound, Subscription, WhenFull};
 pub use perf::name::Name;
 pub use perf::report::Column;
 pub use perf::stats::{MetricStats, PerformanceStatistics, StatsPreset};

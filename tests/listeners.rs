@@ -119,31 +119,40 @@ fn failing_listeners_are_counted_and_isolated() {
     assert_eq!(service.get_data("BTCUSDT", "s").total_events, 30);
 }
 
+/// SPEC 3: a dropped handle keeps listening (`listen_performance(cb);` as a statement);
+/// `unsubscribe` stops delivery, and so does a guard when its scope ends.
 #[test]
-fn unsubscribe_and_drop_stop_delivery() {
+fn a_dropped_handle_listens_on_unsubscribe_and_guards_stop() {
     let bus = PerformanceEmitter::new();
     let count = Arc::new(AtomicU64::new(0));
-    let (c1, c2) = (count.clone(), count.clone());
+    let (c1, c2, c3) = (count.clone(), count.clone(), count.clone());
     let explicit = bus.listen(move |_: &PerformanceContract| {
         c1.fetch_add(1, Ordering::Relaxed);
     });
-    let dropped = bus.listen(move |_: &PerformanceContract| {
+    let _ = bus.listen(move |_: &PerformanceContract| {
         c2.fetch_add(100, Ordering::Relaxed);
     });
-    assert_eq!(bus.subscriber_count(), 2);
-    for i in 0..10 {
-        bus.emit(tick(i)).unwrap();
+    {
+        let _scoped = bus
+            .listen(move |_: &PerformanceContract| {
+                c3.fetch_add(10_000, Ordering::Relaxed);
+            })
+            .guard();
+        assert_eq!(bus.subscriber_count(), 3);
+        for i in 0..10 {
+            bus.emit(tick(i)).unwrap();
+        }
+        bus.flush();
+        assert_eq!(count.load(Ordering::Relaxed), 101_010);
     }
-    bus.flush();
-    assert_eq!(count.load(Ordering::Relaxed), 1010);
+    assert_eq!(bus.subscriber_count(), 2, "the guard unsubscribed");
     explicit.unsubscribe();
-    drop(dropped);
-    assert_eq!(bus.subscriber_count(), 0);
+    assert_eq!(bus.subscriber_count(), 1, "the dropped handle listens on");
     for i in 10..20 {
         bus.emit(tick(i)).unwrap();
     }
     bus.flush();
-    assert_eq!(count.load(Ordering::Relaxed), 1010);
+    assert_eq!(count.load(Ordering::Relaxed), 101_010 + 1_000);
 }
 
 #[test]

@@ -136,7 +136,7 @@ pub fn run(
         args.events,
         "the listener missed events"
     );
-    drop(sub);
+    sub.unsubscribe();
 
     let mut data_ms = Vec::new();
     let mut report_ms = Vec::new();

@@ -525,11 +525,13 @@ pub(crate) fn subscribe_bounded(
         shared,
         emitter: emitter.clone(),
         id,
-        detached: false,
     }
 }
 
-/// A listener's handle. Dropping it unsubscribes; see the [module documentation](self).
+/// A listener's handle. As in backtest-kit, a listener keeps listening when its handle
+/// is dropped (`listen_performance(cb);` as a statement listens for the life of the
+/// process, or until its bus is dropped); [`unsubscribe`](Self::unsubscribe) stops it, and
+/// [`guard`](Self::guard) gives a handle that unsubscribes when dropped, for scoped use.
 ///
 /// ```
 /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
@@ -539,12 +541,47 @@ pub(crate) fn subscribe_bounded(
 /// sub.flush();
 /// assert_eq!((sub.handled(), sub.failed(), sub.queue_depth(), sub.is_active()), (1, 0, 0, true));
 /// ```
-#[must_use = "dropping a Subscription unsubscribes at once; keep it, or call .detach()"]
 pub struct Subscription {
     shared: Arc<ListenerShared>,
     emitter: PerformanceEmitter,
     id: SubscriberId,
-    detached: bool,
+}
+
+/// A [`Subscription`] that unsubscribes when dropped: for a listener that must not
+/// outlive a scope (a test, a request). Dereferences to the subscription.
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
+/// let bus = PerformanceEmitter::new();
+/// {
+///     let sub = bus.listen(|_: &PerformanceContract| {}).guard();
+///     bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+///     sub.flush();
+///     assert_eq!(sub.handled(), 1);
+///     assert_eq!(bus.subscriber_count(), 1);
+/// }
+/// assert_eq!(bus.subscriber_count(), 0, "gone with its scope");
+/// ```
+#[must_use = "a ListenerGuard unsubscribes when dropped: bind it to a variable for the scope"]
+#[derive(Debug)]
+pub struct ListenerGuard(Option<Subscription>);
+
+impl std::ops::Deref for ListenerGuard {
+    type Target = Subscription;
+    fn deref(&self) -> &Subscription {
+        // Always Some until drop takes it.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        if let Some(subscription) = self.0.take() {
+            subscription.unsubscribe();
+        }
+    }
 }
 
 impl std::fmt::Debug for Subscription {
@@ -559,7 +596,7 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// Stops delivery now; queued events are discarded. Same as dropping the handle.
+    /// Stops delivery now; queued events are discarded.
     ///
     /// ```
     /// # use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
@@ -570,20 +607,26 @@ impl Subscription {
     /// assert_eq!(bus.subscriber_count(), 0);
     /// ```
     pub fn unsubscribe(self) {
-        drop(self)
+        self.emitter.remove(self.id);
+        self.shared.close();
     }
 
-    /// Keeps the listener for the life of the process (or until the bus is dropped).
+    /// A handle that unsubscribes when dropped; see [`ListenerGuard`].
+    pub fn guard(self) -> ListenerGuard {
+        ListenerGuard(Some(self))
+    }
+
+    /// Lets the handle go and the listener listen on, for the life of the process (or
+    /// until the bus is dropped): what dropping the handle does too, said explicitly.
     ///
     /// ```
     /// # use backtest_perf::{PerformanceContract, PerformanceEmitter};
     /// let bus = PerformanceEmitter::new();
     /// bus.listen(|_: &PerformanceContract| {}).detach();
-    /// assert_eq!(bus.subscriber_count(), 1);
+    /// let _ = bus.listen(|_: &PerformanceContract| {});
+    /// assert_eq!(bus.subscriber_count(), 2);
     /// ```
-    pub fn detach(mut self) {
-        self.detached = true;
-    }
+    pub fn detach(self) {}
 
     /// Blocks until this listener handled every event queued before the call.
     ///
@@ -670,15 +713,6 @@ impl Subscription {
     /// ```
     pub fn is_active(&self) -> bool {
         !self.shared.closed.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if !self.detached {
-            self.emitter.remove(self.id);
-            self.shared.close();
-        }
     }
 }
 
