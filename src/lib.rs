@@ -40,6 +40,8 @@
 // Lets the bundled strategies name the crate as users do: `use backtest_perf::...`.
 extern crate self as backtest_perf;
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod engine;
 mod perf;
 #[path = "../strategies/mod.rs"]

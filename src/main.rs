@@ -1,8 +1,5 @@
-//! The `backtest-perf` command line.
-
-mod cli;
-
-use clap::Parser;
+//! The `backtest-perf` command line: the bundled strategies. A crate of your own adds its
+//! strategies the same way (`backtest_perf::cli::Cli::default().with_strategy::<S>()`).
 
 /// Counts each thread's allocations, so that tracked operations report their memory
 /// (`backtest --timeline`); otherwise the system allocator.
@@ -11,16 +8,5 @@ static ALLOCATOR: backtest_perf::tracker::CountingAllocator =
     backtest_perf::tracker::CountingAllocator::new();
 
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
-    match cli::run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e @ cli::CliError::SideJobs(_)) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::from(cli::EXIT_SIDE_JOBS_FAILED)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    backtest_perf::cli::Cli::default().run()
 }

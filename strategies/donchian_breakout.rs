@@ -1,9 +1,8 @@
 //! Donchian breakout: long when the close breaks above the highest high of the channel,
 //! short when it breaks below the lowest low.
 
-use backtest_perf::engine::{Context, Signal, Strategy, StrategyError};
+use backtest_perf::engine::{brackets, param, unknown_param, Context, Signal, Strategy, StrategyError};
 
-use super::brackets;
 
 /// Trades breakouts of the prior `period` candles' range.
 ///
@@ -48,6 +47,20 @@ impl Strategy for DonchianBreakout {
 
     fn description(&self) -> &str {
         "long above the highest high of the channel, short below its lowest low"
+    }
+
+    fn set_param(&mut self, name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "period" => param(&mut self.period, name, value),
+            "take_profit_pct" => param(&mut self.take_profit_pct, name, value),
+            "stop_loss_pct" => param(&mut self.stop_loss_pct, name, value),
+            "lifetime_minutes" => param(&mut self.lifetime_minutes, name, value),
+            _ => Err(unknown_param(self.name(), name, &self.params())),
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        vec![("period", self.period.to_string()), ("take_profit_pct", self.take_profit_pct.to_string()), ("stop_loss_pct", self.stop_loss_pct.to_string()), ("lifetime_minutes", self.lifetime_minutes.to_string())]
     }
 
     fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {

@@ -4,7 +4,9 @@
 //!
 //! To add a strategy: put `my_strategy.rs` in this folder and add one line
 //! `my_strategy::MyStrategy,` to the list below. The command line then knows it by the
-//! name its `name()` returns.
+//! name its `name()` returns. Document the type and its public fields (`///` lines):
+//! the crate denies missing docs. A strategy in a crate of your own needs none of this:
+//! see `backtest_perf::cli::Cli::with_strategy`.
 
 use backtest_perf::engine::StrategyEntry;
 
@@ -31,14 +33,4 @@ register! {
     sma_crossover::SmaCrossover,
     rsi_reversion::RsiReversion,
     donchian_breakout::DonchianBreakout,
-}
-
-/// The take profit and stop loss `tp_pct` / `sl_pct` percent away from `price`.
-pub(crate) fn brackets(long: bool, price: f64, tp_pct: f64, sl_pct: f64) -> (f64, f64) {
-    let (up, down) = (1.0 + tp_pct / 100.0, 1.0 - sl_pct / 100.0);
-    if long {
-        (price * up, price * down)
-    } else {
-        (price * (2.0 - up), price * (2.0 - down))
-    }
 }

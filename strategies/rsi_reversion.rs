@@ -1,9 +1,8 @@
 //! RSI mean reversion: after an oversold reading, wait to buy a little below the average
 //! price; after an overbought one, wait to sell a little above it.
 
-use backtest_perf::engine::{Context, Interval, Signal, Strategy, StrategyError};
+use backtest_perf::engine::{brackets, param, unknown_param, Context, Interval, Signal, Strategy, StrategyError};
 
-use super::brackets;
 
 /// Fades RSI extremes with a limit entry.
 ///
@@ -76,6 +75,23 @@ impl Strategy for RsiReversion {
 
     fn description(&self) -> &str {
         "limit entries against RSI extremes (oversold: buy lower, overbought: sell higher)"
+    }
+
+    fn set_param(&mut self, name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "period" => param(&mut self.period, name, value),
+            "oversold" => param(&mut self.oversold, name, value),
+            "overbought" => param(&mut self.overbought, name, value),
+            "entry_offset_pct" => param(&mut self.entry_offset_pct, name, value),
+            "take_profit_pct" => param(&mut self.take_profit_pct, name, value),
+            "stop_loss_pct" => param(&mut self.stop_loss_pct, name, value),
+            "every_minutes" => param(&mut self.every_minutes, name, value),
+            _ => Err(unknown_param(self.name(), name, &self.params())),
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        vec![("period", self.period.to_string()), ("oversold", self.oversold.to_string()), ("overbought", self.overbought.to_string()), ("entry_offset_pct", self.entry_offset_pct.to_string()), ("take_profit_pct", self.take_profit_pct.to_string()), ("stop_loss_pct", self.stop_loss_pct.to_string()), ("every_minutes", self.every_minutes.to_string())]
     }
 
     fn interval(&self) -> Interval {

@@ -1,9 +1,8 @@
 //! SMA crossover: long when the fast average crosses above the slow one, short when it
 //! crosses below.
 
-use backtest_perf::engine::{Candle, Context, Signal, Strategy, StrategyError};
+use backtest_perf::engine::{brackets, param, unknown_param, Candle, Context, Signal, Strategy, StrategyError};
 
-use super::brackets;
 
 /// Trades the cross of two simple moving averages of the close.
 ///
@@ -57,6 +56,21 @@ impl Strategy for SmaCrossover {
 
     fn description(&self) -> &str {
         "long when the fast SMA crosses above the slow one, short when it crosses below"
+    }
+
+    fn set_param(&mut self, name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "fast" => param(&mut self.fast, name, value),
+            "slow" => param(&mut self.slow, name, value),
+            "take_profit_pct" => param(&mut self.take_profit_pct, name, value),
+            "stop_loss_pct" => param(&mut self.stop_loss_pct, name, value),
+            "lifetime_minutes" => param(&mut self.lifetime_minutes, name, value),
+            _ => Err(unknown_param(self.name(), name, &self.params())),
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        vec![("fast", self.fast.to_string()), ("slow", self.slow.to_string()), ("take_profit_pct", self.take_profit_pct.to_string()), ("stop_loss_pct", self.stop_loss_pct.to_string()), ("lifetime_minutes", self.lifetime_minutes.to_string())]
     }
 
     fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {

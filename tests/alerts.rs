@@ -277,6 +277,7 @@ fn a_webhook_receives_the_alert_as_a_json_post() {
 /// `backtest --alerts` checks the rules while the run goes on, every simulated day by
 /// default, on the statistics of that moment, and once more at the run's end.
 #[test]
+#[cfg(feature = "cli")]
 fn rules_are_checked_during_the_run_in_simulated_time() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.json");

@@ -1,4 +1,5 @@
 //! `backtest-perf` (the default job) and `backtest-perf backtest`, run as a user would.
+#![cfg(feature = "cli")]
 
 use std::process::Command;
 

@@ -1,4 +1,5 @@
 //! `backtest-perf stats`, run as a user would run it.
+#![cfg(feature = "cli")]
 
 use std::process::Command;
 

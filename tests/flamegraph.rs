@@ -1,6 +1,6 @@
 //! With the `flamegraph` feature, `backtest --flamegraph` writes the whole run's self time
 //! by stack, and those numbers are the report's.
-#![cfg(feature = "flamegraph")]
+#![cfg(all(feature = "flamegraph", feature = "cli"))]
 
 #[test]
 fn the_folded_stacks_nest_every_hook_and_add_up_to_the_time_in_hooks() {

@@ -2,16 +2,20 @@
 //! (issue 10). Each test runs the real binary or the public API with the hostile input,
 //! kept small: large inputs are generated here, bounded in time.
 
+#[cfg(feature = "cli")]
 use std::io::Write;
+#[cfg(feature = "cli")]
 use std::process::{Command, Output, Stdio};
 
 use backtest_perf::alerts::{AlertManager, rules_from_json};
 use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
 
+#[cfg(feature = "cli")]
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_backtest-perf"))
 }
 
+#[cfg(feature = "cli")]
 fn stats_of(dir: &std::path::Path, name: &str, content: &[u8]) -> Output {
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
@@ -22,10 +26,12 @@ fn stats_of(dir: &std::path::Path, name: &str, content: &[u8]) -> Output {
         .unwrap()
 }
 
+#[cfg(feature = "cli")]
 const EVENT: &str = r#"{"metricType":"tick","duration":1,"timestamp":5}"#;
 
 /// Item 1: Anything after the event on its line is an error, not ignored.
 #[test]
+#[cfg(feature = "cli")]
 fn text_after_an_event_on_its_line_is_a_bad_line() {
     let dir = tempfile::tempdir().unwrap();
     for (name, line) in [
@@ -45,6 +51,7 @@ fn text_after_an_event_on_its_line_is_a_bad_line() {
 
 /// Item 1: A UTF-8 byte-order mark (as Windows editors write) does not spoil line 1.
 #[test]
+#[cfg(feature = "cli")]
 fn a_byte_order_mark_is_read_past() {
     let dir = tempfile::tempdir().unwrap();
     let out = stats_of(
@@ -64,6 +71,7 @@ fn a_byte_order_mark_is_read_past() {
 /// Item 1: An input without newlines is not read into memory whole: the line limit stops it
 /// with a message, and the good lines before it are kept.
 #[test]
+#[cfg(feature = "cli")]
 fn a_line_without_end_stops_at_the_limit_and_keeps_what_came_before() {
     let dir = tempfile::tempdir().unwrap();
     let mut content = format!("{EVENT}\n").into_bytes();
@@ -95,6 +103,7 @@ fn a_line_without_end_stops_at_the_limit_and_keeps_what_came_before() {
 /// Item 5: A closed standard output (`backtest | head -1`) costs nothing: the reports are
 /// written and the exit status is 0.
 #[test]
+#[cfg(feature = "cli")]
 fn a_closed_pipe_on_standard_output_still_writes_the_reports() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = bin()
@@ -115,6 +124,7 @@ fn a_closed_pipe_on_standard_output_still_writes_the_reports() {
     assert!(dir.path().join("sma-crossover.md").exists());
 }
 
+#[cfg(feature = "cli")]
 fn write_csv(dir: &std::path::Path, rows: &[&str]) -> std::path::PathBuf {
     let path = dir.join("gaps.csv");
     let mut file = std::fs::File::create(&path).unwrap();
@@ -128,6 +138,7 @@ fn write_csv(dir: &std::path::Path, rows: &[&str]) -> std::path::PathBuf {
 /// Item 6: Three candles whose most common gap is 1 ms would be 13 billion frames: refused at
 /// once, naming the file, the inferred interval and how to set it; `--interval` runs it.
 #[test]
+#[cfg(feature = "cli")]
 fn an_interval_absurd_for_the_data_is_refused_and_can_be_set() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write_csv(
@@ -201,6 +212,7 @@ fn an_interval_absurd_for_the_data_is_refused_and_can_be_set() {
 /// Item 4: A gate that cannot gate is refused: NaN, infinite or huge thresholds, and an alpha
 /// outside (0, 1).
 #[test]
+#[cfg(feature = "cli")]
 fn compare_refuses_a_gate_that_is_off() {
     for (flag, value, says) in [
         ("--threshold", "nan", "is not a percentage above 0"),
@@ -403,6 +415,7 @@ fn a_once_listener_is_counted_and_closed_when_flush_returns() {
 
 /// Item 2: an offline `stats` keeps every key it is given, far past the live storage's cap.
 #[test]
+#[cfg(feature = "cli")]
 fn stats_keeps_every_key_it_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let lines: String = (0..5_000)
@@ -455,6 +468,7 @@ fn report_files_never_collide() {
 
 /// Item 9: a metric name in the wrong case, or empty, is refused, not silently unused.
 #[test]
+#[cfg(feature = "cli")]
 fn metric_names_in_the_wrong_case_are_refused() {
     let out = bin()
         .args(["backtest", "--slow", "getsignal=5"])
@@ -493,6 +507,7 @@ fn metric_names_in_the_wrong_case_are_refused() {
 
 /// Item 10: an unwritable report folder is found before any backtest runs.
 #[test]
+#[cfg(feature = "cli")]
 fn an_unwritable_report_folder_fails_before_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
@@ -517,6 +532,7 @@ fn an_unwritable_report_folder_fails_before_the_run() {
 
 /// Item 4: a report whose summary disagrees with its own events is not trusted.
 #[test]
+#[cfg(feature = "cli")]
 fn an_edited_report_is_refused_by_compare() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()

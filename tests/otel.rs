@@ -292,6 +292,7 @@ fn a_collector_that_refuses_is_reported_with_the_spans_it_lost() {
     assert_eq!(collector.requests.try_iter().count(), 1, "one try only");
 }
 
+#[cfg(feature = "cli")]
 fn backtest_perf(dir: &std::path::Path) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_backtest-perf"));
     command
@@ -316,6 +317,7 @@ fn backtest_perf(dir: &std::path::Path) -> std::process::Command {
 /// The standard variables configure the command line's export: endpoint, headers,
 /// service name and resource attributes.
 #[test]
+#[cfg(feature = "cli")]
 fn the_otel_environment_variables_configure_the_export() {
     let collector = receiver(200);
     let dir = tempfile::tempdir().unwrap();
@@ -378,6 +380,7 @@ fn the_otel_environment_variables_configure_the_export() {
 /// An OTLP endpoint that is down costs nothing already done: the reports are written,
 /// the failure is printed with what to do, and the exit status is 3 (not 1).
 #[test]
+#[cfg(feature = "cli")]
 fn a_collector_that_is_down_leaves_the_reports_written_and_exits_3() {
     // A loopback port with nobody listening: the connection is refused at once.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -409,6 +412,7 @@ fn a_collector_that_is_down_leaves_the_reports_written_and_exits_3() {
 }
 
 #[test]
+#[cfg(feature = "cli")]
 fn a_bad_sampler_or_protocol_is_refused_before_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = backtest_perf(dir.path())

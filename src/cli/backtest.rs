@@ -44,6 +44,10 @@ pub struct BacktestArgs {
     pub data: Data,
     pub symbol: Option<String>,
     pub strategies: Vec<String>,
+    /// The strategies the command line knows.
+    pub registry: Vec<StrategyEntry>,
+    /// `--param NAME=VALUE`, set on every strategy that runs.
+    pub params: Vec<(String, String)>,
     pub out: PathBuf,
     pub threads: usize,
     /// Print the timeline of each strategy's slowest tick.
@@ -78,6 +82,8 @@ impl Default for BacktestArgs {
             data: Data::Bundled,
             symbol: None,
             strategies: Vec::new(),
+            registry: strategies::registry(),
+            params: Vec::new(),
             out: PathBuf::from(backtest_perf::dump::DEFAULT_DUMP_DIR),
             threads: default_threads(),
             timeline: false,
@@ -113,9 +119,13 @@ pub struct BacktestCli {
     /// The symbol's name (default: the file name, SYNTH, or EURUSD for the bundled data).
     #[arg(long)]
     pub symbol: Option<String>,
-    /// A strategy to run (repeat for several; default: all bundled ones).
+    /// A strategy to run (repeat for several; default: all, listed below).
     #[arg(long = "strategy")]
     pub strategies: Vec<String>,
+    /// Set a strategy parameter (repeatable), e.g. --param fast=5 --param slow=20; each
+    /// strategy that runs must know it (its parameters are listed below).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
     /// Folder for the reports.
     #[arg(long, default_value = backtest_perf::dump::DEFAULT_DUMP_DIR)]
     pub out: PathBuf,
@@ -173,7 +183,7 @@ pub struct BacktestCli {
 
 impl BacktestArgs {
     /// What the flags ask for, with the defaults filled in and the alert rules read.
-    pub fn from_cli(cli: BacktestCli) -> Result<Self, CliError> {
+    pub fn from_cli(cli: BacktestCli, registry: &[StrategyEntry]) -> Result<Self, CliError> {
         let data = match (cli.data, cli.synthetic) {
             (Some(path), _) => Data::Csv(path, cli.interval),
             (None, Some(days)) => Data::Synthetic {
@@ -195,6 +205,8 @@ impl BacktestArgs {
             data,
             symbol: cli.symbol,
             strategies: cli.strategies,
+            registry: registry.to_vec(),
+            params: cli.params,
             out: cli.out,
             threads: cli.threads.map_or_else(default_threads, |t| t as usize),
             timeline: cli.timeline,
@@ -211,11 +223,23 @@ impl BacktestArgs {
     }
 }
 
+/// `--param`: `NAME=VALUE`.
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("`{text}` is not NAME=VALUE (for example fast=10)")),
+    }
+}
+
 /// The registry entries for `names` (all with none given), in the order given, once each.
-pub fn select(names: &[String]) -> Result<Vec<StrategyEntry>, CliError> {
-    let registry = strategies::registry();
+pub fn select(
+    names: &[String],
+    registry: &[StrategyEntry],
+) -> Result<Vec<StrategyEntry>, CliError> {
     if names.is_empty() {
-        return Ok(registry);
+        return Ok(registry.to_vec());
     }
     let mut chosen: Vec<StrategyEntry> = Vec::new();
     for name in names {
@@ -271,7 +295,17 @@ fn load(args: &BacktestArgs) -> Result<(Box<dyn Exchange>, String), CliError> {
 /// Runs the backtests, prints a summary and the performance table per strategy, and
 /// dumps one report per strategy into `args.out`.
 pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
-    let entries = select(&args.strategies)?;
+    let entries = select(&args.strategies, &args.registry)?;
+    // Every strategy is built and given its parameters before anything runs.
+    let mut built = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let mut strategy = (entry.build)();
+        for (name, value) in &args.params {
+            strategy.set_param(name, value).map_err(CliError::Param)?;
+        }
+        built.push(strategy);
+    }
+    let mut built = built.into_iter();
     let config = StorageConfig {
         max_events: args.max_events,
         ..StorageConfig::default()
@@ -319,7 +353,8 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                 let bar = bar.clone();
                 backtest = backtest.with_progress(Arc::new(move |n| bar.inc(n)));
             }
-            Ok((backtest, (entry.build)()))
+            let strategy = built.next().unwrap_or_else(|| (entry.build)());
+            Ok((backtest, strategy))
         })
         .collect::<Result<_, CliError>>()?;
     #[cfg(feature = "prometheus")]

@@ -1,4 +1,27 @@
-//! The command line: `backtest-perf [stats|bench]`.
+//! The `backtest-perf` command line as a library (feature `cli`), so that a crate of
+//! your own gets the whole command line (progress bar, reports, exporters, alerts) with
+//! its own strategies, in a few lines of `main`:
+//!
+//! ```no_run
+//! use backtest_perf::engine::{Context, Signal, Strategy, StrategyError};
+//!
+//! #[derive(Default)]
+//! struct Always;
+//!
+//! impl Strategy for Always {
+//!     fn name(&self) -> &str {
+//!         "always-long"
+//!     }
+//!     fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+//!         let Some(price) = ctx.average_price()? else { return Ok(None) };
+//!         Ok(Some(Signal::long(price * 1.01, price * 0.99)))
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     backtest_perf::cli::Cli::default().with_strategy::<Always>().run()
+//! }
+//! ```
 
 /// `println!` for the command line's standard output that survives a closed pipe
 /// (`backtest | head -1`): what cannot be printed is dropped and the command goes on to
@@ -22,34 +45,182 @@ macro_rules! put {
     }};
 }
 
-pub mod backtest;
-pub mod bench;
-pub mod compare;
-pub mod exporters;
-pub mod jsonl;
-pub mod stats;
+pub(crate) mod backtest;
+pub(crate) mod bench;
+pub(crate) mod compare;
+pub(crate) mod exporters;
+pub(crate) mod jsonl;
+pub(crate) mod stats;
 
 use std::path::PathBuf;
 
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use backtest_perf::engine::{Strategy, StrategyEntry};
 use backtest_perf::{
     DumpError, StatsPreset, StorageConfig, performance_emitter, performance_service,
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Where the time goes in your backtests: timing, statistics and reports.
 #[derive(Parser, Debug)]
-#[command(name = "backtest-perf", version, about)]
-pub struct Cli {
+#[command(
+    name = "backtest-perf",
+    version,
+    about,
+    after_help = "With no command, runs the main job: every strategy on the bundled EURUSD hourly \
+                  data, one markdown report per strategy in ./dump/performance (the same as \
+                  `backtest-perf backtest`)."
+)]
+pub(crate) struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
-/// The subcommands; none runs the default job (every bundled strategy on the bundled
-/// EURUSD hourly data, reports in ./dump/performance).
+/// The command line with its strategies: the bundled ones by default, and any added
+/// with [`with_strategy`](Self::with_strategy).
+///
+/// ```
+/// use backtest_perf::cli::Cli;
+/// let cli = Cli::default().with_strategy::<backtest_perf::strategies::SmaCrossover>();
+/// assert_eq!(cli.strategy_names(), ["sma-crossover", "rsi-reversion", "donchian-breakout"]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cli {
+    strategies: Vec<StrategyEntry>,
+}
+
+impl Default for Cli {
+    /// The bundled strategies.
+    fn default() -> Self {
+        Cli {
+            strategies: backtest_perf::strategies::registry(),
+        }
+    }
+}
+
+impl Cli {
+    /// A command line with no strategies yet.
+    ///
+    /// ```
+    /// assert!(backtest_perf::cli::Cli::empty().strategy_names().is_empty());
+    /// ```
+    pub fn empty() -> Self {
+        Cli {
+            strategies: Vec::new(),
+        }
+    }
+
+    /// Adds a strategy type, built with its `Default` parameters (`--param` changes them);
+    /// one with the same name is replaced.
+    pub fn with_strategy<S: Strategy + Default + 'static>(self) -> Self {
+        self.with_entry(StrategyEntry::of::<S>())
+    }
+
+    /// Adds a strategy entry; one with the same name is replaced.
+    pub fn with_entry(mut self, entry: StrategyEntry) -> Self {
+        match self.strategies.iter_mut().find(|e| e.name == entry.name) {
+            Some(same) => *same = entry,
+            None => self.strategies.push(entry),
+        }
+        self
+    }
+
+    /// The strategies' names, in the order they run.
+    pub fn strategy_names(&self) -> Vec<&str> {
+        self.strategies.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    /// Parses the process's arguments and runs; prints what failed on stderr and returns
+    /// the exit status: 0, 1 (failed), 2 (bad arguments) or 3 (the reports were written
+    /// but an export or alert delivery failed).
+    pub fn run(self) -> ExitCode {
+        self.run_with(std::env::args_os())
+    }
+
+    /// [`run`](Self::run) with these arguments (the first is the program's name).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let status = backtest_perf::cli::Cli::default().run_with([
+    ///     "backtest-perf", "backtest", "--strategy", "sma-crossover", "--out",
+    ///     dir.path().to_str().unwrap(),
+    /// ]);
+    /// assert_eq!(status, std::process::ExitCode::SUCCESS);
+    /// assert!(dir.path().join("sma-crossover.md").exists());
+    /// ```
+    pub fn run_with<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = match self.command().try_get_matches_from(args) {
+            Ok(matches) => matches,
+            Err(e) => {
+                let _ = e.print();
+                return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            }
+        };
+        let args = match Args::from_arg_matches(&matches) {
+            Ok(args) => args,
+            Err(e) => {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+        };
+        match run(args, &self.strategies) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e @ CliError::SideJobs(_)) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_SIDE_JOBS_FAILED)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// The clap command, its `backtest --help` listing these strategies.
+    fn command(&self) -> clap::Command {
+        let width = self
+            .strategies
+            .iter()
+            .map(|e| e.name.len())
+            .max()
+            .unwrap_or(0);
+        let listing: Vec<String> = self
+            .strategies
+            .iter()
+            .map(|e| {
+                let params: Vec<String> = (e.build)()
+                    .params()
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect();
+                let params = if params.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n  {:width$}  --param {}", "", params.join(" "))
+                };
+                format!("  {:width$}  {}{params}", e.name, e.description)
+            })
+            .collect();
+        let strategies = format!(
+            "Strategies (all run unless --strategy names some):\n{}",
+            listing.join("\n")
+        );
+        Args::command().mut_subcommand("backtest", |c| c.after_help(strategies))
+    }
+}
+
+/// The subcommands; none runs the main job (every strategy on the bundled EURUSD hourly
+/// data, reports in ./dump/performance).
 #[derive(Subcommand, Debug)]
 // Parsed once per process: the size of its largest variant does not matter.
 #[allow(clippy::large_enum_variant)]
-pub enum Command {
+pub(crate) enum Command {
     /// Backtest strategies on a symbol; print trades and timings; dump one report per strategy.
     Backtest(backtest::BacktestCli),
     /// Statistics of performance events read from JSONL files, merged with the whole-run
@@ -111,7 +282,7 @@ pub enum Command {
 
 /// A progress bar for `total` units on stderr, or `None` when stderr is not a terminal
 /// or the work is too small (under `min`) to be worth one.
-pub fn progress_bar(total: u64, min: u64, template: &str) -> Option<indicatif::ProgressBar> {
+pub(crate) fn progress_bar(total: u64, min: u64, template: &str) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() || total < min {
         return None;
@@ -141,7 +312,7 @@ fn parse_threshold(text: &str) -> Result<(String, f64), String> {
 
 /// Report files `backtest` writes.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReportFormat {
+pub(crate) enum ReportFormat {
     /// The markdown report.
     Md,
     /// Statistics and events as JSON, with the environment: the input of `compare`.
@@ -152,7 +323,7 @@ pub enum ReportFormat {
 
 /// Output formats of `stats`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// `{"pairs":[...],"rejected":N}` on one line.
     Json,
     /// The markdown report of each pair.
@@ -161,7 +332,7 @@ pub enum OutputFormat {
 
 /// `--layout` values.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayoutArg {
+pub(crate) enum LayoutArg {
     /// The whole run in readable units, with self time.
     WholeRun,
     /// backtest-kit's layout byte for byte, over the window (the `backtest-kit` preset).
@@ -210,7 +381,7 @@ fn parse_max_events(text: &str) -> Result<usize, String> {
 
 /// `--stats` values.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PresetArg {
+pub(crate) enum PresetArg {
     /// Nearest-rank percentiles, population standard deviation.
     Seed,
     /// Interpolated percentiles, sample standard deviation (backtest-kit >= 10.2).
@@ -232,7 +403,7 @@ pub const EXIT_SIDE_JOBS_FAILED: u8 = 3;
 
 /// Why a command failed; each message says what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// The input could not be read.
     #[error("cannot read {}: {source}; check the path", path.display())]
     Input {
@@ -267,6 +438,9 @@ pub enum CliError {
     /// A backtest failed.
     #[error(transparent)]
     Backtest(#[from] backtest_perf::engine::BacktestError),
+    /// A `--param` was refused by a strategy.
+    #[error("--param: {0}")]
+    Param(String),
     /// No strategy has that name.
     #[error("unknown strategy {name:?}; the known strategies are: {known}")]
     UnknownStrategy { name: String, known: String },
@@ -309,14 +483,18 @@ pub enum CliError {
     BadLines(u64),
 }
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> Result<(), CliError> {
+/// Runs the parsed command line with these strategies.
+fn run(args: Args, strategies: &[StrategyEntry]) -> Result<(), CliError> {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    match cli.command {
-        None => backtest::run(&backtest::BacktestArgs::default()).map(drop),
+    match args.command {
+        None => backtest::run(&backtest::BacktestArgs {
+            registry: strategies.to_vec(),
+            ..backtest::BacktestArgs::default()
+        })
+        .map(drop),
         Some(Command::Backtest(cli)) => {
-            backtest::run(&backtest::BacktestArgs::from_cli(cli)?).map(drop)
+            backtest::run(&backtest::BacktestArgs::from_cli(cli, strategies)?).map(drop)
         }
         Some(Command::Stats {
             inputs,

@@ -28,7 +28,7 @@ pub use frame::Frame;
 pub use runner::{Backtest, BacktestConfig, BacktestError, BacktestResult, Progress, Summary};
 pub use signal::{
     CancelledSignal, CloseReason, ClosedSignal, Costs, Position, RejectedSignal, Rejection, Signal,
-    pnl_percent,
+    brackets, pnl_percent,
 };
-pub use strategy::{Context, Strategy, StrategyEntry, StrategyError, vwap};
+pub use strategy::{Context, Strategy, StrategyEntry, StrategyError, param, unknown_param, vwap};
 pub use synthetic::SyntheticConfig;

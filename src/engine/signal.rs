@@ -332,6 +332,23 @@ pub struct CancelledSignal {
     pub cancelled_at: DateTime<Utc>,
 }
 
+/// The take profit and stop loss `tp_pct` and `sl_pct` percent away from `price`, for a
+/// long position (`long`) or a short one.
+///
+/// ```
+/// use backtest_perf::engine::brackets;
+/// assert_eq!(brackets(true, 100.0, 2.0, 1.0), (102.0, 99.0));
+/// assert_eq!(brackets(false, 100.0, 2.0, 1.0), (98.0, 101.0));
+/// ```
+pub fn brackets(long: bool, price: f64, tp_pct: f64, sl_pct: f64) -> (f64, f64) {
+    let (up, down) = (1.0 + tp_pct / 100.0, 1.0 - sl_pct / 100.0);
+    if long {
+        (price * up, price * down)
+    } else {
+        (price * (2.0 - up), price * (2.0 - down))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

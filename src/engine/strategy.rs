@@ -64,6 +64,76 @@ pub trait Strategy: Send {
 
     /// Looks at the market through `ctx` and maybe asks to open a position.
     fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError>;
+
+    /// Sets parameter `name` from text (the command line's `--param fast=10`), so that
+    /// parameters can be swept without recompiling. The default knows none; parse values
+    /// with [`param`].
+    ///
+    /// ```
+    /// use backtest_perf::engine::Strategy;
+    /// let mut sma = backtest_perf::strategies::SmaCrossover::default();
+    /// sma.set_param("fast", "5").unwrap();
+    /// assert_eq!(sma.fast, 5);
+    /// assert_eq!(sma.set_param("fast", "five").unwrap_err(), "fast: `five` is not a valid value (now 5)");
+    /// assert!(sma.set_param("speed", "1").unwrap_err().starts_with("sma-crossover has no parameter `speed`"));
+    /// ```
+    fn set_param(&mut self, name: &str, _value: &str) -> Result<(), String> {
+        Err(unknown_param(self.name(), name, &self.params()))
+    }
+
+    /// The parameters [`set_param`](Self::set_param) knows, with their current values.
+    ///
+    /// ```
+    /// use backtest_perf::engine::Strategy;
+    /// let sma = backtest_perf::strategies::SmaCrossover::default();
+    /// assert_eq!(sma.params()[0], ("fast", "10".to_string()));
+    /// ```
+    fn params(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+/// Parses a parameter's value for [`Strategy::set_param`] into `target`; the error names
+/// the parameter, the text and the value it keeps.
+///
+/// ```
+/// let mut fast = 10usize;
+/// backtest_perf::engine::param(&mut fast, "fast", "12").unwrap();
+/// assert_eq!(fast, 12);
+/// assert!(backtest_perf::engine::param(&mut fast, "fast", "-1").is_err());
+/// assert_eq!(fast, 12);
+/// ```
+pub fn param<T: std::str::FromStr + std::fmt::Display>(
+    target: &mut T,
+    name: &str,
+    value: &str,
+) -> Result<(), String> {
+    match value.trim().parse::<T>() {
+        Ok(parsed) => {
+            *target = parsed;
+            Ok(())
+        }
+        Err(_) => Err(format!(
+            "{name}: `{value}` is not a valid value (now {target})"
+        )),
+    }
+}
+
+/// The error for a parameter a strategy does not have, listing those it has.
+///
+/// ```
+/// let message = backtest_perf::engine::unknown_param("s", "x", &[("fast", "10".into())]);
+/// assert_eq!(message, "s has no parameter `x`; its parameters: fast=10");
+/// ```
+pub fn unknown_param(strategy: &str, name: &str, params: &[(&'static str, String)]) -> String {
+    if params.is_empty() {
+        return format!("{strategy} has no parameter `{name}`; it takes none");
+    }
+    let known: Vec<String> = params.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    format!(
+        "{strategy} has no parameter `{name}`; its parameters: {}",
+        known.join(", ")
+    )
 }
 
 /// What a strategy sees at one frame time: only candles that closed by then.
