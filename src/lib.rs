@@ -42,6 +42,11 @@ extern crate self as backtest_perf;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+
+/// Every Rust block of README.md, compiled and run as a doc test (`cargo test`).
+#[cfg(all(doctest, feature = "cli"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 pub mod engine;
 mod perf;
 #[path = "../strategies/mod.rs"]

@@ -156,14 +156,14 @@ fn bench_prints_one_json_line_with_every_field() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1);
-    assert!(text.starts_with("{\"events\":20000,\"emit_s\":"), "{text}");
+    assert!(text.starts_with("{\"events\":20000,\"emitS\":"), "{text}");
     let positions: Vec<usize> = [
-        "emit_s",
-        "drain_s",
-        "events_per_s",
-        "get_data_ms",
-        "get_report_ms",
-        "peak_rss_mb",
+        "emitS",
+        "drainS",
+        "eventsPerS",
+        "getDataMs",
+        "getReportMs",
+        "peakRssMb",
     ]
     .iter()
     .map(|k| text.find(&format!("\"{k}")).unwrap())
@@ -181,29 +181,29 @@ fn bench_prints_one_json_line_with_every_field() {
         .collect();
     let mut expected = [
         "events",
-        "emit_s",
-        "drain_s",
-        "events_per_s",
-        "get_data_ms_per_pair",
-        "get_report_ms_per_pair",
-        "peak_rss_mb",
-        "key_state_kb_per_type",
-        "year_backtest_off_ms",
-        "year_backtest_on_ms",
-        "year_backtest_sampled_32_ms",
-        "year_backtest_exporters_ms",
-        "year_backtest_exporters_written_ms",
-        "year_backtest_exporters_spans",
-        "otel_json_ns_per_span",
-        "otel_protobuf_ns_per_span",
+        "emitS",
+        "drainS",
+        "eventsPerS",
+        "getDataMsPerPair",
+        "getReportMsPerPair",
+        "peakRssMb",
+        "keyStateKbPerType",
+        "yearBacktestOffMs",
+        "yearBacktestOnMs",
+        "yearBacktestSampled32Ms",
+        "yearBacktestExportersMs",
+        "yearBacktestExportersWrittenMs",
+        "yearBacktestExportersSpans",
+        "otelJsonNsPerSpan",
+        "otelProtobufNsPerSpan",
     ];
     expected.sort();
     assert_eq!(keys, expected);
     assert_eq!(doc["events"], json!(20000));
-    assert!(doc["events_per_s"].as_f64().unwrap() > 0.0);
-    assert!(doc["key_state_kb_per_type"].as_f64().unwrap() > 0.0);
-    assert_eq!(doc["year_backtest_on_ms"], Value::Null, "skipped");
-    assert_eq!(doc["otel_json_ns_per_span"], Value::Null, "skipped");
+    assert!(doc["eventsPerS"].as_f64().unwrap() > 0.0);
+    assert!(doc["keyStateKbPerType"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["yearBacktestOnMs"], Value::Null, "skipped");
+    assert_eq!(doc["otelJsonNsPerSpan"], Value::Null, "skipped");
 }
 
 /// `stats` over a JSONL file, its JSON output fed back, and the same events from

@@ -463,7 +463,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
 fn print_result(result: &BacktestResult, stats: &PerformanceStatistics) {
     let s = &result.summary;
     say!(
-        "{} on {}: {} frames, {} signals, win rate {:.1}%, total PnL {:+.2}%, avg PnL {:+.3}% ({} rejected, {} cancelled)",
+        "{} on {}: {} frames, {} signals, win rate {:.1}%, total PnL {:+.2}% (the sum of per-trade percentages, not compounded), avg PnL {:+.3}% ({} rejected, {} cancelled)",
         result.strategy,
         result.symbol,
         thousands(result.frames as f64, 0),
@@ -474,6 +474,30 @@ fn print_result(result: &BacktestResult, stats: &PerformanceStatistics) {
         result.rejected.len(),
         result.cancelled.len(),
     );
+    // Why signals were rejected, counted by reason, with the first of each.
+    let mut reasons: Vec<(
+        std::mem::Discriminant<backtest_perf::engine::Rejection>,
+        usize,
+        String,
+    )> = Vec::new();
+    for rejected in &result.rejected {
+        let kind = std::mem::discriminant(&rejected.reason);
+        match reasons.iter_mut().find(|(k, ..)| *k == kind) {
+            Some((_, count, _)) => *count += 1,
+            None => reasons.push((
+                kind,
+                1,
+                format!(
+                    "{} (first at {})",
+                    rejected.reason,
+                    rejected.at.to_rfc3339()
+                ),
+            )),
+        }
+    }
+    for (_, count, first) in &reasons {
+        say!("  rejected {count}×: {first}");
+    }
     if stats.total_events == 0 {
         return;
     }

@@ -20,8 +20,9 @@ pub struct BenchArgs {
     pub backtest: bool,
 }
 
-/// What `bench` prints, in this order.
+/// What `bench` prints, in this order, camelCase as every other JSON output.
 #[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct BenchResult {
     pub events: u64,
     pub emit_s: f64,

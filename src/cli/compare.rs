@@ -9,25 +9,70 @@ use backtest_perf::export::json::JsonReport;
 
 use super::CliError;
 
-fn load(path: &Path) -> Result<JsonReport, CliError> {
+/// A measurement to compare: its statistics, and where it was measured when the file
+/// says (a `stats` output does not).
+struct Loaded {
+    statistics: backtest_perf::PerformanceStatistics,
+    environment: Option<Environment>,
+}
+
+/// Reads a `backtest --format json` report, or a `stats` output holding one
+/// symbol:strategy (choose one with `stats --symbol --strategy`).
+fn load(path: &Path) -> Result<Loaded, CliError> {
     let text = std::fs::read_to_string(path).map_err(|source| CliError::Input {
         path: path.to_path_buf(),
         source,
     })?;
-    let report: JsonReport = serde_json::from_str(&text).map_err(|e| CliError::Report {
+    let bad = |reason: String| CliError::Report {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    backtest_perf::compare::check_consistent(&report.statistics).map_err(|why| {
-        CliError::Report {
-            path: path.to_path_buf(),
-            reason: format!("its summary disagrees with its own events ({why}); was it edited?"),
+        reason,
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let loaded = match value.get("pairs").and_then(|p| p.as_array()) {
+        Some(pairs) => {
+            let [pair] = pairs.as_slice() else {
+                let keys: Vec<String> = pairs
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}:{}",
+                            p["symbol"].as_str().unwrap_or("?"),
+                            p["strategyName"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                return Err(bad(format!(
+                    "a stats output must hold one symbol:strategy to compare, this one holds {} ({}); choose one with `stats --symbol S --strategy N`",
+                    pairs.len(),
+                    keys.join(", ")
+                )));
+            };
+            Loaded {
+                statistics: serde_json::from_value(pair.clone()).map_err(|e| bad(e.to_string()))?,
+                environment: None,
+            }
         }
+        None => {
+            let report: JsonReport =
+                serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+            Loaded {
+                statistics: report.statistics,
+                environment: Some(report.environment),
+            }
+        }
+    };
+    backtest_perf::compare::check_consistent(&loaded.statistics).map_err(|why| {
+        bad(format!(
+            "its summary disagrees with its own events ({why}); was it edited?"
+        ))
     })?;
-    Ok(report)
+    Ok(loaded)
 }
 
-fn describe(env: &Environment) -> String {
+fn describe(env: Option<&Environment>) -> String {
+    let Some(env) = env else {
+        return "a stats output: environment not recorded".into();
+    };
     format!(
         "{}, {} cores, {}, {}, {} build, tracking overhead {:.0} ns/event",
         env.cpu_model.as_deref().unwrap_or("unknown CPU"),
@@ -66,12 +111,12 @@ pub fn run(baseline: &Path, current: &Path, threshold: f64, alpha: f64) -> Resul
     say!(
         "baseline: {} ({})",
         baseline.display(),
-        describe(&base.environment)
+        describe(base.environment.as_ref())
     );
     say!(
         "current:  {} ({})",
         current.display(),
-        describe(&cur.environment)
+        describe(cur.environment.as_ref())
     );
     let (bs, cs) = (&base.statistics, &cur.statistics);
     if (bs.symbol, bs.strategy_name) != (cs.symbol, cs.strategy_name) {
@@ -80,17 +125,19 @@ pub fn run(baseline: &Path, current: &Path, threshold: f64, alpha: f64) -> Resul
             bs.symbol, bs.strategy_name, cs.symbol, cs.strategy_name
         );
     }
-    let (b, c) = (&base.environment, &cur.environment);
-    let differs: Vec<&str> = [
-        ("CPU", b.cpu_model != c.cpu_model),
-        ("cores", b.cores != c.cores),
-        ("OS", b.os != c.os),
-        ("compiler", b.rustc != c.rustc),
-        ("build profile", b.build_profile != c.build_profile),
-    ]
-    .into_iter()
-    .filter_map(|(what, differs)| differs.then_some(what))
-    .collect();
+    let differs: Vec<&str> = match (&base.environment, &cur.environment) {
+        (Some(b), Some(c)) => [
+            ("CPU", b.cpu_model != c.cpu_model),
+            ("cores", b.cores != c.cores),
+            ("OS", b.os != c.os),
+            ("compiler", b.rustc != c.rustc),
+            ("build profile", b.build_profile != c.build_profile),
+        ]
+        .into_iter()
+        .filter_map(|(what, differs)| differs.then_some(what))
+        .collect(),
+        _ => Vec::new(),
+    };
     if !differs.is_empty() {
         say!(
             "warning: measured with a different {}: the comparison may not be fair",
@@ -122,6 +169,15 @@ pub fn run(baseline: &Path, current: &Path, threshold: f64, alpha: f64) -> Resul
             cell(row, 2),
             cell(row, 3),
             row.p_slower
+        );
+    }
+    if [&base, &cur]
+        .iter()
+        .any(|m| m.statistics.events.is_empty() && m.environment.is_none())
+    {
+        say!();
+        say!(
+            "note: a stats output without raw events cannot be tested; write it with `stats --with-events`"
         );
     }
     let regressed: Vec<String> = rows

@@ -247,8 +247,13 @@ pub(crate) enum Command {
         /// statistics cover every event whatever this is.
         #[arg(long, default_value_t = StorageConfig::default().max_events, value_parser = parse_max_events)]
         max_events: usize,
+        /// Include each pair's newest raw events (at most --max-events) in the JSON, so
+        /// that `compare` can test the samples.
+        #[arg(long)]
+        with_events: bool,
     },
-    /// Compare two JSON reports (`backtest --format json`) and fail on a confirmed regression.
+    /// Compare two measurements (`backtest --format json` reports, or `stats` outputs of
+    /// one symbol:strategy) and fail on a confirmed regression.
     Compare {
         /// The baseline report.
         baseline: PathBuf,
@@ -503,8 +508,10 @@ fn run(args: Args, strategies: &[StrategyEntry]) -> Result<(), CliError> {
             format,
             preset,
             max_events,
+            with_events,
         }) => {
             let args = stats::StatsArgs {
+                with_events,
                 inputs,
                 symbol,
                 strategy,

@@ -26,6 +26,8 @@ pub struct StatsArgs {
     pub preset: StatsPreset,
     /// Raw events kept per key (the statistics cover every event).
     pub max_events: usize,
+    /// Include the raw events in the JSON.
+    pub with_events: bool,
 }
 
 #[derive(Serialize)]
@@ -42,6 +44,9 @@ struct PairJson<'a> {
     /// What another `stats` run merges.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     aggregates: &'a BTreeMap<MetricType, Aggregate>,
+    /// The newest raw events, with `--with-events` (what `compare` tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<&'a [backtest_perf::PerformanceContract]>,
 }
 
 /// One key's whole-run statistics in a JSON document: a `backtest --format json` report,
@@ -134,6 +139,7 @@ pub fn run(args: &StatsArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
                     rejected: s.rejected,
                     dropped: s.dropped,
                     aggregates: &s.aggregates,
+                    events: args.with_events.then_some(s.events.as_slice()),
                 })
                 .collect();
             let rejected: u64 = stats.iter().map(|s| s.rejected).sum();

@@ -285,7 +285,9 @@ pub struct PerformanceStatistics {
     pub wall_duration: f64,
     /// Statistics per metric type.
     pub metric_stats: BTreeMap<MetricType, MetricStats>,
-    /// The stored events, newest first.
+    /// The stored events, newest first (absent from a `stats` output without
+    /// `--with-events`: none).
+    #[serde(default)]
     pub events: Vec<PerformanceContract>,
     /// Events for this key the bus rejected as invalid (never stored).
     pub rejected: u64,
