@@ -13,7 +13,7 @@ use backtest_perf::engine::{
 };
 use backtest_perf::export::chrome_trace::write_chrome_trace;
 use backtest_perf::export::html::write_html;
-use backtest_perf::export::json::write_json;
+use backtest_perf::DumpError;
 use backtest_perf::report::{Unit, coverage, default_columns, human, sampling, table, thousands};
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::TrackerReport;
@@ -292,6 +292,52 @@ fn load(args: &BacktestArgs) -> Result<(Box<dyn Exchange>, String), CliError> {
     })
 }
 
+/// The run's JSON report: `get_data` and the environment (what `compare` reads), and the
+/// trades: closed, rejected with their reasons, cancelled, and the summary.
+fn write_report_json(
+    stats: &PerformanceStatistics,
+    result: &BacktestResult,
+    out: &std::path::Path,
+) -> Result<std::path::PathBuf, CliError> {
+    let report = backtest_perf::export::json::JsonReport {
+        statistics: stats.clone(),
+        environment: backtest_perf::export::environment::Environment::capture(),
+    };
+    let file_name = format!(
+        "{}.json",
+        backtest_perf::dump::safe_file_stem(&stats.strategy_name)
+    );
+    let failed = |e: serde_json::Error| {
+        CliError::Dump(DumpError::Write {
+            path: out.join(&file_name),
+            source: e.into(),
+        })
+    };
+    let mut value = serde_json::to_value(&report).map_err(failed)?;
+    let rejected: Vec<serde_json::Value> = result
+        .rejected
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "signal": r.signal,
+                "at": r.at,
+                "reason": r.reason,
+                "message": r.reason.to_string(),
+            })
+        })
+        .collect();
+    let mut summary = serde_json::to_value(result.summary).map_err(failed)?;
+    summary["totalPnlIs"] = "the sum of per-trade percentages, not compounded".into();
+    value["trades"] = serde_json::json!({
+        "closed": result.closed,
+        "rejected": rejected,
+        "cancelled": result.cancelled,
+        "summary": summary,
+    });
+    let text = serde_json::to_string_pretty(&value).map_err(failed)?;
+    Ok(backtest_perf::dump::write_atomic(out, &file_name, &text)?)
+}
+
 /// Runs the backtests, prints a summary and the performance table per strategy, and
 /// dumps one report per strategy into `args.out`.
 pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
@@ -398,7 +444,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                 super::ReportFormat::Md => {
                     performance_service().dump_to(&result.symbol, &result.strategy, &args.out)?
                 }
-                super::ReportFormat::Json => write_json(&stats, &args.out)?,
+                super::ReportFormat::Json => write_report_json(&stats, &result, &args.out)?,
                 super::ReportFormat::Html => write_html(&stats, slowest_tick(&result), &args.out)?,
             };
             say!("report: {}", path.display());

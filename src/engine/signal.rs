@@ -153,7 +153,7 @@ impl Signal {
 /// assert_eq!(Rejection::NoPrice.to_string(), "no closed candle yet to price the entry at the VWAP");
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Rejection {
     /// A price was not a finite number above zero.
     #[error("{field} is {value}; prices must be finite and > 0")]
