@@ -71,7 +71,7 @@ fn the_default_job_reports_every_strategy_into_dump_performance() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("14,960 events (statistics over all of them; the newest 10,000 kept as events); time in hooks "),
+        stdout.contains("13,973 events (statistics over all of them; the newest 10,000 kept as events); time in hooks "),
         "{stdout}"
     );
 }
@@ -498,7 +498,7 @@ fn max_events_sizes_the_window_and_layout_picks_backtest_kits_report() {
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
-        stdout.contains("14,960 events (statistics over all of them; all kept as events)"),
+        stdout.contains("13,973 events (statistics over all of them; all kept as events)"),
         "{stdout}"
     );
     let out = bin()
@@ -520,7 +520,7 @@ fn max_events_sizes_the_window_and_layout_picks_backtest_kits_report() {
         report.starts_with("# Performance Report: sma-crossover\n\n**Symbol:** EURUSD\n**Total events:** 10,000\n**Total execution time:** "),
         "{report}"
     );
-    assert!(report.contains("\n**Dropped events:** 4,960\n"), "{report}");
+    assert!(report.contains("\n**Dropped events:** 3,973\n"), "{report}");
     let out = bin()
         .args(["backtest", "--max-events", "0"])
         .output()

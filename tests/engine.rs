@@ -432,3 +432,114 @@ fn progress_sums_to_the_frame_count_even_when_positions_skip_frames() {
     assert!(r.frames < 30_000);
     assert_eq!(total.load(std::sync::atomic::Ordering::Relaxed), 30_000);
 }
+
+/// Minutes `0..=9` and `30..=39`: a gap (a weekend, scaled down) from minute 10 to 30.
+/// Candle 9 closes at minute 10 (the interval, 1 minute, ends before the next open).
+fn with_gap() -> Vec<Candle> {
+    (0..=9)
+        .chain(30..=39)
+        .map(|m| {
+            if m == 9 {
+                c(9, 100.0, 100.3, 100.0, 100.3, 1.0)
+            } else {
+                flat(m)
+            }
+        })
+        .collect()
+}
+
+/// SPEC 8: a position whose lifetime ends in a gap lasts its lifetime: it closes at the
+/// last close replayed, stamped when the lifetime ended, and the next signal waits.
+#[test]
+fn a_lifetime_ending_in_a_gap_is_stamped_at_its_end() {
+    // Signalled at minute 1 (candle 0 closed), lifetime 15: it ends at minute 16, in the
+    // gap. Candles 1..=9 are replayed; the last closes at minute 10 at 100.3.
+    let mut script = Script::new(vec![
+        Some(Signal::long(102.0, 98.0).lifetime(15)),
+        Some(Signal::long(102.0, 98.0).lifetime(15)),
+    ]);
+    let r = run(with_gap(), &mut script);
+    let first = &r.closed[0];
+    assert_eq!(
+        (first.reason, first.price_close),
+        (CloseReason::TimeExpired, 100.3)
+    );
+    assert_eq!(first.opened_at.timestamp_millis(), MIN);
+    assert_eq!(
+        first.closed_at.timestamp_millis(),
+        16 * MIN,
+        "not at minute 10"
+    );
+    // The frame loop goes on at minute 16: the second signal cannot open inside the first.
+    let second = &r.closed[1];
+    assert_eq!(second.signalled_at.timestamp_millis(), 16 * MIN);
+    // It is replayed over candle 30 alone (lifetime to minute 31), stamped at its close.
+    assert_eq!(second.closed_at.timestamp_millis(), 31 * MIN);
+    assert_eq!(second.reason, CloseReason::TimeExpired);
+}
+
+/// SPEC 8: no candle inside the lifetime: the last close known when it ended, stamped at
+/// its end (before the fix it lasted 0 minutes).
+#[test]
+fn no_candle_inside_the_lifetime_closes_at_the_last_known_close_when_it_ends() {
+    let mut signals: Vec<Option<Signal>> = vec![None; 9]; // frames at minutes 1..=9
+    signals.push(Some(Signal::short(98.0, 102.0).lifetime(5))); // minute 10, lifetime to 15
+    let r = run(with_gap(), &mut Script::new(signals));
+    let closed = &r.closed[0];
+    assert_eq!(closed.signalled_at.timestamp_millis(), 10 * MIN);
+    assert_eq!(
+        (closed.reason, closed.price_close),
+        (CloseReason::TimeExpired, 100.3)
+    );
+    assert_eq!(closed.closed_at.timestamp_millis(), 15 * MIN);
+    // Entry at the VWAP of candles 5..=9: typical prices 100 four times and
+    // (100.3 + 100 + 100.3) / 3 once, equal volumes.
+    let vwap = (4.0 * 100.0 + 300.6 / 3.0) / 5.0;
+    assert_eq!(closed.price_open, vwap);
+    assert_eq!(
+        closed.pnl_percent,
+        pnl_percent(Position::Short, vwap, 100.3, costs())
+    );
+}
+
+/// SPEC 8: a lifetime ending inside a daily candle closes at that candle's close, stamped
+/// when the candle closed (its price is not known before).
+#[test]
+fn a_lifetime_ending_inside_a_daily_candle_is_stamped_when_the_candle_closed() {
+    const DAY: i64 = 1_440;
+    let data: Vec<Candle> = (0..5)
+        .map(|d| {
+            if d == 2 {
+                c(d * DAY, 100.0, 101.0, 99.5, 100.8, 1.0)
+            } else {
+                flat(d * DAY)
+            }
+        })
+        .collect();
+    // Signalled at the close of day 0 (day 1 00:00), lifetime 36 hours: ends on day 2 at
+    // 12:00, inside day 2's candle, which closes on day 3 at 00:00.
+    let r = run(
+        data,
+        &mut Script::new(vec![Some(Signal::long(102.0, 98.0).lifetime(36 * 60))]),
+    );
+    let closed = &r.closed[0];
+    assert_eq!(closed.opened_at.timestamp_millis(), DAY * MIN);
+    assert_eq!(
+        (closed.reason, closed.price_close),
+        (CloseReason::TimeExpired, 100.8)
+    );
+    assert_eq!(closed.closed_at.timestamp_millis(), 3 * DAY * MIN);
+}
+
+/// SPEC 8: a signal at the last frame has no later candle to replay it over: rejected,
+/// never opened at a price and closed at an older one.
+#[test]
+fn a_signal_at_the_last_frame_is_rejected() {
+    let mut signals: Vec<Option<Signal>> = vec![None; 4]; // frames at minutes 1..=4
+    signals.push(Some(Signal::long(102.0, 98.0))); // minute 5: the last frame
+    let r = run(candles(5, &[]), &mut Script::new(signals));
+    assert!(r.closed.is_empty());
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(r.rejected[0].reason, Rejection::NoLaterCandle);
+    assert_eq!(r.rejected[0].at.timestamp_millis(), 5 * MIN);
+}

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use backtest_perf::DumpError;
 use backtest_perf::alerts::{AlertManager, FileSink, LogSink, rules_from_json};
 use backtest_perf::engine::BacktestConfig;
 use backtest_perf::engine::parallel::{Job, default_threads, run_parallel};
@@ -13,7 +14,6 @@ use backtest_perf::engine::{
 };
 use backtest_perf::export::chrome_trace::write_chrome_trace;
 use backtest_perf::export::html::write_html;
-use backtest_perf::DumpError;
 use backtest_perf::report::{Unit, coverage, default_columns, human, sampling, table, thousands};
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::TrackerReport;

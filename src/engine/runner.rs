@@ -454,6 +454,18 @@ impl<'a> Backtest<'a> {
         let checked = entry
             .ok_or(Rejection::NoPrice)
             .and_then(|entry| signal.check(entry).map(|()| entry));
+        // A signal opening at once with no later candle is not opened (SPEC 8): it could
+        // only close at a price from before it opened. (One with an entry price waits for
+        // a candle to touch it; with none to come, it is cancelled as any untouched one.)
+        let checked = checked.and_then(|entry| {
+            if signal.price_open.is_some()
+                || self.series.first_open_at_or_after(when) < self.series.candles().len()
+            {
+                Ok(entry)
+            } else {
+                Err(Rejection::NoLaterCandle)
+            }
+        });
         let entry = match checked {
             Ok(entry) => entry,
             Err(reason) => {
@@ -531,13 +543,12 @@ impl<'a> Backtest<'a> {
             (when, 0)
         };
         let expires = opened_at + lifetime;
-        let close = |candle_index: usize, price: f64, reason: CloseReason| {
-            let close_time = series.close_time(first + candle_index);
+        let closed = |price: f64, closed_at: Millis, reason: CloseReason| {
             Outcome::Closed(ClosedSignal {
                 signal: *signal,
                 signalled_at: to_utc(when),
                 opened_at: to_utc(opened_at),
-                closed_at: to_utc(close_time),
+                closed_at: to_utc(closed_at),
                 price_open: entry,
                 price_close: price,
                 reason,
@@ -550,37 +561,41 @@ impl<'a> Backtest<'a> {
                 break;
             }
             if let Some((price, reason)) = touches(signal, c) {
-                return Ok(close(i, price, reason));
+                // Stamped when the candle that touched closed.
+                return Ok(closed(price, series.close_time(first + i), reason));
             }
             last_seen = Some(i);
         }
         let data_goes_on = candles.last().is_some_and(|c| c.open_time >= expires);
-        let reason = if data_goes_on {
-            CloseReason::TimeExpired
-        } else {
-            CloseReason::EndOfData
+        if !data_goes_on {
+            // The data ended first: at the last close, when the last candle closed.
+            let last = series.candles().len() - 1;
+            let price = match last_seen {
+                Some(i) => candles[i].close,
+                None => series.candles()[last].close,
+            };
+            return Ok(closed(
+                price,
+                series.close_time(last),
+                CloseReason::EndOfData,
+            ));
+        }
+        // The lifetime ended first: at the close of the last candle replayed, or, with none
+        // inside the lifetime (a gap), at the last close known when it ended; stamped at
+        // the later of the lifetime's end and that close, so that a position lasts its
+        // lifetime across a gap and never closes before its price is known.
+        let (price, known_at) = match last_seen {
+            Some(i) => (candles[i].close, series.close_time(first + i)),
+            None => match series.closed_by(expires).checked_sub(1) {
+                Some(i) => (series.candles()[i].close, series.close_time(i)),
+                None => (entry, expires),
+            },
         };
-        Ok(match last_seen {
-            Some(i) => close(i, candles[i].close, reason),
-            None => {
-                // No candle opened after the signal: close at once at the last close seen.
-                let seen = series.closed_by(when);
-                let price = seen
-                    .checked_sub(1)
-                    .map_or(entry, |i| series.candles()[i].close);
-                let closed_at = when.max(opened_at);
-                Outcome::Closed(ClosedSignal {
-                    signal: *signal,
-                    signalled_at: to_utc(when),
-                    opened_at: to_utc(opened_at),
-                    closed_at: to_utc(closed_at),
-                    price_open: entry,
-                    price_close: price,
-                    reason,
-                    pnl_percent: pnl_percent(signal.position, entry, price, self.config.costs),
-                })
-            }
-        })
+        Ok(closed(
+            price,
+            expires.max(known_at),
+            CloseReason::TimeExpired,
+        ))
     }
 }
 

@@ -153,7 +153,11 @@ impl Signal {
 /// assert_eq!(Rejection::NoPrice.to_string(), "no closed candle yet to price the entry at the VWAP");
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Rejection {
     /// A price was not a finite number above zero.
     #[error("{field} is {value}; prices must be finite and > 0")]
@@ -193,6 +197,10 @@ pub enum Rejection {
     /// There was no closed candle to price an immediate entry with.
     #[error("no closed candle yet to price the entry at the VWAP")]
     NoPrice,
+    /// No candle opens at or after the signal's time (it came at the last frame): there
+    /// is nothing to replay it over.
+    #[error("no candle after the signal to replay it over (signalled at the last frame)")]
+    NoLaterCandle,
 }
 
 /// Why a position closed; serialized in snake case.
