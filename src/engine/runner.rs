@@ -392,11 +392,20 @@ impl<'a> Backtest<'a> {
                 // The tick and the signal function start together; they end together too
                 // unless a signal is then handled.
                 let asked = timer.finish(Hook::GetSignal, signal_started, when);
-                let signal = signal.map_err(|source| BacktestError::Strategy {
-                    strategy: strategy_name.to_string(),
-                    when: to_utc(when).to_rfc3339(),
-                    source,
-                })?;
+                let signal = match signal {
+                    Ok(signal) => signal,
+                    Err(source) => {
+                        // The run stops; its last tick and signal call are recorded as failed.
+                        timer.fail_last(Hook::GetSignal);
+                        timer.finish_at(Hook::Tick, tick, asked, when);
+                        timer.fail_last(Hook::Tick);
+                        return Err(BacktestError::Strategy {
+                            strategy: strategy_name.to_string(),
+                            when: to_utc(when).to_rfc3339(),
+                            source,
+                        });
+                    }
+                };
                 match signal {
                     Some(signal) => {
                         if let Some(resume) = self.handle(signal, when, &mut timer, &mut result)? {
@@ -469,6 +478,8 @@ impl<'a> Backtest<'a> {
         let entry = match checked {
             Ok(entry) => entry,
             Err(reason) => {
+                // The signal function's outcome was a signal that cannot be opened.
+                timer.fail_last(Hook::GetSignal);
                 result.rejected.push(RejectedSignal {
                     signal,
                     at: to_utc(when),

@@ -1,7 +1,9 @@
 //! The engine's hook timer: times the five hooks and hands their events to the bus.
 //!
 //! Events are chained (`previousTimestamp`) per metric type within a run and delivered
-//! with [`PerformanceEmitter::emit_batch`] every [`BATCH`] events and when the run ends,
+//! with [`PerformanceEmitter::emit_batch`] at the end of the first tick that brings the
+//! buffer to [`BATCH`] events (so that a hook's outcome can be marked until its tick
+//! ends), and when the run ends,
 //! so a hook costs two clock reads and a copy; adjacent hook boundaries share one read.
 //! Each event carries its id, its parent's id and its self time (the hooks nest: `tick`
 //! holds `getSignal`, which holds the strategy's `getCandles` and `getAveragePrice`;
@@ -88,7 +90,7 @@ impl SlowHook {
     }
 }
 
-/// Events buffered before they go to the bus.
+/// Events buffered before they go to the bus (at the end of the tick that reaches it).
 ///
 /// ```
 /// assert_eq!(backtest_perf::engine::timing::BATCH, 1024);
@@ -283,8 +285,24 @@ impl HookTimer {
             when: Some(self.when.1),
             ..event
         });
-        if self.buffer.len() >= BATCH {
+        // Handed over at a tick's end only, so that a hook's outcome can still be marked
+        // (`fail_last`) until its tick ends.
+        if hook == Hook::Tick && self.buffer.len() >= BATCH {
             self.flush();
+        }
+    }
+
+    /// Marks the latest event of `hook` still buffered as failed (`ok: false`): a
+    /// strategy that returned an error, a signal that was rejected.
+    pub(crate) fn fail_last(&mut self, hook: Hook) {
+        let metric = hook.metric_type();
+        if let Some(event) = self
+            .buffer
+            .iter_mut()
+            .rev()
+            .find(|e| e.metric_type == metric)
+        {
+            event.ok = Some(false);
         }
     }
 

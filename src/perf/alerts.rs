@@ -154,6 +154,14 @@ pub enum Condition {
         /// The share, percent.
         bound_percent: f64,
     },
+    /// More than `bound_percent` of a metric type's operations failed (`ok: false`).
+    ErrorRateAbove {
+        /// The metric type.
+        #[serde(deserialize_with = "typed_metric")]
+        metric: MetricType,
+        /// The failed share, percent.
+        bound_percent: f64,
+    },
     /// More than `bound` events were rejected.
     RejectedAbove {
         /// The bound.
@@ -217,6 +225,19 @@ impl Condition {
                         "{share:.1}% of {metric} took over {threshold} ms, above {bound_percent}%"
                     );
                     (share, *bound_percent, text)
+                })
+            }
+            Condition::ErrorRateAbove {
+                metric,
+                bound_percent,
+            } => {
+                let m = stats.metric_stats.get(metric)?;
+                (m.error_rate > *bound_percent).then(|| {
+                    let text = format!(
+                        "{metric}: {} of {} operations failed ({:.3}%), above {bound_percent}%",
+                        m.errors, m.count, m.error_rate
+                    );
+                    (m.error_rate, *bound_percent, text)
                 })
             }
             Condition::RejectedAbove { bound } => (stats.rejected > *bound).then(|| {

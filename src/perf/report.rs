@@ -545,6 +545,9 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     if let Some(note) = sampling(stats) {
         let _ = writeln!(out, "**Sampled:** {note}");
     }
+    if let Some(failed) = failures(stats) {
+        let _ = writeln!(out, "**Failed operations (ok: false):** {failed}");
+    }
     if stats.rejected > 0 {
         let _ = writeln!(
             out,
@@ -609,6 +612,37 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     }
     out.push_str(" Wait times are the intervals between consecutive events of the same type.\n");
     out
+}
+
+/// The failed operations (`ok: false`) per metric type with their rate, in words; `None`
+/// when none failed.
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// for ok in [true, true, true, false] {
+///     bus.emit(PerformanceContract::new(MetricType::GetSignal, 1.0, 1.0).with_ok(ok)).unwrap();
+/// }
+/// let stats = service.get_data("", "");
+/// assert_eq!(backtest_perf::report::failures(&stats).unwrap(), "getSignal 1 of 4 (25.0%)");
+/// ```
+pub fn failures(stats: &PerformanceStatistics) -> Option<String> {
+    let failed: Vec<String> = stats
+        .metric_stats
+        .values()
+        .filter(|m| m.errors > 0)
+        .map(|m| {
+            format!(
+                "{} {} of {} ({}%)",
+                escape(m.metric_type.as_str()),
+                thousands(m.errors as f64, 0),
+                thousands(m.count as f64, 0),
+                sig3(m.error_rate)
+            )
+        })
+        .collect();
+    (!failed.is_empty()).then(|| failed.join(", "))
 }
 
 /// What the statistics cover and what the window keeps, in words: every output of a run

@@ -122,6 +122,13 @@ pub struct MetricStats {
     /// or read from the whole-run histogram (within 0.1%).
     #[serde(default = "exact_by_default")]
     pub exact: bool,
+    /// Operations that failed (`ok: false`): a strategy's error, a rejected signal, a
+    /// timed closure that returned `Err`.
+    #[serde(default)]
+    pub errors: u64,
+    /// `errors / count`, percent; 0 with no operations.
+    #[serde(default)]
+    pub error_rate: f64,
 }
 
 fn exact_by_default() -> bool {
@@ -186,7 +193,26 @@ impl MetricStats {
             min_wait_time: min_wait,
             max_wait_time: max_wait,
             exact: true,
+            errors: 0,
+            error_rate: 0.0,
         }
+    }
+
+    /// The same statistics with `errors` failed operations (and their rate).
+    ///
+    /// ```
+    /// # use backtest_perf::stats::{MetricStats, StatsPreset};
+    /// let s = MetricStats::from_durations("tick".into(), &[1.0, 1.0, 1.0, 1.0], StatsPreset::Seed).with_errors(1);
+    /// assert_eq!((s.errors, s.error_rate), (1, 25.0));
+    /// ```
+    pub fn with_errors(mut self, errors: u64) -> Self {
+        self.errors = errors;
+        self.error_rate = if self.count == 0 {
+            0.0
+        } else {
+            errors as f64 / self.count as f64 * 100.0
+        };
+        self
     }
 
     /// Whole-run statistics of one metric type (the default preset): everything from the
@@ -236,7 +262,10 @@ impl MetricStats {
             min_wait_time: aggregate.wait_min(),
             max_wait_time: aggregate.wait_max(),
             exact,
+            errors: 0,
+            error_rate: 0.0,
         }
+        .with_errors(aggregate.failures())
     }
 }
 
@@ -329,6 +358,7 @@ impl PerformanceStatistics {
         struct Bucket {
             durations: Vec<f64>,
             waits: Vec<f64>,
+            errors: u64,
         }
         let mut index: HashMap<MetricType, usize, foldhash::fast::RandomState> = HashMap::default();
         let mut buckets: Vec<(MetricType, Bucket)> = Vec::new();
@@ -341,12 +371,14 @@ impl PerformanceStatistics {
                     Bucket {
                         durations: Vec::new(),
                         waits: Vec::new(),
+                        errors: 0,
                     },
                 ));
                 buckets.len() - 1
             });
             let bucket = &mut buckets[slot].1;
             bucket.durations.push(event.duration);
+            bucket.errors += u64::from(!event.succeeded());
             if let Some(previous) = event.previous_timestamp {
                 bucket.waits.push(event.timestamp - previous);
             }
@@ -355,7 +387,8 @@ impl PerformanceStatistics {
             .into_iter()
             .map(|(metric, mut bucket)| {
                 let stats =
-                    MetricStats::from_sorted(metric, &mut bucket.durations, &bucket.waits, preset);
+                    MetricStats::from_sorted(metric, &mut bucket.durations, &bucket.waits, preset)
+                        .with_errors(bucket.errors);
                 (metric, stats)
             })
             .collect();
