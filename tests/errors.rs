@@ -20,7 +20,10 @@ impl Strategy for Inverted {
     }
     fn get_signal(&mut self, _: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
         self.calls += 1;
-        Ok(self.calls.is_multiple_of(10).then(|| Signal::long(1.0, 2.0)))
+        Ok(self
+            .calls
+            .is_multiple_of(10)
+            .then(|| Signal::long(1.0, 2.0)))
     }
 }
 

@@ -219,3 +219,36 @@ fn no_client_can_crash_or_hold_the_metrics_server() {
     drop(server);
     assert!(TcpStream::connect(addr).is_err());
 }
+
+/// Live statistics: the server that serves `/metrics` also serves `/stats`, the current
+/// whole-run statistics of every key as JSON, while events keep arriving.
+#[test]
+fn stats_are_served_live_as_json_beside_the_metrics() {
+    let bus = backtest_perf::PerformanceEmitter::new();
+    let service = backtest_perf::PerformanceService::attached(&bus);
+    let exporter = Arc::new(PrometheusExporter::new(
+        Thresholds::default(),
+        service.storage().clone(),
+    ));
+    let server = exporter.serve("127.0.0.1:0").unwrap();
+    let addr = server.addr();
+    let body = |response: &str| response.split_once("\r\n\r\n").unwrap().1.to_string();
+    let tick = |ms: f64| {
+        backtest_perf::PerformanceContract::new(backtest_perf::MetricType::Tick, ms, 1.0)
+            .with_symbol("BTCUSDT")
+            .with_strategy("sma")
+    };
+    bus.emit(tick(2.0)).unwrap();
+    let first = raw(addr, b"GET /stats HTTP/1.1\r\n\r\n");
+    assert!(first.contains("Content-Type: application/json"), "{first}");
+    let json: serde_json::Value = serde_json::from_str(&body(&first)).unwrap();
+    assert_eq!(json["pairs"][0]["strategyName"], "sma");
+    assert_eq!(json["pairs"][0]["metricStats"]["tick"]["count"], 1);
+    bus.emit(tick(4.0)).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&body(&raw(addr, b"GET /stats?x=1 HTTP/1.1\r\n\r\n"))).unwrap();
+    assert_eq!(json["pairs"][0]["metricStats"]["tick"]["count"], 2);
+    assert_eq!(json["pairs"][0]["metricStats"]["tick"]["avgDuration"], 3.0);
+    assert!(raw(addr, b"DELETE /stats HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(raw(addr, b"GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+}

@@ -124,7 +124,10 @@ impl Metrics {
                     addr: addr.clone(),
                     source,
                 })?;
-                say!("metrics: http://{}/metrics", server.addr());
+                say!(
+                    "metrics: http://{0}/metrics (live statistics as JSON: http://{0}/stats)",
+                    server.addr()
+                );
                 Some(server)
             }
         };

@@ -231,6 +231,37 @@ impl PrometheusExporter {
         )
     }
 
+    /// The current whole-run statistics of every key as JSON, in the shape of a `stats`
+    /// output (`{"pairs": [...], "evictedKeys": n}`, each pair what `get_data` returns
+    /// without its raw events): what `/stats` serves while a run goes on.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use backtest_perf::export::prometheus::PrometheusExporter;
+    /// use backtest_perf::thresholds::Thresholds;
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+    /// let exporter = PrometheusExporter::new(Thresholds::default(), service.storage().clone());
+    /// let json: serde_json::Value = serde_json::from_str(&exporter.stats_json()).unwrap();
+    /// assert_eq!(json["pairs"][0]["metricStats"]["tick"]["count"], 1);
+    /// assert_eq!(json["pairs"][0]["symbol"], "A");
+    /// ```
+    pub fn stats_json(&self) -> String {
+        let pairs: Vec<crate::stats::PerformanceStatistics> = self
+            .storage
+            .keys()
+            .into_iter()
+            .map(|key| {
+                let mut snapshot = self.storage.snapshot(key).unwrap_or_default();
+                snapshot.events = Vec::new();
+                crate::stats::PerformanceStatistics::whole_run(key, snapshot)
+            })
+            .collect();
+        serde_json::json!({ "pairs": pairs, "evictedKeys": self.storage.evicted() }).to_string()
+    }
+
     /// Serves `GET /metrics` (and `HEAD`; a query string is ignored) on `addr` (for
     /// example `127.0.0.1:9464`, or port 0 for any free one) until the returned server is
     /// dropped. See [`MetricsServer`] for what no client can do to it.
@@ -267,6 +298,7 @@ impl PrometheusExporter {
                         let _ = respond(
                             &stream,
                             "503 Service Unavailable",
+                            "text/plain; charset=utf-8",
                             "busy: try again\n",
                             true,
                         );
@@ -314,6 +346,7 @@ fn answer(exporter: &PrometheusExporter, mut stream: &TcpStream) -> std::io::Res
             return respond(
                 stream,
                 "431 Request Header Fields Too Large",
+                "text/plain; charset=utf-8",
                 "request head too large\n",
                 true,
             );
@@ -329,19 +362,25 @@ fn answer(exporter: &PrometheusExporter, mut stream: &TcpStream) -> std::io::Res
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+    const JSON: &str = "application/json";
     match (method, path) {
-        ("GET", "/metrics") => respond(stream, "200 OK", &exporter.render(), true),
-        ("HEAD", "/metrics") => respond(stream, "200 OK", &exporter.render(), false),
-        (_, "/metrics") => respond(
+        ("GET", "/metrics") => respond(stream, "200 OK", TEXT, &exporter.render(), true),
+        ("HEAD", "/metrics") => respond(stream, "200 OK", TEXT, &exporter.render(), false),
+        ("GET", "/stats") => respond(stream, "200 OK", JSON, &exporter.stats_json(), true),
+        ("HEAD", "/stats") => respond(stream, "200 OK", JSON, &exporter.stats_json(), false),
+        (_, "/metrics" | "/stats") => respond(
             stream,
             "405 Method Not Allowed",
-            "only GET and HEAD are served on /metrics\n",
+            TEXT,
+            "only GET and HEAD are served on /metrics and /stats\n",
             true,
         ),
         _ => respond(
             stream,
             "404 Not Found",
-            "only /metrics is served here\n",
+            TEXT,
+            "only /metrics and /stats are served here\n",
             true,
         ),
     }
@@ -371,6 +410,7 @@ const MAX_DRAIN: usize = 1 << 20;
 fn respond(
     mut stream: &TcpStream,
     status: &str,
+    content_type: &str,
     body: &str,
     with_body: bool,
 ) -> std::io::Result<()> {
@@ -381,7 +421,7 @@ fn respond(
     };
     write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
     )?;
     if with_body {
