@@ -12,6 +12,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done; rm -
 trap cleanup EXIT
 
 # A free loopback port.
+version=$("$bin" --version | awk '{print $2}')
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 "$bin" backtest --strategy sma-crossover --metrics-textfile --out "$work/textfile" > /dev/null
@@ -20,7 +21,7 @@ echo "check-prometheus: promtool accepts the textfile"
 
 metrics_port=$(port)
 "$bin" backtest --strategy sma-crossover --metrics-addr "127.0.0.1:$metrics_port" --serve-after \
-  --out "$work/served" > "$work/served.log" 2>&1 &
+  --service-name bt --environment ci --out "$work/served" > "$work/served.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
   grep -q 'still serving' "$work/served.log" && break
@@ -42,7 +43,7 @@ YAML
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
   --web.listen-address="127.0.0.1:$prometheus_port" > "$work/prometheus.log" 2>&1 &
 pids+=($!)
-query='backtest_perf_operation_duration_seconds_count{metric_type="tick",strategy="sma-crossover"}'
+query='backtest_perf_operation_duration_seconds_count{metric_type="tick",strategy="sma-crossover",service="bt",environment="ci"}'
 for _ in $(seq 1 300); do
   if curl -sf "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$query" \
       -o "$work/answer.json" && grep -q '"value":\[' "$work/answer.json"; then
@@ -52,7 +53,7 @@ for _ in $(seq 1 300); do
 done
 ticks=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["data"]["result"]; print(r[0]["value"][1] if r else "none")' "$work/answer.json")
 if [ "$ticks" != "4534" ]; then
-  echo "check-prometheus: Prometheus answered $ticks ticks for the run, expected 4863" >&2
+  echo "check-prometheus: Prometheus answered $ticks ticks for the run, expected 4534" >&2
   tail -5 "$work/prometheus.log" >&2
   exit 1
 fi
@@ -66,9 +67,9 @@ for _ in $(seq 1 300); do
   curl -sf "http://127.0.0.1:$gateway_port/metrics" -o /dev/null && break
   sleep 0.1
 done
-"$bin" backtest --strategy sma-crossover --metrics-push "http://127.0.0.1:$gateway_port" --out "$work/pushed" > /dev/null
+"$bin" backtest --strategy sma-crossover --metrics-push "http://127.0.0.1:$gateway_port" --service-name bt --out "$work/pushed" > /dev/null
 curl -sf "http://127.0.0.1:$gateway_port/metrics" -o "$work/gateway.prom"
-if ! grep -q 'backtest_perf_operation_duration_seconds_count{instance="",job="backtest-perf",metric_type="tick",strategy="sma-crossover",symbol="EURUSD"} 4534' "$work/gateway.prom"; then
+if ! grep -q 'backtest_perf_operation_duration_seconds_count{instance="",job="backtest-perf",metric_type="tick",service="bt",strategy="sma-crossover",symbol="EURUSD",version="'"$version"'"} 4534' "$work/gateway.prom"; then
   echo "check-prometheus: the Pushgateway does not hold the pushed run's 4534 ticks" >&2
   exit 1
 fi

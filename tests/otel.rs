@@ -441,3 +441,40 @@ fn a_bad_sampler_or_protocol_is_refused_before_the_run() {
         )
     );
 }
+
+/// Default labels: `--service-name` and `--environment` name the spans' service and
+/// environment (over the OTEL variables), with the version.
+#[cfg(feature = "cli")]
+#[test]
+fn flags_set_the_service_and_environment_of_the_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spans.jsonl");
+    let out = backtest_perf(dir.path())
+        .args(["--service-name", "bt", "--environment", "ci", "--otlp-file"])
+        .arg(&path)
+        .env("OTEL_SERVICE_NAME", "overridden")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = read_lines(&path).remove(0);
+    let attributes = first["resourceSpans"][0]["resource"]["attributes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let value = |key: &str| {
+        attributes
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"]["stringValue"].clone())
+    };
+    assert_eq!(value("service.name"), Some("bt".into()));
+    assert_eq!(value("deployment.environment"), Some("ci".into()));
+    assert_eq!(
+        value("service.version"),
+        Some(env!("CARGO_PKG_VERSION").into())
+    );
+}

@@ -164,7 +164,10 @@ fn metrics_over_http_and_in_a_textfile() {
     assert_eq!(path, dir.path().join("sma.prom"));
     let text = std::fs::read_to_string(path).unwrap();
     assert!(
-        text.contains(r#"backtest_perf_operation_duration_seconds_count{metric_type="tick",symbol="BTCUSDT",strategy="sma"} 3"#),
+        text.contains(&format!(
+            r#"backtest_perf_operation_duration_seconds_count{{service="backtest-perf",version="{}",metric_type="tick",symbol="BTCUSDT",strategy="sma"}} 3"#,
+            env!("CARGO_PKG_VERSION")
+        )),
         "{text}"
     );
     // Series follow the storage's keys: clearing the key removes them.

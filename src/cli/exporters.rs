@@ -15,9 +15,26 @@ use backtest_perf::thresholds::Thresholds;
 #[cfg(any(feature = "prometheus", feature = "otel"))]
 use super::CliError;
 
+/// The default labels the flags and OpenTelemetry's variables give.
+#[cfg(any(feature = "prometheus", feature = "otel"))]
+fn labels(args: &ExporterArgs) -> backtest_perf::export::labels::DefaultLabels {
+    backtest_perf::export::labels::DefaultLabels::from_env()
+        .with(args.service_name.clone(), args.environment.clone())
+}
+
 /// The exporters' flags, flattened into `backtest`'s.
 #[derive(clap::Args, Debug, Default)]
 pub struct ExporterArgs {
+    /// The `service` label of every metric and the `service.name` of every span
+    /// (default: OTEL_SERVICE_NAME, else backtest-perf).
+    #[cfg(any(feature = "prometheus", feature = "otel"))]
+    #[arg(long, value_name = "NAME")]
+    pub service_name: Option<String>,
+    /// The `environment` label of every metric and the `deployment.environment` of every
+    /// span (default: OTEL_RESOURCE_ATTRIBUTES' deployment.environment, else none).
+    #[cfg(any(feature = "prometheus", feature = "otel"))]
+    #[arg(long, value_name = "NAME")]
+    pub environment: Option<String>,
     /// Serve Prometheus metrics on http://ADDR/metrics while the backtests run
     /// (default 127.0.0.1:9464 when given without an address).
     #[cfg(feature = "prometheus")]
@@ -116,7 +133,9 @@ impl Metrics {
         }
         let storage = performance_service().storage().clone();
         // Renders the storage's whole-run statistics when scraped: nothing per event.
-        let exporter = Arc::new(PrometheusExporter::new(thresholds.clone(), storage));
+        let exporter = Arc::new(
+            PrometheusExporter::new(thresholds.clone(), storage).with_labels(&labels(args)),
+        );
         let server = match &args.metrics_addr {
             None => None,
             Some(addr) => {
@@ -197,7 +216,7 @@ impl Spans {
             None => Sampler::from_env(),
         }
         .map_err(CliError::Spans)?;
-        let mut export = SpanExport::new(thresholds.clone(), sampler);
+        let mut export = SpanExport::new(thresholds.clone(), sampler).with_labels(&labels(args));
         if let Some(endpoint) = &args.otlp_endpoint {
             let protocol = args
                 .otlp_protocol

@@ -17,6 +17,7 @@ pub mod html;
 #[cfg(feature = "webhook")]
 pub mod http;
 pub mod json;
+pub mod labels;
 #[cfg(feature = "otel")]
 pub mod otel;
 #[cfg(feature = "prometheus")]

@@ -461,28 +461,35 @@ fn epoch_ms(ms: f64) -> Duration {
 }
 
 /// The resource every span is exported with: what `OTEL_SERVICE_NAME` and
-/// `OTEL_RESOURCE_ATTRIBUTES` say (the SDK reads them), with `service.name`
-/// `backtest-perf` when they name no service, and `service.version`.
+/// `OTEL_RESOURCE_ATTRIBUTES` say (the SDK reads them), with the default labels
+/// ([`DefaultLabels::from_env`](crate::export::labels::DefaultLabels::from_env)):
+/// `service.name` (`backtest-perf` when nothing names one), `service.version` and
+/// `deployment.environment` when known.
 ///
 /// ```
 /// let resource = backtest_perf::export::otel::resource();
 /// assert!(resource.get(&opentelemetry::Key::new("service.name")).is_some());
 /// ```
 pub fn resource() -> Resource {
-    let from_env = Resource::builder().build();
-    let named = from_env
-        .get(&opentelemetry::Key::new("service.name"))
-        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
-    let mut builder = Resource::builder();
-    if !named {
-        builder = builder.with_service_name(SCOPE);
-    }
-    if from_env
-        .get(&opentelemetry::Key::new("service.version"))
-        .is_none()
-    {
+    resource_for(&crate::export::labels::DefaultLabels::from_env())
+}
+
+/// The resource with these labels (flags over the environment).
+///
+/// ```
+/// use backtest_perf::export::labels::DefaultLabels;
+/// let labels = DefaultLabels::default().with(Some("bt".into()), Some("ci".into()));
+/// let resource = backtest_perf::export::otel::resource_for(&labels);
+/// assert_eq!(resource.get(&opentelemetry::Key::new("service.name")).unwrap().as_str(), "bt");
+/// assert_eq!(resource.get(&opentelemetry::Key::new("deployment.environment")).unwrap().as_str(), "ci");
+/// ```
+pub fn resource_for(labels: &crate::export::labels::DefaultLabels) -> Resource {
+    let mut builder = Resource::builder()
+        .with_service_name(labels.service.clone())
+        .with_attribute(KeyValue::new("service.version", labels.version.clone()));
+    if let Some(environment) = &labels.environment {
         builder =
-            builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+            builder.with_attribute(KeyValue::new("deployment.environment", environment.clone()));
     }
     builder.build()
 }
@@ -886,6 +893,7 @@ impl crate::Sink for Intake {
 pub struct SpanExport {
     worker: Option<Worker>,
     running: Option<Running>,
+    resource: Resource,
 }
 
 struct Running {
@@ -913,7 +921,15 @@ impl SpanExport {
                 destinations: Vec::new(),
             }),
             running: None,
+            resource: resource(),
         }
+    }
+
+    /// Spans carry these default labels in their resource (call before
+    /// [`to`](Self::to)).
+    pub fn with_labels(mut self, labels: &crate::export::labels::DefaultLabels) -> Self {
+        self.resource = resource_for(labels);
+        self
     }
 
     /// Adds a destination, named in failure messages: any OpenTelemetry SDK span
@@ -924,7 +940,7 @@ impl SpanExport {
         name: impl Into<String>,
         mut exporter: E,
     ) -> Self {
-        exporter.set_resource(&resource());
+        exporter.set_resource(&self.resource);
         if let Some(worker) = &mut self.worker {
             worker.destinations.push(Destination {
                 name: name.into(),

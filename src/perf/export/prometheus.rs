@@ -16,11 +16,14 @@
 //!
 //! let bus = PerformanceEmitter::new();
 //! let service = PerformanceService::attached(&bus);
-//! let exporter = PrometheusExporter::new(Default::default(), service.storage().clone());
+//! use backtest_perf::export::labels::DefaultLabels;
+//! let labels = DefaultLabels::default().with(Some("bt".into()), None);
+//! let exporter = PrometheusExporter::new(Default::default(), service.storage().clone()).with_labels(&labels);
 //! bus.emit(PerformanceContract::new(MetricType::Tick, 0.0002, 1.0).with_symbol("BTCUSDT").with_strategy("sma")).unwrap();
 //! let text = exporter.render();
-//! assert!(text.contains(r#"backtest_perf_operation_duration_seconds_count{metric_type="tick",symbol="BTCUSDT",strategy="sma"} 1"#));
-//! assert!(text.contains(r#"backtest_perf_operation_duration_seconds_bucket{metric_type="tick",symbol="BTCUSDT",strategy="sma",le="0.0000004"} 1"#));
+//! let v = env!("CARGO_PKG_VERSION");
+//! assert!(text.contains(&format!(r#"backtest_perf_operation_duration_seconds_count{{service="bt",version="{v}",metric_type="tick",symbol="BTCUSDT",strategy="sma"}} 1"#)));
+//! assert!(text.contains(&format!(r#"backtest_perf_operation_duration_seconds_bucket{{service="bt",version="{v}",metric_type="tick",symbol="BTCUSDT",strategy="sma",le="0.0000004"}} 1"#)));
 //! ```
 
 use std::io::{Read, Write};
@@ -74,6 +77,7 @@ const DURATION: &str = "backtest_perf_operation_duration_seconds";
 pub struct PrometheusExporter {
     thresholds: Thresholds,
     storage: Arc<StorageService>,
+    labels: Vec<(&'static str, String)>,
 }
 
 impl std::fmt::Debug for PrometheusExporter {
@@ -95,7 +99,27 @@ impl PrometheusExporter {
         PrometheusExporter {
             thresholds,
             storage,
+            labels: crate::export::labels::DefaultLabels::from_env().as_pairs(),
         }
+    }
+
+    /// The same exporter with these default labels on every series (by default
+    /// [`DefaultLabels::from_env`](crate::export::labels::DefaultLabels::from_env)).
+    ///
+    /// ```
+    /// use backtest_perf::export::labels::DefaultLabels;
+    /// use backtest_perf::export::prometheus::PrometheusExporter;
+    /// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    /// let bus = PerformanceEmitter::new();
+    /// let service = PerformanceService::attached(&bus);
+    /// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0)).unwrap();
+    /// let labels = DefaultLabels::default().with(Some("bt".into()), Some("ci".into()));
+    /// let text = PrometheusExporter::new(Default::default(), service.storage().clone()).with_labels(&labels).render();
+    /// assert!(text.contains(r#"environment="ci""#) && text.contains(r#"service="bt""#), "{text}");
+    /// ```
+    pub fn with_labels(mut self, labels: &crate::export::labels::DefaultLabels) -> Self {
+        self.labels = labels.as_pairs();
+        self
     }
 
     /// The exposition text now (Prometheus text format 0.0.4).
@@ -108,9 +132,12 @@ impl PrometheusExporter {
     /// ```
     pub fn render(&self) -> String {
         // Bounds are constants and never empty: this cannot fail.
-        let Ok(builder) = PrometheusBuilder::new().set_buckets(&BUCKETS_SECONDS) else {
+        let Ok(mut builder) = PrometheusBuilder::new().set_buckets(&BUCKETS_SECONDS) else {
             return String::new();
         };
+        for (key, value) in &self.labels {
+            builder = builder.add_global_label(*key, value.clone());
+        }
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
