@@ -327,3 +327,51 @@ fn rules_are_checked_during_the_run_in_simulated_time() {
     assert_eq!(at(last), "2018-02-07T16:00:00Z");
     assert_eq!(alerts[last]["value"], serde_json::json!(3973.0));
 }
+
+/// SLOs: an objective rule fires when its error budget is spent, not before.
+#[test]
+fn an_objective_fires_when_its_error_budget_is_spent() {
+    use backtest_perf::alerts::{AlertManager, objective_status, rules_from_json};
+    use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+    let bus = PerformanceEmitter::new();
+    let service = PerformanceService::attached(&bus);
+    let rules = rules_from_json(
+        r#"[{"name": "fast signals", "severity": "critical",
+             "condition": {"kind": "objective", "metric": "getSignal", "percentile": 98, "below": 5}}]"#,
+    )
+    .unwrap();
+    let manager = AlertManager::new(rules);
+    let emit = |ms: f64| {
+        bus.emit(PerformanceContract::new(MetricType::GetSignal, ms, 1.0).with_symbol("A"))
+            .unwrap()
+    };
+    for _ in 0..99 {
+        emit(1.0);
+    }
+    emit(7.0); // 1 of 100 over 5 ms: half the budget of 2
+    let stats = service.get_data("A", "");
+    let status = objective_status(&stats, MetricType::GetSignal, 98.0, 5.0).unwrap();
+    assert_eq!((status.over, status.budget_left_percent), (1, 50.0));
+    assert!(manager.evaluate_now(&stats).is_empty());
+    emit(8.0); // 2 of 101: the budget of 2.02 is nearly spent, not yet
+    assert!(manager.evaluate_now(&service.get_data("A", "")).is_empty());
+    emit(9.0); // 3 of 102: spent
+    let fired = manager.evaluate_now(&service.get_data("A", ""));
+    assert_eq!(fired.len(), 1);
+    assert!(
+        fired[0].message.contains(
+            "98% of getSignal under 5 ms: 2.941% took longer, the error budget of 2.000% is spent"
+        ),
+        "{}",
+        fired[0].message
+    );
+    let bad = rules_from_json(
+        r#"[{"name": "x", "severity": "warning",
+             "condition": {"kind": "objective", "metric": "tick", "percentile": 100, "below": 5}}]"#,
+    )
+    .unwrap_err();
+    assert!(
+        bad.to_string().contains("percentile above 0 and below 100"),
+        "{bad}"
+    );
+}

@@ -432,6 +432,13 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         if args.timeline {
             print_slowest_tick(&result);
         }
+        if let Some(section) = args
+            .alerts
+            .as_ref()
+            .and_then(|alerts| backtest_perf::alerts::objectives_markdown(&stats, alerts.rules()))
+        {
+            put!("{}", section.trim_start());
+        }
         if let Some(alerts) = &args.alerts {
             // At the run's end, in the same simulated time as the checks during it.
             match stats.events.iter().find_map(|e| e.when) {
@@ -442,7 +449,27 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         for format in &args.formats {
             let path = match format {
                 super::ReportFormat::Md => {
-                    performance_service().dump_to(&result.symbol, &result.strategy, &args.out)?
+                    // The report, and with objectives in the rules, where each stands.
+                    let objectives = args.alerts.as_ref().and_then(|alerts| {
+                        backtest_perf::alerts::objectives_markdown(&stats, alerts.rules())
+                    });
+                    match objectives {
+                        None => performance_service().dump_to(
+                            &result.symbol,
+                            &result.strategy,
+                            &args.out,
+                        )?,
+                        Some(section) => {
+                            let mut report =
+                                performance_service().get_report(&result.symbol, &result.strategy);
+                            report.push_str(&section);
+                            let file_name = format!(
+                                "{}.md",
+                                backtest_perf::dump::safe_file_stem(&result.strategy)
+                            );
+                            backtest_perf::dump::write_atomic(&args.out, &file_name, &report)?
+                        }
+                    }
                 }
                 super::ReportFormat::Json => write_report_json(&stats, &result, &args.out)?,
                 super::ReportFormat::Html => write_html(&stats, slowest_tick(&result), &args.out)?,

@@ -154,6 +154,19 @@ pub enum Condition {
         /// The share, percent.
         bound_percent: f64,
     },
+    /// A service level objective: `percentile` percent of a metric type's operations take
+    /// under `below` ms (`{"kind": "objective", "metric": "getSignal", "percentile": 99,
+    /// "below": 5}`: 99% of getSignal under 5 ms). The other `100 - percentile` percent is
+    /// the error budget; the rule fires when it is spent. See [`objective_status`].
+    Objective {
+        /// The metric type.
+        #[serde(deserialize_with = "typed_metric")]
+        metric: MetricType,
+        /// The share of operations that must be fast, percent (above 0, below 100).
+        percentile: f64,
+        /// What fast means, ms.
+        below: f64,
+    },
     /// More than `bound_percent` of a metric type's operations failed (`ok: false`).
     ErrorRateAbove {
         /// The metric type.
@@ -227,6 +240,21 @@ impl Condition {
                     (share, *bound_percent, text)
                 })
             }
+            Condition::Objective {
+                metric,
+                percentile,
+                below,
+            } => {
+                let status = objective_status(stats, *metric, *percentile, *below)?;
+                (status.budget_left_percent <= 0.0).then(|| {
+                        let text = format!(
+                            "{percentile}% of {metric} under {below} ms: {:.3}% took longer, the error budget of {:.3}% is spent",
+                            status.over_share_percent,
+                            100.0 - percentile
+                        );
+                        (status.over_share_percent, 100.0 - percentile, text)
+                    })
+            }
             Condition::ErrorRateAbove {
                 metric,
                 bound_percent,
@@ -250,6 +278,161 @@ impl Condition {
             }),
         }
     }
+}
+
+/// Where a service level objective stands.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectiveStatus {
+    /// Operations of the metric type.
+    pub count: u64,
+    /// Of them, those that took `below` ms or longer.
+    pub over: u64,
+    /// `over / count`, percent.
+    pub over_share_percent: f64,
+    /// The measured `percentile`, ms.
+    pub measured_ms: f64,
+    /// What is left of the error budget (`100 - percentile` percent of the operations),
+    /// percent of it; below 0 when overspent.
+    pub budget_left_percent: f64,
+}
+
+/// How `percentile` percent of `metric` under `below` ms stands in `stats`: exact from the
+/// raw events while the window holds every event of the type, else from the whole-run
+/// histogram (a bucket's operations count as over when the bucket lies at or above
+/// `below`; within 0.1%). `None` when the metric type has no operations or the objective
+/// is malformed.
+///
+/// ```
+/// use backtest_perf::alerts::objective_status;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// for i in 0..100 {
+///     let ms = if i < 98 { 1.0 } else { 9.0 }; // 2 slow calls in 100
+///     bus.emit(PerformanceContract::new(MetricType::GetSignal, ms, 1.0)).unwrap();
+/// }
+/// let stats = service.get_data("", "");
+/// let status = objective_status(&stats, MetricType::GetSignal, 99.0, 5.0).unwrap();
+/// assert_eq!((status.count, status.over, status.measured_ms), (100, 2, 9.0));
+/// assert_eq!(status.budget_left_percent, -100.0, "a budget of 1 call, 2 spent");
+/// let looser = objective_status(&stats, MetricType::GetSignal, 95.0, 5.0).unwrap();
+/// assert_eq!(looser.budget_left_percent, 60.0, "2 of a budget of 5 spent");
+/// ```
+pub fn objective_status(
+    stats: &PerformanceStatistics,
+    metric: MetricType,
+    percentile: f64,
+    below: f64,
+) -> Option<ObjectiveStatus> {
+    if !(percentile > 0.0 && percentile < 100.0 && below.is_finite() && below > 0.0) {
+        return None;
+    }
+    let mut window: Vec<f64> = stats
+        .events
+        .iter()
+        .filter(|e| e.metric_type == metric)
+        .map(|e| e.duration)
+        .collect();
+    let aggregate = stats.aggregates.get(&metric);
+    // Exact from the raw events while every event of the type is still in the window.
+    let (count, over, measured_ms) = match aggregate {
+        Some(aggregate) if aggregate.count() != window.len() as u64 => (
+            aggregate.count(),
+            aggregate
+                .buckets()
+                .iter()
+                .filter(|(ms, _)| *ms >= below)
+                .map(|(_, n)| *n)
+                .sum::<u64>(),
+            aggregate
+                .percentiles(&[percentile])
+                .first()
+                .copied()
+                .unwrap_or(0.0),
+        ),
+        _ => {
+            window.sort_by(f64::total_cmp);
+            let count = window.len() as u64;
+            let over = window.iter().filter(|&&d| d >= below).count() as u64;
+            let rank = ((percentile / 100.0) * window.len() as f64).ceil() as usize;
+            let measured = window
+                .get(rank.clamp(1, window.len().max(1)) - 1)
+                .copied()
+                .unwrap_or(0.0);
+            (count, over, measured)
+        }
+    };
+    if count == 0 {
+        return None;
+    }
+    let budget = (100.0 - percentile) / 100.0 * count as f64;
+    Some(ObjectiveStatus {
+        count,
+        over,
+        over_share_percent: over as f64 / count as f64 * 100.0,
+        measured_ms,
+        budget_left_percent: (1.0 - over as f64 / budget) * 100.0,
+    })
+}
+
+/// The objectives among `rules`, each with where it stands in `stats`, as a markdown
+/// section ("## Objectives"); `None` when there are no objectives.
+///
+/// ```
+/// use backtest_perf::alerts::{objectives_markdown, rules_from_json};
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// for ms in [1.0, 1.0, 1.0, 9.0] {
+///     bus.emit(PerformanceContract::new(MetricType::GetSignal, ms, 1.0)).unwrap();
+/// }
+/// let rules = rules_from_json(r#"[{"name": "fast signals", "severity": "critical",
+///     "condition": {"kind": "objective", "metric": "getSignal", "percentile": 50, "below": 5}}]"#).unwrap();
+/// let section = objectives_markdown(&service.get_data("", ""), &rules).unwrap();
+/// assert_eq!(section, "\n## Objectives\n\n| Objective | Measured | Over | Error budget left |\n|---|---|---|---|\n| fast signals: 50% of getSignal under 5 ms | p50 1.00 ms | 1 of 4 (25.0%) | 50.0% |\n");
+/// ```
+pub fn objectives_markdown(stats: &PerformanceStatistics, rules: &[AlertRule]) -> Option<String> {
+    let mut rows = Vec::new();
+    for rule in rules {
+        let Condition::Objective {
+            metric,
+            percentile,
+            below,
+        } = rule.condition
+        else {
+            continue;
+        };
+        let objective = format!(
+            "{}: {percentile}% of {metric} under {below} ms",
+            crate::report::escape(&rule.name)
+        );
+        let row = match objective_status(stats, metric, percentile, below) {
+            None => format!("| {objective} | no operations | - | - |"),
+            Some(status) => format!(
+                "| {objective} | p{percentile} {} ms | {} of {} ({}%) | {} |",
+                crate::report::sig3(status.measured_ms),
+                crate::report::thousands(status.over as f64, 0),
+                crate::report::thousands(status.count as f64, 0),
+                crate::report::sig3(status.over_share_percent),
+                if status.budget_left_percent <= 0.0 {
+                    format!(
+                        "{}% (spent)",
+                        crate::report::sig3(status.budget_left_percent)
+                    )
+                } else {
+                    format!("{}%", crate::report::sig3(status.budget_left_percent))
+                }
+            ),
+        };
+        rows.push(row);
+    }
+    (!rows.is_empty()).then(|| {
+        format!(
+            "\n## Objectives\n\n| Objective | Measured | Over | Error budget left |\n|---|---|---|---|\n{}\n",
+            rows.join("\n")
+        )
+    })
 }
 
 /// A named condition with a severity and a cooldown.
@@ -636,6 +819,11 @@ impl std::fmt::Debug for AlertManager {
 }
 
 impl AlertManager {
+    /// The rules, in the order given.
+    pub fn rules(&self) -> &[AlertRule] {
+        &self.rules
+    }
+
     /// A manager with `rules` and no sinks (fired alerts are only returned).
     ///
     /// ```
@@ -904,5 +1092,18 @@ impl crate::Sink for InRunAlerts {
 /// assert_eq!(rules[0].cooldown(), std::time::Duration::from_secs(60));
 /// ```
 pub fn rules_from_json(text: &str) -> Result<Vec<AlertRule>, serde_json::Error> {
-    serde_json::from_str(text)
+    let rules: Vec<AlertRule> = serde_json::from_str(text)?;
+    for rule in &rules {
+        if let Condition::Objective {
+            percentile, below, ..
+        } = rule.condition
+            && !(percentile > 0.0 && percentile < 100.0 && below.is_finite() && below > 0.0)
+        {
+            return Err(serde::de::Error::custom(format!(
+                "rule {:?}: an objective needs a percentile above 0 and below 100 and `below` a number of ms above 0 (got {percentile} and {below})",
+                rule.name
+            )));
+        }
+    }
+    Ok(rules)
 }
