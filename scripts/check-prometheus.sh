@@ -58,6 +58,9 @@ if [ "$ticks" != "4534" ]; then
   exit 1
 fi
 echo "check-prometheus: a Prometheus server scraped the run and counts its 4534 ticks"
+# Every query of the Grafana dashboard returns data from that server.
+python3 "$(dirname "$0")/check-dashboard.py" "$(dirname "$0")/../dashboards/backtest-perf.json" \
+  "http://127.0.0.1:$prometheus_port"
 
 # A real Pushgateway receives a run pushed with --metrics-push.
 gateway_port=$(port)
