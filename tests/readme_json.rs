@@ -78,7 +78,7 @@ fn the_readme_synopsis_matches_the_help_of_every_command() {
             .iter()
             .map(|(c, _)| c.as_str())
             .collect::<Vec<_>>(),
-        ["backtest", "compare", "stats", "bench"]
+        ["backtest", "compare", "analyze", "stats", "bench"]
     );
     for (command, flags) in &by_command {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_backtest-perf"))

@@ -449,27 +449,23 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         for format in &args.formats {
             let path = match format {
                 super::ReportFormat::Md => {
-                    // The report, and with objectives in the rules, where each stands.
-                    let objectives = args.alerts.as_ref().and_then(|alerts| {
+                    // The report; with objectives in the rules, where each stands; and
+                    // the run's health.
+                    let mut report =
+                        performance_service().get_report(&result.symbol, &result.strategy);
+                    if let Some(section) = args.alerts.as_ref().and_then(|alerts| {
                         backtest_perf::alerts::objectives_markdown(&stats, alerts.rules())
-                    });
-                    match objectives {
-                        None => performance_service().dump_to(
-                            &result.symbol,
-                            &result.strategy,
-                            &args.out,
-                        )?,
-                        Some(section) => {
-                            let mut report =
-                                performance_service().get_report(&result.symbol, &result.strategy);
-                            report.push_str(&section);
-                            let file_name = format!(
-                                "{}.md",
-                                backtest_perf::dump::safe_file_stem(&result.strategy)
-                            );
-                            backtest_perf::dump::write_atomic(&args.out, &file_name, &report)?
-                        }
+                    }) {
+                        report.push_str(&section);
                     }
+                    report.push_str(&backtest_perf::analysis::markdown(
+                        &backtest_perf::analysis::analyze(&stats, &config.tracker.thresholds),
+                    ));
+                    let file_name = format!(
+                        "{}.md",
+                        backtest_perf::dump::safe_file_stem(&result.strategy)
+                    );
+                    backtest_perf::dump::write_atomic(&args.out, &file_name, &report)?
                 }
                 super::ReportFormat::Json => write_report_json(&stats, &result, &args.out)?,
                 super::ReportFormat::Html => write_html(&stats, slowest_tick(&result), &args.out)?,

@@ -11,14 +11,14 @@ use super::CliError;
 
 /// A measurement to compare: its statistics, and where it was measured when the file
 /// says (a `stats` output does not).
-struct Loaded {
-    statistics: backtest_perf::PerformanceStatistics,
+pub(crate) struct Loaded {
+    pub(crate) statistics: backtest_perf::PerformanceStatistics,
     environment: Option<Environment>,
 }
 
 /// Reads a `backtest --format json` report, or a `stats` output holding one
 /// symbol:strategy (choose one with `stats --symbol --strategy`).
-fn load(path: &Path) -> Result<Loaded, CliError> {
+pub(crate) fn load(path: &Path) -> Result<Loaded, CliError> {
     let text = std::fs::read_to_string(path).map_err(|source| CliError::Input {
         path: path.to_path_buf(),
         source,

@@ -268,6 +268,15 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 0.05, value_parser = parse_alpha)]
         alpha: f64,
     },
+    /// The health of a run (a `backtest --format json` report, or a `stats` output of one
+    /// symbol:strategy): a score, a grade and recommendations from the measured numbers.
+    Analyze {
+        /// The report.
+        report: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Md)]
+        format: OutputFormat,
+    },
     /// Push synthetic events through the default pipeline and print one JSON line of timings.
     Bench {
         /// Events to emit.
@@ -531,6 +540,24 @@ fn run(args: Args, strategies: &[StrategyEntry]) -> Result<(), CliError> {
             threshold,
             alpha,
         }) => compare::run(&baseline, &current, threshold, alpha),
+        Some(Command::Analyze { report, format }) => {
+            let loaded = compare::load(&report)?;
+            let health = backtest_perf::analysis::analyze(
+                &loaded.statistics,
+                &backtest_perf::thresholds::Thresholds::default(),
+            );
+            match format {
+                OutputFormat::Md => put!(
+                    "{}",
+                    backtest_perf::analysis::markdown(&health).trim_start()
+                ),
+                OutputFormat::Json => say!(
+                    "{}",
+                    serde_json::to_string(&health).map_err(|e| CliError::Output(e.into()))?
+                ),
+            }
+            Ok(())
+        }
         Some(Command::Bench {
             events,
             pairs,

@@ -3,6 +3,7 @@
 //! It depends on nothing else in the crate; the engine uses it through its public API.
 
 pub mod alerts;
+pub mod analysis;
 pub mod compare;
 pub mod dump;
 pub mod emitter;
