@@ -55,8 +55,8 @@ pub mod strategies;
 #[cfg(feature = "tracing-layer")]
 pub use perf::tracing_layer;
 pub use perf::{
-    alerts, analysis, compare, dump, emitter, event, export, facade, key, listener, name, report,
-    span, stats, storage, thresholds, tracker,
+    alerts, analysis, compare, dump, emitter, event, export, facade, key, listener, monitor, name,
+    report, span, stats, storage, thresholds, tracker,
 };
 
 pub use perf::dump::DumpError;

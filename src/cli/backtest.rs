@@ -68,6 +68,8 @@ pub struct BacktestArgs {
     pub alerts: Option<Arc<AlertManager>>,
     /// Check the alert rules every this many simulated minutes while the runs go on.
     pub alert_every_minutes: u32,
+    /// Resource monitor interval, ms (0: off).
+    pub monitor_interval_ms: u64,
     /// The exporters' flags (owned by the exporters' module; empty without their features).
     #[cfg_attr(
         not(any(feature = "prometheus", feature = "otel", feature = "flamegraph")),
@@ -95,6 +97,7 @@ impl Default for BacktestArgs {
             trace: false,
             alerts: None,
             alert_every_minutes: 1440,
+            monitor_interval_ms: 1000,
             exporters: super::exporters::ExporterArgs::default(),
         }
     }
@@ -156,6 +159,11 @@ pub struct BacktestCli {
     /// each run's end).
     #[arg(long, value_name = "MINUTES", default_value_t = 1440, requires = "alerts", value_parser = clap::value_parser!(u32).range(1..))]
     pub alert_every: u32,
+    /// Sample the process's CPU, memory, threads and listener queues every MS
+    /// milliseconds while the runs go on (0: off); the JSON report holds the samples and
+    /// the cpuAbove, rssAbove and queueDepthAbove rules are checked on each.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub monitor_interval: u64,
     /// Print the timeline of each strategy's slowest tick after the first (a warm-up), and
     /// whether its thread ran or waited; memory holds only the slowest few ticks.
     #[arg(long)]
@@ -218,6 +226,7 @@ impl BacktestArgs {
             trace: cli.trace,
             alerts,
             alert_every_minutes: cli.alert_every,
+            monitor_interval_ms: cli.monitor_interval,
             exporters: cli.exporters,
         })
     }
@@ -292,11 +301,36 @@ fn load(args: &BacktestArgs) -> Result<(Box<dyn Exchange>, String), CliError> {
     })
 }
 
+/// One line on the resources the monitor saw, if it ran.
+fn resources_line(
+    samples: &[backtest_perf::monitor::ResourceSample],
+    interval_ms: u64,
+) -> Option<String> {
+    if samples.is_empty() {
+        return None;
+    }
+    let peak_rss = samples.iter().filter_map(|s| s.rss_bytes).max();
+    let peak_cpu = samples
+        .iter()
+        .filter_map(|s| s.cpu_percent)
+        .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))));
+    let threads = samples.iter().filter_map(|s| s.threads).max();
+    let queue = samples.iter().map(|s| s.queue_depth).max().unwrap_or(0);
+    Some(format!(
+        "resources: {} samples every {interval_ms} ms; peak resident memory {}, peak CPU {}, up to {} threads, deepest listener queue {queue} events",
+        samples.len(),
+        peak_rss.map_or("unknown".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
+        peak_cpu.map_or("unknown".into(), |c| format!("{c:.0}% of a core")),
+        threads.map_or("unknown".into(), |t| t.to_string()),
+    ))
+}
+
 /// The run's JSON report: `get_data` and the environment (what `compare` reads), and the
 /// trades: closed, rejected with their reasons, cancelled, and the summary.
 fn write_report_json(
     stats: &PerformanceStatistics,
     result: &BacktestResult,
+    resources: &[backtest_perf::monitor::ResourceSample],
     out: &std::path::Path,
 ) -> Result<std::path::PathBuf, CliError> {
     let report = backtest_perf::export::json::JsonReport {
@@ -334,6 +368,8 @@ fn write_report_json(
         "cancelled": result.cancelled,
         "summary": summary,
     });
+    // The process's resources while the runs went on (all strategies ran at once).
+    value["resources"] = serde_json::to_value(resources).map_err(failed)?;
     let text = serde_json::to_string_pretty(&value).map_err(failed)?;
     Ok(backtest_perf::dump::write_atomic(out, &file_name, &text)?)
 }
@@ -418,7 +454,23 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     });
     #[cfg(feature = "flamegraph")]
     let flamegraphs = super::exporters::Flamegraphs::start(&args.exporters);
+    // The resource monitor samples while the runs go on; resource rules are checked on
+    // each sample, in wall time.
+    let monitor = (args.monitor_interval_ms > 0).then(|| {
+        let alerts = args.alerts.clone();
+        backtest_perf::monitor::ResourceMonitor::start(
+            backtest_perf::performance_emitter(),
+            std::time::Duration::from_millis(args.monitor_interval_ms),
+            Some(Box::new(move |sample| {
+                if let Some(alerts) = &alerts {
+                    let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+                    alerts.evaluate_resources(sample, now);
+                }
+            })),
+        )
+    });
     let results = run_parallel(jobs, args.threads);
+    let resources = monitor.map(|m| m.stop()).unwrap_or_default();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -467,7 +519,9 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                     );
                     backtest_perf::dump::write_atomic(&args.out, &file_name, &report)?
                 }
-                super::ReportFormat::Json => write_report_json(&stats, &result, &args.out)?,
+                super::ReportFormat::Json => {
+                    write_report_json(&stats, &result, &resources, &args.out)?
+                }
                 super::ReportFormat::Html => write_html(&stats, slowest_tick(&result), &args.out)?,
             };
             say!("report: {}", path.display());
@@ -498,6 +552,9 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
         }
         say!();
         done.push(result);
+    }
+    if let Some(line) = resources_line(&resources, args.monitor_interval_ms) {
+        say!("{line}");
     }
     // The reports are written: only now may a side job fail, and it costs nothing above.
     let mut failed = Vec::new();

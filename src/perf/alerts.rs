@@ -175,6 +175,22 @@ pub enum Condition {
         /// The failed share, percent.
         bound_percent: f64,
     },
+    /// The process used more than `percent` of one core's CPU time since the resource
+    /// monitor's previous sample (200 is two cores busy).
+    CpuAbove {
+        /// Percent of one core.
+        percent: f64,
+    },
+    /// The process's resident memory is above `megabytes` MB (10^6 bytes).
+    RssAbove {
+        /// Megabytes.
+        megabytes: f64,
+    },
+    /// A listener's queue holds more than `bound` events not yet handled.
+    QueueDepthAbove {
+        /// Events.
+        bound: u64,
+    },
     /// More than `bound` events were rejected.
     RejectedAbove {
         /// The bound.
@@ -197,6 +213,46 @@ fn duration(ms: f64) -> String {
 }
 
 impl Condition {
+    /// Whether a resource condition holds for `sample`: the value, the bound and the
+    /// reason; `None` for the conditions on statistics.
+    pub fn check_resources(
+        &self,
+        sample: &crate::monitor::ResourceSample,
+    ) -> Option<(f64, f64, String)> {
+        match self {
+            Condition::CpuAbove { percent } => {
+                let used = sample.cpu_percent?;
+                (used > *percent).then(|| {
+                    (
+                        used,
+                        *percent,
+                        format!("the process used {used:.0}% of a core, above {percent}%"),
+                    )
+                })
+            }
+            Condition::RssAbove { megabytes } => {
+                let mb = sample.rss_bytes? as f64 / 1e6;
+                (mb > *megabytes).then(|| {
+                    (
+                        mb,
+                        *megabytes,
+                        format!("resident memory is {mb:.1} MB, above {megabytes} MB"),
+                    )
+                })
+            }
+            Condition::QueueDepthAbove { bound } => {
+                let depth = sample.queue_depth as u64;
+                (depth > *bound).then(|| {
+                    (
+                        depth as f64,
+                        *bound as f64,
+                        format!("a listener queue holds {depth} events, above {bound}"),
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
     /// `(value, bound, description)` when the condition holds for `stats`.
     fn check(&self, stats: &PerformanceStatistics) -> Option<(f64, f64, String)> {
         match self {
@@ -268,6 +324,10 @@ impl Condition {
                     (m.error_rate, *bound_percent, text)
                 })
             }
+            // Resource conditions are checked on the monitor's samples.
+            Condition::CpuAbove { .. }
+            | Condition::RssAbove { .. }
+            | Condition::QueueDepthAbove { .. } => None,
             Condition::RejectedAbove { bound } => (stats.rejected > *bound).then(|| {
                 let text = format!("{} events rejected, above {bound}", stats.rejected);
                 (stats.rejected as f64, *bound as f64, text)
@@ -908,9 +968,42 @@ impl AlertManager {
     /// ```
     pub fn evaluate(&self, stats: &PerformanceStatistics, now: DateTime<Utc>) -> Vec<Alert> {
         let key = StorageKey::new(&stats.symbol, &stats.strategy_name);
+        self.fire(key, now, |condition| condition.check(stats))
+    }
+
+    /// Checks the resource rules (`cpuAbove`, `rssAbove`, `queueDepthAbove`) on one
+    /// sample of the resource monitor, for the process as a whole (`global:global`).
+    ///
+    /// ```
+    /// use backtest_perf::alerts::{AlertManager, rules_from_json};
+    /// use backtest_perf::monitor::ResourceSample;
+    /// let rules = rules_from_json(r#"[{"name": "backlog", "severity": "warning",
+    ///     "condition": {"kind": "queueDepthAbove", "bound": 1000}}]"#).unwrap();
+    /// let sample = ResourceSample { elapsed_ms: 0.0, cpu_user_ms: None, cpu_system_ms: None,
+    ///     cpu_percent: Some(150.0), rss_bytes: Some(1 << 30), threads: Some(4), queue_depth: 5000 };
+    /// let fired = AlertManager::new(rules).evaluate_resources(&sample, chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()));
+    /// assert_eq!(fired[0].message, "backlog: a listener queue holds 5000 events, above 1000 (global:global)");
+    /// ```
+    pub fn evaluate_resources(
+        &self,
+        sample: &crate::monitor::ResourceSample,
+        now: DateTime<Utc>,
+    ) -> Vec<Alert> {
+        self.fire(StorageKey::new("", ""), now, |condition| {
+            condition.check_resources(sample)
+        })
+    }
+
+    /// Fires the rules whose condition `check` finds met, past their cooldown for `key`.
+    fn fire(
+        &self,
+        key: StorageKey,
+        now: DateTime<Utc>,
+        check: impl Fn(&Condition) -> Option<(f64, f64, String)>,
+    ) -> Vec<Alert> {
         let mut fired = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
-            let Some((value, bound, what)) = rule.condition.check(stats) else {
+            let Some((value, bound, what)) = check(&rule.condition) else {
                 continue;
             };
             {

@@ -91,6 +91,11 @@ pub trait Sink: Send + Sync + 'static {
     }
     /// The bus is gone: no event will come again (a listener ends its worker).
     fn on_bus_dropped(&self) {}
+    /// Events this sink accepted and has not handled yet, for sinks with a queue (a
+    /// listener); `None` for those that handle on arrival.
+    fn queue_depth(&self) -> Option<usize> {
+        None
+    }
     /// Called with a run of valid events from [`PerformanceEmitter::emit_batch`], in order.
     /// The default hands them to [`on_event`](Sink::on_event) one by one; override it to
     /// take a lock once per batch.
@@ -724,6 +729,23 @@ impl PerformanceEmitter {
     /// ```
     pub fn rejected(&self) -> u64 {
         self.inner.rejected.load(Ordering::Relaxed)
+    }
+
+    /// The queue depth of every listener of this bus: events accepted and not yet
+    /// handled (what the resource monitor samples).
+    ///
+    /// ```
+    /// let bus = backtest_perf::PerformanceEmitter::new();
+    /// let _sub = bus.listen(|_: &backtest_perf::PerformanceContract| {});
+    /// assert_eq!(bus.queue_depths(), [0]);
+    /// ```
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.inner
+            .subscribers
+            .load()
+            .iter()
+            .filter_map(|(_, s)| s.queue_depth())
+            .collect()
     }
 
     /// Number of listener calls that panicked or returned an error, over all listeners.

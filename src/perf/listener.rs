@@ -204,6 +204,10 @@ impl Sink for ListenerShared {
     fn on_bus_dropped(&self) {
         self.close();
     }
+
+    fn queue_depth(&self) -> Option<usize> {
+        Some(self.depth())
+    }
 }
 
 impl ListenerShared {

@@ -12,6 +12,7 @@ pub mod export;
 pub mod facade;
 pub mod key;
 pub mod listener;
+pub mod monitor;
 pub mod name;
 pub mod report;
 pub mod span;

@@ -78,6 +78,7 @@ pub struct PrometheusExporter {
     thresholds: Thresholds,
     storage: Arc<StorageService>,
     labels: Vec<(&'static str, String)>,
+    bus: Option<crate::PerformanceEmitter>,
 }
 
 impl std::fmt::Debug for PrometheusExporter {
@@ -100,7 +101,15 @@ impl PrometheusExporter {
             thresholds,
             storage,
             labels: crate::export::labels::DefaultLabels::from_env().as_pairs(),
+            bus: None,
         }
+    }
+
+    /// The same exporter with `bus`'s deepest listener queue as the gauge
+    /// `backtest_perf_listener_queue_depth`.
+    pub fn with_queue_depth_of(mut self, bus: &crate::PerformanceEmitter) -> Self {
+        self.bus = Some(bus.clone());
+        self
     }
 
     /// The same exporter with these default labels on every series (by default
@@ -211,6 +220,21 @@ impl PrometheusExporter {
             );
             metrics::gauge!("backtest_perf_process_resident_memory_bytes")
                 .set(process.rss_bytes.unwrap_or(0) as f64);
+            if let Some(threads) = crate::monitor::thread_count() {
+                metrics::describe_gauge!(
+                    "backtest_perf_process_threads",
+                    "Threads of the backtest-perf process."
+                );
+                metrics::gauge!("backtest_perf_process_threads").set(threads as f64);
+            }
+            if let Some(bus) = &self.bus {
+                metrics::describe_gauge!(
+                    "backtest_perf_listener_queue_depth",
+                    "Events the deepest listener queue holds, not yet handled."
+                );
+                let depth = bus.queue_depths().into_iter().max().unwrap_or(0);
+                metrics::gauge!("backtest_perf_listener_queue_depth").set(depth as f64);
+            }
         });
         handle.render()
     }
