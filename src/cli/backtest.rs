@@ -72,7 +72,12 @@ pub struct BacktestArgs {
     pub monitor_interval_ms: u64,
     /// The exporters' flags (owned by the exporters' module; empty without their features).
     #[cfg_attr(
-        not(any(feature = "prometheus", feature = "otel", feature = "flamegraph")),
+        not(any(
+            feature = "prometheus",
+            feature = "otel",
+            feature = "flamegraph",
+            feature = "profile"
+        )),
         allow(dead_code)
     )]
     pub exporters: super::exporters::ExporterArgs,
@@ -469,6 +474,8 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
             })),
         )
     });
+    #[cfg(feature = "profile")]
+    let profile = super::exporters::Profile::start(&args.exporters);
     let results = run_parallel(jobs, args.threads);
     let resources = monitor.map(|m| m.stop()).unwrap_or_default();
     if let Some(bar) = bar {
@@ -558,6 +565,8 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     }
     // The reports are written: only now may a side job fail, and it costs nothing above.
     let mut failed = Vec::new();
+    #[cfg(feature = "profile")]
+    failed.extend(profile.finish(&args.out));
     #[cfg(feature = "prometheus")]
     failed.extend(metrics.finish(&args.exporters, &args.out));
     #[cfg(feature = "otel")]

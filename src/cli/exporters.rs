@@ -76,6 +76,11 @@ pub struct ExporterArgs {
     #[cfg(feature = "otel")]
     #[arg(long, value_name = "RATIO")]
     pub otlp_sample: Option<f64>,
+    /// Sample the CPU while the runs go on (every thread, 1,000 times per CPU second) and
+    /// write OUT/profile.pb (pprof) and OUT/profile.svg (a flamegraph of the code).
+    #[cfg(feature = "profile")]
+    #[arg(long)]
+    pub profile: bool,
     /// Write each strategy's whole-run self time by stack of hooks and user steps, as
     /// OUT/<strategy>.folded and OUT/<strategy>.flamegraph.svg.
     #[cfg(feature = "flamegraph")]
@@ -274,5 +279,53 @@ impl Spans {
             report.traces
         );
         report.failures
+    }
+}
+
+/// The CPU profile of a `backtest` call, when `--profile` asks for it.
+#[cfg(feature = "profile")]
+pub struct Profile(Option<Result<backtest_perf::export::profile::CpuProfile, String>>);
+
+#[cfg(feature = "profile")]
+impl Profile {
+    /// Starts profiling if `--profile` was given.
+    pub fn start(args: &ExporterArgs) -> Self {
+        Profile(
+            args.profile
+                .then(|| backtest_perf::export::profile::CpuProfile::start(1_000)),
+        )
+    }
+
+    /// Stops, writes the profile into `out`, prints where and what it holds; returns
+    /// what failed.
+    pub fn finish(self, out: &std::path::Path) -> Vec<String> {
+        match self.0 {
+            None => Vec::new(),
+            Some(Err(e)) => vec![format!("CPU profile: {e}")],
+            Some(Ok(profile)) => match profile.finish(out, "profile") {
+                Ok(report) => {
+                    let top: Vec<String> = report
+                        .top
+                        .iter()
+                        .take(3)
+                        .map(|(name, n)| {
+                            format!(
+                                "{name} {:.1}%",
+                                *n as f64 / report.samples.max(1) as f64 * 100.0
+                            )
+                        })
+                        .collect();
+                    say!(
+                        "profile: {} ({} samples; on the CPU most: {}), flamegraph {}",
+                        report.pprof.display(),
+                        report.samples,
+                        top.join(", "),
+                        report.svg.display()
+                    );
+                    Vec::new()
+                }
+                Err(e) => vec![format!("CPU profile: {e}")],
+            },
+        }
     }
 }

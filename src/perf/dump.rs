@@ -188,6 +188,17 @@ pub fn check_writable(dir: &Path) -> Result<(), DumpError> {
 /// assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello");
 /// ```
 pub fn write_atomic(dir: &Path, file_name: &str, text: &str) -> Result<PathBuf, DumpError> {
+    write_atomic_bytes(dir, file_name, text.as_bytes())
+}
+
+/// [`write_atomic`] for bytes (a protobuf file, an image).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = backtest_perf::dump::write_atomic_bytes(dir.path(), "p.pb", &[1, 2, 3]).unwrap();
+/// assert_eq!(std::fs::read(&path).unwrap(), [1, 2, 3]);
+/// ```
+pub fn write_atomic_bytes(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<PathBuf, DumpError> {
     std::fs::create_dir_all(dir).map_err(|source| DumpError::CreateFolder {
         path: dir.to_path_buf(),
         source,
@@ -203,7 +214,7 @@ pub fn write_atomic(dir: &Path, file_name: &str, text: &str) -> Result<PathBuf, 
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
     let mut file = builder.tempfile_in(dir).map_err(write_err)?;
-    file.write_all(text.as_bytes()).map_err(write_err)?;
+    file.write_all(bytes).map_err(write_err)?;
     file.as_file().sync_all().map_err(write_err)?;
     file.persist(&path).map_err(|e| write_err(e.error))?;
     Ok(path)

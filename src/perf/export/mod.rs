@@ -20,5 +20,7 @@ pub mod json;
 pub mod labels;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "profile")]
+pub mod profile;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;

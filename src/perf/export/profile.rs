@@ -1,0 +1,121 @@
+//! CPU profiles of a run (feature `profile`): pprof's sampling profiler (SIGPROF, every
+//! thread of the process) while the run goes on, written as a pprof protobuf file
+//! (`go tool pprof`, speedscope, Grafana Pyroscope read it) and an SVG flamegraph, with
+//! the functions that held the most samples. This answers what the code was doing when
+//! it was slow; the hook timings say which hook.
+//!
+//! Only one profile can run in a process at a time.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::dump::{DumpError, write_atomic_bytes};
+
+/// A running CPU profile.
+pub struct CpuProfile {
+    guard: pprof::ProfilerGuard<'static>,
+    frequency: i32,
+}
+
+impl std::fmt::Debug for CpuProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuProfile")
+            .field("frequency", &self.frequency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a finished profile holds and where it was written.
+#[derive(Debug, Clone)]
+pub struct ProfileReport {
+    /// The pprof protobuf file.
+    pub pprof: PathBuf,
+    /// The SVG flamegraph.
+    pub svg: PathBuf,
+    /// Samples taken.
+    pub samples: u64,
+    /// The functions most often on top of a stack (where the CPU was), with their
+    /// samples, most first (at most 10).
+    pub top: Vec<(String, u64)>,
+    /// Every function seen in a sample (anywhere in the stack), with its samples.
+    pub functions: HashMap<String, u64>,
+}
+
+impl CpuProfile {
+    /// Starts sampling every thread `frequency` times per CPU second.
+    pub fn start(frequency: i32) -> Result<Self, String> {
+        let guard = pprof::ProfilerGuardBuilder::default()
+            .frequency(frequency.max(1))
+            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+            .build()
+            .map_err(|e| format!("cannot start the CPU profiler: {e}"))?;
+        Ok(CpuProfile { guard, frequency })
+    }
+
+    /// Stops, writes `dir/<name>.pb` and `dir/<name>.svg`, and says what the profile
+    /// holds.
+    pub fn finish(self, dir: &Path, name: &str) -> Result<ProfileReport, DumpError> {
+        let fail = |path: PathBuf, e: &dyn std::fmt::Display| DumpError::Write {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        };
+        let stem = crate::dump::safe_file_stem(name);
+        let pb_name = format!("{stem}.pb");
+        let svg_name = format!("{stem}.svg");
+        let report = self
+            .guard
+            .report()
+            .build()
+            .map_err(|e| fail(dir.join(&pb_name), &e))?;
+        let mut samples = 0u64;
+        let mut top: HashMap<String, u64> = HashMap::new();
+        let mut functions: HashMap<String, u64> = HashMap::new();
+        for (frames, count) in &report.data {
+            let count = u64::try_from(*count).unwrap_or(0);
+            samples += count;
+            // The profiler's own frames (the unwinder, the signal handler) come first:
+            // the code that was running starts after them.
+            let names: Vec<String> = frames
+                .frames
+                .iter()
+                .flat_map(|frame| frame.iter().map(|symbol| symbol.name()))
+                .skip_while(|name| {
+                    name.starts_with("backtrace::")
+                        || name.starts_with("pprof::")
+                        || name.starts_with("<pprof::")
+                        || name.contains("perf_signal_handler")
+                        || name.starts_with("__restore_rt")
+                        || name == "Unknown"
+                })
+                .collect();
+            if let Some(first) = names.first() {
+                *top.entry(first.clone()).or_default() += count;
+            }
+            let mut seen: Vec<&String> = Vec::new();
+            for name in &names {
+                if !seen.contains(&name) {
+                    seen.push(name);
+                    *functions.entry(name.clone()).or_default() += count;
+                }
+            }
+        }
+        let mut top: Vec<(String, u64)> = top.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(10);
+        use pprof::protos::Message;
+        let profile = report.pprof().map_err(|e| fail(dir.join(&pb_name), &e))?;
+        let pb = write_atomic_bytes(dir, &pb_name, &profile.encode_to_vec())?;
+        let mut svg = Vec::new();
+        report
+            .flamegraph(&mut svg)
+            .map_err(|e| fail(dir.join(&svg_name), &e))?;
+        let svg = write_atomic_bytes(dir, &svg_name, &svg)?;
+        Ok(ProfileReport {
+            pprof: pb,
+            svg,
+            samples,
+            top,
+            functions,
+        })
+    }
+}
