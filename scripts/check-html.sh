@@ -35,12 +35,14 @@ if [ "$size" -lt 20000 ]; then
 fi
 charts=$(grep -o '<svg' "$work/dom.html" | wc -l)
 rows=$(grep -o '<tr>' "$work/dom.html" | wc -l)
-# 1 time distribution + 5 histograms + 1 timeline; 1 header row + 5 metric rows.
-if [ "$charts" -ne 7 ] || [ "$rows" -ne 6 ]; then
-  echo "check-html: expected 7 charts and 6 table rows in the rendered DOM, found $charts and $rows" >&2
+# 1 time distribution + 5 histograms + 1 timeline + 1 resources chart; 1 header row + 5
+# metric rows (the Health table's rows are <tr class="finding">, counted apart).
+if [ "$charts" -ne 8 ] || [ "$rows" -ne 6 ]; then
+  echo "check-html: expected 8 charts and 6 table rows in the rendered DOM, found $charts and $rows" >&2
   exit 1
 fi
-echo "check-html: rendered cleanly ($size-byte screenshot, $charts charts, $rows table rows)"
+grep -q '<h2>Health</h2>' "$work/dom.html" || { echo "check-html: no Health section" >&2; exit 1; }
+echo "check-html: rendered cleanly ($size-byte screenshot, $charts charts, $rows table rows, a Health section)"
 
 # The flamegraph (feature `flamegraph`): Chromium runs its script and draws a frame per
 # stack of the whole run.

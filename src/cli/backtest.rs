@@ -13,7 +13,6 @@ use backtest_perf::engine::{
     SyntheticExchange,
 };
 use backtest_perf::export::chrome_trace::write_chrome_trace;
-use backtest_perf::export::html::write_html;
 use backtest_perf::report::{Unit, coverage, default_columns, human, sampling, table, thousands};
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::TrackerReport;
@@ -529,7 +528,21 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                 super::ReportFormat::Json => {
                     write_report_json(&stats, &result, &resources, &args.out)?
                 }
-                super::ReportFormat::Html => write_html(&stats, slowest_tick(&result), &args.out)?,
+                super::ReportFormat::Html => {
+                    let health =
+                        backtest_perf::analysis::analyze(&stats, &config.tracker.thresholds);
+                    let page = backtest_perf::export::html::render_html_with(
+                        &stats,
+                        slowest_tick(&result),
+                        Some(&health),
+                        &resources,
+                    );
+                    let file_name = format!(
+                        "{}.html",
+                        backtest_perf::dump::safe_file_stem(&result.strategy)
+                    );
+                    backtest_perf::dump::write_atomic(&args.out, &file_name, &page)?
+                }
             };
             say!("report: {}", path.display());
         }

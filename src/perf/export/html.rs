@@ -185,6 +185,34 @@ pub fn render_html(
     stats: &PerformanceStatistics,
     timeline: Option<(&TrackerReport, u64)>,
 ) -> String {
+    render_html_with(stats, timeline, None, &[])
+}
+
+/// [`render_html`] with the run's health (a "Health" table) and the resource monitor's
+/// samples (a chart of resident memory and CPU over the run).
+///
+/// ```
+/// use backtest_perf::analysis::analyze;
+/// use backtest_perf::export::html::render_html_with;
+/// use backtest_perf::monitor::ResourceSample;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// bus.emit(PerformanceContract::new(MetricType::GetCandles, 0.4, 1.0)).unwrap();
+/// let stats = service.get_data("", "");
+/// let health = analyze(&stats, &Default::default());
+/// let sample = |ms: f64, mb: u64| ResourceSample { elapsed_ms: ms, cpu_user_ms: None, cpu_system_ms: None,
+///     cpu_percent: Some(50.0), rss_bytes: Some(mb << 20), threads: Some(2), queue_depth: 0 };
+/// let page = render_html_with(&stats, None, Some(&health), &[sample(0.0, 10), sample(1000.0, 12)]);
+/// assert!(page.contains("<h2>Health</h2>") && page.contains("<tr class=\"finding\">"));
+/// assert!(page.contains("<h2>Resources</h2>") && page.contains("<polyline"));
+/// ```
+pub fn render_html_with(
+    stats: &PerformanceStatistics,
+    timeline: Option<(&TrackerReport, u64)>,
+    health: Option<&crate::analysis::Health>,
+    resources: &[crate::monitor::ResourceSample],
+) -> String {
     let title = format!("Performance Report: {}", stats.strategy_name);
     let mut html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
@@ -264,8 +292,93 @@ pub fn render_html(
             html.push_str("<p>Not tracked: run with <code>--timeline</code> to include it.</p>")
         }
     }
+    if let Some(health) = health {
+        html.push_str(&health_html(health));
+    }
+    if let Some(svg) = resources_svg(resources) {
+        html.push_str("\n<h2>Resources</h2>\n");
+        html.push_str(&svg);
+    }
     html.push_str("\n</body></html>\n");
     html
+}
+
+/// The health as a table.
+fn health_html(health: &crate::analysis::Health) -> String {
+    let mut out = format!(
+        "\n<h2>Health</h2>\n<p class=\"meta\">Score: <b>{}</b></p>\n",
+        esc(&health.summary)
+    );
+    if health.findings.is_empty() {
+        return out;
+    }
+    out.push_str("<table class=\"health\"><thead><tr class=\"finding-head\"><th>Priority</th><th>Category</th><th>Metric</th><th>Evidence</th><th>Advice</th><th>Expected gain</th></tr></thead><tbody>\n");
+    for f in &health.findings {
+        let _ = writeln!(
+            out,
+            "<tr class=\"finding\"><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            f.priority,
+            esc(f.category),
+            esc(&f.metric),
+            esc(&f.evidence),
+            esc(&f.advice),
+            esc(&f.expected_gain)
+        );
+    }
+    out.push_str("</tbody></table>\n");
+    out
+}
+
+/// Resident memory (MB) and CPU (percent of a core) over the run, as one SVG with two
+/// lines on their own scales; `None` with fewer than two samples.
+fn resources_svg(samples: &[crate::monitor::ResourceSample]) -> Option<String> {
+    if samples.len() < 2 {
+        return None;
+    }
+    let (width, height, pad) = (900.0, 220.0, 40.0);
+    let t_max = samples
+        .iter()
+        .map(|s| s.elapsed_ms)
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let line = |values: Vec<(f64, f64)>, colour: &str| -> String {
+        let v_max = values.iter().map(|v| v.1).fold(0.0, f64::max).max(1e-9);
+        let points: Vec<String> = values
+            .iter()
+            .map(|(t, v)| {
+                format!(
+                    "{:.1},{:.1}",
+                    pad + t / t_max * (width - 2.0 * pad),
+                    height - pad - v / v_max * (height - 2.0 * pad)
+                )
+            })
+            .collect();
+        format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            points.join(" ")
+        )
+    };
+    let rss: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| s.rss_bytes.map(|b| (s.elapsed_ms, b as f64 / 1e6)))
+        .collect();
+    let cpu: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| s.cpu_percent.map(|c| (s.elapsed_ms, c)))
+        .collect();
+    let peak = |values: &[(f64, f64)]| values.iter().map(|v| v.1).fold(0.0, f64::max);
+    Some(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\"><title>Resources over the run</title>{}{}<text x=\"{pad}\" y=\"20\" font-size=\"13\" fill=\"#1f6feb\">resident memory, peak {:.1} MB</text><text x=\"{}\" y=\"20\" font-size=\"13\" fill=\"#d1242f\">CPU, peak {:.0}% of a core</text><text x=\"{pad}\" y=\"{}\" font-size=\"12\">0</text><text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{} s</text></svg>",
+        line(rss.clone(), "#1f6feb"),
+        line(cpu.clone(), "#d1242f"),
+        peak(&rss),
+        width / 2.0,
+        peak(&cpu),
+        height - 10.0,
+        width - pad,
+        height - 10.0,
+        crate::report::sig3(t_max / 1000.0)
+    ))
 }
 
 /// Writes the page atomically to `dir/<strategy>.html`; returns the path.
