@@ -415,11 +415,11 @@ pub fn objective_status(
             window.sort_by(f64::total_cmp);
             let count = window.len() as u64;
             let over = window.iter().filter(|&&d| d >= below).count() as u64;
-            let rank = ((percentile / 100.0) * window.len() as f64).ceil() as usize;
-            let measured = window
-                .get(rank.clamp(1, window.len().max(1)) - 1)
-                .copied()
-                .unwrap_or(0.0);
+            let measured = crate::stats::percentile(
+                &window,
+                percentile,
+                crate::stats::PercentileMethod::NearestRank,
+            );
             (count, over, measured)
         }
     };
