@@ -65,11 +65,26 @@ fn the_default_job_reports_every_strategy_into_dump_performance() {
             );
         }
     }
-    // The console shows the markdown report's columns, over the whole run.
-    assert!(
-        stdout.contains("| Metric | Count | Total | Self | Avg | Min | Max | Median | P95 | P99 | Std Dev | Avg Wait | Min Wait | Max Wait |"),
-        "{stdout}"
+    // The console shows the markdown report's columns, over the whole run, aligned.
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("| Metric "))
+        .expect("a table");
+    let labels: Vec<&str> = header
+        .split('|')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "Metric", "Count", "Total", "Self", "Avg", "Min", "Max", "Median", "P95", "P99",
+            "Std Dev", "Avg Wait", "Min Wait", "Max Wait"
+        ]
     );
+    let widths = |line: &str| line.split('|').map(str::len).collect::<Vec<_>>();
+    let separator = stdout.lines().find(|l| l.starts_with("|---")).unwrap();
+    assert_eq!(widths(header), widths(separator), "columns are aligned");
     assert!(
         stdout.contains("13,973 events (statistics over all of them; the newest 10,000 kept as events); time in hooks "),
         "{stdout}"

@@ -207,8 +207,11 @@ fn receiver(status: u16) -> Receiver {
             let mut body = Vec::new();
             request.as_reader().read_to_end(&mut body).unwrap();
             let path = request.url().to_string();
+            // Handed over before the answer: a client that got its answer finds its
+            // request in the channel (no race with this thread).
+            let gone = send.send((path, headers, body)).is_err();
             let _ = request.respond(tiny_http::Response::empty(status));
-            if send.send((path, headers, body)).is_err() {
+            if gone {
                 break;
             }
         }

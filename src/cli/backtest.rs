@@ -13,7 +13,7 @@ use backtest_perf::engine::{
     SyntheticExchange,
 };
 use backtest_perf::export::chrome_trace::write_chrome_trace;
-use backtest_perf::report::{Unit, coverage, default_columns, human, sampling, table, thousands};
+use backtest_perf::report::{Unit, coverage, default_columns, human, sampling, thousands};
 use backtest_perf::tracker::TrackerOptions;
 use backtest_perf::tracker::TrackerReport;
 use backtest_perf::tracker::timeline::{TimelineStyle, render};
@@ -660,7 +660,29 @@ fn print_result(result: &BacktestResult, stats: &PerformanceStatistics) {
     if let Some(note) = sampling(stats) {
         say!("sampled: {note}");
     }
-    put!("{}", table(stats, &default_columns()));
+    put!("{}", terminal_table(stats));
+}
+
+/// The statistics as an aligned table for the terminal (`tabled`), with the columns and
+/// order of the markdown report; the markdown keeps its own compact layout, which
+/// backtest-kit's layout fixes byte for byte.
+fn terminal_table(stats: &PerformanceStatistics) -> String {
+    use tabled::settings::{Alignment, Style, object::Columns};
+    let columns: Vec<_> = default_columns()
+        .into_iter()
+        .filter(|c| c.is_visible())
+        .collect();
+    let unit = backtest_perf::report::Unit::for_stats(stats);
+    let mut builder = tabled::builder::Builder::default();
+    builder.push_record(columns.iter().map(|c| c.label().to_string()));
+    for m in backtest_perf::report::sorted_rows(stats) {
+        builder.push_record(columns.iter().map(|c| c.format_in(m, unit)));
+    }
+    let mut table = builder.build();
+    table
+        .with(Style::markdown())
+        .modify(Columns::new(1..), Alignment::right());
+    format!("{table}\n")
 }
 
 /// The alert rules of `rules` (a JSON array), delivered to the log and the given sinks.

@@ -813,7 +813,18 @@ fn table_in(
 
 /// Metric rows by self time, largest first, ties by name: the order of every whole-run
 /// table and list.
-pub(crate) fn sorted_rows(stats: &PerformanceStatistics) -> Vec<&MetricStats> {
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 1.0, 1.0)).unwrap();
+/// bus.emit(PerformanceContract::new(MetricType::GetSignal, 2.0, 1.0)).unwrap();
+/// let stats = service.get_data("", "");
+/// let rows = backtest_perf::report::sorted_rows(&stats);
+/// assert_eq!(rows[0].metric_type, MetricType::GetSignal);
+/// ```
+pub fn sorted_rows(stats: &PerformanceStatistics) -> Vec<&MetricStats> {
     rows_by(stats, |m| m.self_duration)
 }
 
