@@ -568,3 +568,89 @@ fn an_edited_report_is_refused_by_compare() {
         "{stderr}"
     );
 }
+
+/// Item 7: durations and timestamps near f64::MAX are refused with the number written
+/// short, and nothing non-finite reaches the statistics.
+#[cfg(feature = "cli")]
+#[test]
+fn values_near_the_largest_float_are_refused_and_said_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stats_of(
+        dir.path(),
+        "big.jsonl",
+        concat!(
+            r#"{"metricType":"tick","duration":1e308,"timestamp":5}"#,
+            "\n",
+            r#"{"metricType":"tick","duration":0,"timestamp":-1.7e308}"#,
+            "\n",
+            r#"{"metricType":"tick","duration":2,"timestamp":6}"#,
+            "\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "big.jsonl:1: rejected: duration is 1e308; it must be at most 1e12 milliseconds"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("big.jsonl:2: rejected: timestamp -1.7e308 is beyond 1e15 ms from the epoch"),
+        "{stderr}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("null") && !text.contains("NaN"), "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["pairs"][0]["metricStats"]["tick"]["maxDuration"], 2.0);
+}
+
+/// Items 4 and 9: comparing different runs is warned about; `--seed` without
+/// `--synthetic` is refused; `compare | head -1` does not panic.
+#[cfg(feature = "cli")]
+#[test]
+fn compare_warns_about_different_runs_and_seed_needs_synthetic() {
+    let dir = tempfile::tempdir().unwrap();
+    for strategy in ["sma-crossover", "rsi-reversion"] {
+        let out = bin()
+            .args([
+                "backtest",
+                "--strategy",
+                strategy,
+                "--format",
+                "json",
+                "--out",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let mut child = bin()
+        .arg("compare")
+        .arg(dir.path().join("sma-crossover.json"))
+        .arg(dir.path().join("rsi-reversion.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // `| head -0`: nobody reads
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: comparing different runs: EURUSD:sma-crossover against EURUSD:rsi-reversion"
+        ),
+        "{stderr}"
+    );
+    let out = bin().args(["backtest", "--seed", "7"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("--synthetic")
+    );
+}
