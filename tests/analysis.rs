@@ -121,3 +121,75 @@ fn a_healthy_run_gets_an_a_and_failures_cost_score() {
     assert_eq!(top.evidence, "100 of 1000 getSignal calls failed (10.0%)");
     assert_eq!((health.score, health.grade), (75, 'C'));
 }
+
+/// Counts each thread's allocations, so that the run tracker reports them.
+#[global_allocator]
+static ALLOCATOR: backtest_perf::tracker::CountingAllocator =
+    backtest_perf::tracker::CountingAllocator::new();
+
+/// Allocates (and fills) a 2 MiB buffer on every call: the problem the analysis must name.
+#[derive(Default)]
+struct Allocating {
+    kept: u64,
+}
+
+impl Strategy for Allocating {
+    fn name(&self) -> &str {
+        "allocating"
+    }
+    fn get_signal(&mut self, _: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+        let buffer = vec![1u8; 2 << 20];
+        self.kept = self
+            .kept
+            .wrapping_add(u64::from(std::hint::black_box(buffer)[7]));
+        Ok(None)
+    }
+}
+
+#[test]
+fn a_strategy_that_allocates_every_tick_is_told_to_reuse_its_buffers() {
+    use backtest_perf::engine::BacktestConfig;
+    use backtest_perf::tracker::TrackerOptions;
+    let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    let bus = PerformanceEmitter::new();
+    let service = PerformanceService::attached(&bus);
+    let config = BacktestConfig {
+        tracker: TrackerOptions {
+            track_memory: true,
+            ..TrackerOptions::default()
+        },
+        ..BacktestConfig::default()
+    };
+    let result = Backtest::new(&exchange, "SYN")
+        .unwrap()
+        .with_bus(bus)
+        .with_config(config)
+        .run(&mut Allocating::default())
+        .unwrap();
+    let stats = service.get_data("SYN", "allocating");
+    let health = backtest_perf::analysis::analyze_run(
+        &stats,
+        &Thresholds::default(),
+        result.tracker.as_ref(),
+    );
+    let top = &health.findings[0];
+    assert_eq!(
+        (top.category, top.metric.as_str(), top.priority),
+        ("allocations", "getSignal", Priority::Critical),
+        "{health:?}"
+    );
+    assert!(
+        top.evidence.starts_with("getSignal allocates 2,0"),
+        "{}",
+        top.evidence
+    );
+    assert!(top.advice.starts_with("reuse buffers"));
+    assert!(health.score <= 75, "{health:?}");
+    // Without the tracker's report the statistics alone cannot see it.
+    assert!(
+        analyze(&stats, &Thresholds::default())
+            .findings
+            .iter()
+            .all(|f| f.category != "allocations")
+    );
+}

@@ -517,7 +517,11 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                         report.push_str(&section);
                     }
                     report.push_str(&backtest_perf::analysis::markdown(
-                        &backtest_perf::analysis::analyze(&stats, &config.tracker.thresholds),
+                        &backtest_perf::analysis::analyze_run(
+                            &stats,
+                            &config.tracker.thresholds,
+                            result.tracker.as_ref(),
+                        ),
                     ));
                     let file_name = format!(
                         "{}.md",
@@ -529,8 +533,11 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                     write_report_json(&stats, &result, &resources, &args.out)?
                 }
                 super::ReportFormat::Html => {
-                    let health =
-                        backtest_perf::analysis::analyze(&stats, &config.tracker.thresholds);
+                    let health = backtest_perf::analysis::analyze_run(
+                        &stats,
+                        &config.tracker.thresholds,
+                        result.tracker.as_ref(),
+                    );
                     let page = backtest_perf::export::html::render_html_with(
                         &stats,
                         slowest_tick(&result),

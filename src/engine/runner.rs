@@ -388,6 +388,7 @@ impl<'a> Backtest<'a> {
                     tracker: &tracker,
                     vwap_candles: self.config.vwap_candles,
                 };
+                ctx.timer.mark_signal_memory();
                 let signal = strategy.get_signal(&mut ctx);
                 // The tick and the signal function start together; they end together too
                 // unless a signal is then handled.

@@ -159,6 +159,8 @@ pub(crate) struct HookTimer {
     tracker: Tracker,
     /// The thread's CPU time when the current tick started, while the tracker records.
     tick_cpu_ns: Option<u64>,
+    /// Allocation counters when the signal function started (memory tracking on).
+    signal_memory: Option<(u64, u64)>,
     /// Whether the current tick is left untimed (sampling), and the hooks so left since
     /// the last flush.
     paused: bool,
@@ -190,6 +192,7 @@ impl HookTimer {
             slow_total: 0,
             tracker,
             tick_cpu_ns: None,
+            signal_memory: None,
             paused: false,
             untimed: [0; 5],
         }
@@ -270,8 +273,19 @@ impl HookTimer {
                 span::thread_cpu_ns().map(|cpu_end| cpu_end.saturating_sub(cpu_start) as f64 / 1e6)
             });
             let meta = thread_cpu_ms.map(|cpu_ms| serde_json::json!({ "threadCpuMs": cpu_ms }));
-            self.tracker
-                .record_measured(hook.name(), start_ns, depth, &closed, meta);
+            let memory_at_start = if hook == Hook::GetSignal {
+                self.signal_memory.take()
+            } else {
+                None
+            };
+            self.tracker.record_measured_with_memory(
+                hook.name(),
+                start_ns,
+                depth,
+                &closed,
+                meta,
+                memory_at_start,
+            );
         }
         if closed.duration_ns > self.thresholds_ns[hook as usize] {
             self.slow_hook(hook, closed.duration_ns as f64 / 1e6, thread_cpu_ms);
@@ -290,6 +304,13 @@ impl HookTimer {
         if hook == Hook::Tick && self.buffer.len() >= BATCH {
             self.flush();
         }
+    }
+
+    /// Reads the allocation counters as the signal function starts, when the tracker
+    /// records memory: its getSignal then carries what it allocated.
+    #[inline]
+    pub(crate) fn mark_signal_memory(&mut self) {
+        self.signal_memory = self.tracker.memory_counters();
     }
 
     /// Marks the latest event of `hook` still buffered as failed (`ok: false`): a

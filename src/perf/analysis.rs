@@ -18,8 +18,10 @@
 //! information notes cost nothing), at least 0. Grades: A from 90, B from 80, C from 70,
 //! D from 60, F below.
 //!
-//! What it cannot see: memory (allocations per tick are in the run tracker's timeline,
-//! `backtest --timeline`, not in these statistics).
+//! Memory is not in the statistics: [`analyze_run`] reads it from a run tracker's report
+//! when one was kept with memory tracking (`backtest --timeline`, the counting allocator
+//! installed), and flags an operation that allocates 64 KiB or more per call on average
+//! (1 MiB: critical).
 
 use serde::Serialize;
 
@@ -71,6 +73,56 @@ pub struct Health {
     pub findings: Vec<Finding>,
 }
 
+/// [`analyze`] with what a run tracker measured: allocations per operation.
+///
+/// ```
+/// use backtest_perf::analysis::analyze_run;
+/// use backtest_perf::stats::{PerformanceStatistics, StatsPreset};
+/// let empty = PerformanceStatistics::compute(backtest_perf::StorageKey::new("A", "s"), vec![], 0, 0, StatsPreset::Seed);
+/// assert_eq!(analyze_run(&empty, &Default::default(), None).score, 100);
+/// ```
+pub fn analyze_run(
+    stats: &PerformanceStatistics,
+    thresholds: &Thresholds,
+    tracker: Option<&crate::tracker::TrackerReport>,
+) -> Health {
+    let mut extra = Vec::new();
+    if let Some(report) = tracker {
+        let mut by_name: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for event in &report.events {
+            if let Some(memory) = &event.memory {
+                let entry = by_name.entry(event.name.as_ref()).or_default();
+                entry.0 += 1;
+                entry.1 = entry.1.saturating_add(memory.allocated);
+            }
+        }
+        for (name, (calls, allocated)) in by_name {
+            let per_call = allocated as f64 / calls.max(1) as f64;
+            if per_call >= 64.0 * 1024.0 {
+                extra.push((
+                    per_call,
+                    Finding {
+                        priority: if per_call >= 1024.0 * 1024.0 {
+                            Priority::Critical
+                        } else {
+                            Priority::Warning
+                        },
+                        category: "allocations",
+                        metric: name.to_string(),
+                        evidence: format!(
+                            "{name} allocates {} KiB per call on average ({calls} calls measured, nested operations included)",
+                            sig3(per_call / 1024.0)
+                        ),
+                        advice: "reuse buffers across ticks (keep them in the strategy) instead of allocating them every call".to_string(),
+                        expected_gain: format!("{} KiB fewer allocated per call", sig3(per_call / 1024.0)),
+                    },
+                ));
+            }
+        }
+    }
+    build(stats, thresholds, extra)
+}
+
 /// Analyzes `stats`, judging slowness by `thresholds`.
 ///
 /// ```
@@ -88,7 +140,15 @@ pub struct Health {
 /// assert_eq!((health.score, health.grade), (75, 'C'));
 /// ```
 pub fn analyze(stats: &PerformanceStatistics, thresholds: &Thresholds) -> Health {
-    let mut findings: Vec<(f64, Finding)> = Vec::new();
+    build(stats, thresholds, Vec::new())
+}
+
+fn build(
+    stats: &PerformanceStatistics,
+    thresholds: &Thresholds,
+    extra: Vec<(f64, Finding)>,
+) -> Health {
+    let mut findings: Vec<(f64, Finding)> = extra;
     let finding = |priority, category, metric: &str, evidence, advice: &str, gain| Finding {
         priority,
         category,

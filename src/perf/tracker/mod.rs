@@ -533,6 +533,43 @@ impl Tracker {
         self.inner.as_ref().is_some_and(|i| i.recording)
     }
 
+    /// This thread's allocation counters now, when the tracker records memory (and the
+    /// counting allocator is installed).
+    pub(crate) fn memory_counters(&self) -> Option<(u64, u64)> {
+        self.inner.as_ref().filter(|i| i.recording)?.memory_now()
+    }
+
+    /// [`record_measured`](Self::record_measured) with the allocations since
+    /// `memory_at_start` (from [`memory_counters`](Self::memory_counters)).
+    pub(crate) fn record_measured_with_memory(
+        &self,
+        name: &'static str,
+        start_ns: u64,
+        depth: u32,
+        closed: &span::Closed,
+        meta: Option<Value>,
+        memory_at_start: Option<(u64, u64)>,
+    ) {
+        let Some(inner) = &self.inner else { return };
+        if !inner.recording || !matches!(inner.clock, ClockSource::Monotonic(_)) {
+            return;
+        }
+        let memory = inner.memory_since(memory_at_start);
+        inner.record(report::Raw {
+            thread: span::thread_index(),
+            id: closed.id,
+            parent: closed.parent,
+            depth,
+            name: Cow::Borrowed(name),
+            kind: EventKind::Operation,
+            start_ns: start_ns.saturating_sub(inner.started_ns),
+            duration_ns: closed.duration_ns,
+            self_ns: closed.self_ns,
+            detail: Detail::boxed(meta, None, memory),
+            slow: false,
+        });
+    }
+
     /// Records an operation measured elsewhere (the engine's hook timer), so it is timed
     /// once: `start_ns` and `closed` are on the process clock; `meta` is kept with it.
     /// Nothing for a tracker that keeps no report or runs on another clock.
