@@ -324,7 +324,10 @@ fn resources_line(
         "resources: {} samples every {interval_ms} ms; peak resident memory {}, peak CPU {}, up to {} threads, deepest listener queue {queue} events",
         samples.len(),
         peak_rss.map_or("unknown".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
-        peak_cpu.map_or("unknown".into(), |c| format!("{c:.0}% of a core")),
+        peak_cpu.map_or(
+            "not measured (samples under 100 ms apart)".into(),
+            |c| format!("{c:.0}% of a core")
+        ),
         threads.map_or("unknown".into(), |t| t.to_string()),
     ))
 }

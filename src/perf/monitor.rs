@@ -40,7 +40,9 @@ pub struct ResourceSample {
     pub cpu_user_ms: Option<f64>,
     /// CPU time in the kernel so far, ms.
     pub cpu_system_ms: Option<f64>,
-    /// CPU used since the previous sample, percent of one core (200 is two cores busy).
+    /// CPU used since the previous reading at least 100 ms before, percent of one core
+    /// (200 is two cores busy); `None` until 100 ms have passed (the kernel counts CPU
+    /// time in 10 ms ticks).
     pub cpu_percent: Option<f64>,
     /// Resident memory, bytes.
     pub rss_bytes: Option<u64>,
@@ -182,15 +184,22 @@ fn sample(
     let now = ResourceSnapshot::now();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let cpu_total = now.cpu_user_ms.zip(now.cpu_system_ms).map(|(u, s)| u + s);
+    // The kernel counts CPU time in 10 ms ticks: over less than 100 ms the share would
+    // be mostly rounding (a 20 ms window could read 350% on two cores), so none is given,
+    // and the previous reading is kept until 100 ms have passed. It never exceeds the
+    // cores there are.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cpu_percent = match (cpu_total, *previous) {
-        (Some(cpu), Some((cpu_before, at_before))) if elapsed_ms > at_before => {
-            Some(((cpu - cpu_before) / (elapsed_ms - at_before) * 100.0).max(0.0))
+        (Some(cpu), Some((cpu_before, at_before))) if elapsed_ms - at_before >= 100.0 => {
+            *previous = Some((cpu, elapsed_ms));
+            Some(((cpu - cpu_before) / (elapsed_ms - at_before) * 100.0).clamp(0.0, cores * 100.0))
+        }
+        (Some(cpu), None) => {
+            *previous = Some((cpu, elapsed_ms));
+            None
         }
         _ => None,
     };
-    if let Some(cpu) = cpu_total {
-        *previous = Some((cpu, elapsed_ms));
-    }
     ResourceSample {
         elapsed_ms,
         cpu_user_ms: now.cpu_user_ms,
