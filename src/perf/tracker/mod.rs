@@ -594,23 +594,7 @@ impl Tracker {
         closed: &span::Closed,
         meta: Option<Value>,
     ) {
-        let Some(inner) = &self.inner else { return };
-        if !inner.recording || !matches!(inner.clock, ClockSource::Monotonic(_)) {
-            return;
-        }
-        inner.record(report::Raw {
-            thread: span::thread_index(),
-            id: closed.id,
-            parent: closed.parent,
-            depth,
-            name: Cow::Borrowed(name),
-            kind: EventKind::Operation,
-            start_ns: start_ns.saturating_sub(inner.started_ns),
-            duration_ns: closed.duration_ns,
-            self_ns: closed.self_ns,
-            detail: Detail::boxed(meta, None, None),
-            slow: false,
-        });
+        self.record_measured_with_memory(name, start_ns, depth, closed, meta, None);
     }
 
     /// Records an instant mark.
