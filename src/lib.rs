@@ -33,8 +33,9 @@
 //! backtesting engine that times its five hooks onto the bus, built on that public API
 //! only; [`strategies`] holds the bundled strategies.
 #![warn(missing_docs)]
-// Unsafe code is denied everywhere but in the counting allocator, which cannot be written
-// without it (`tracker::memory`).
+// Unsafe code is denied everywhere but in the counting allocator (`tracker::memory`) and
+// the profile's SIGPROF handler (`export::profile::samples`), which cannot be written
+// without it.
 #![deny(unsafe_code)]
 
 // Lets the bundled strategies name the crate as users do: `use backtest_perf::...`.

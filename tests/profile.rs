@@ -20,9 +20,34 @@ fn deliberately_slow_indicator(seed: u64) -> u64 {
     x
 }
 
+/// Sample signals each stall raises itself.
+const STALL_SIGNALS: u32 = 8;
+
+/// A rare stall: 8 rounds of a 1 ms spin, each ending with a SIGPROF the stall raises
+/// itself, as the profiler's timer would. The timer's own samples depend on how the
+/// scheduler shares a loaded machine's CPU; these do not, so the stall holds at least
+/// [`STALL_SIGNALS`] samples however loaded the machine is. It takes over 8 ms: slow for
+/// getSignal's 5 ms threshold.
+#[inline(never)]
+fn rare_stall(seed: u64) -> u64 {
+    let mut x = seed;
+    for _ in 0..STALL_SIGNALS {
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_millis(1) {
+            for _ in 0..1_000 {
+                x = std::hint::black_box(x.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(3));
+            }
+        }
+        // SAFETY: raising a signal on this thread; the profiler handles SIGPROF.
+        assert_eq!(unsafe { libc::raise(libc::SIGPROF) }, 0);
+    }
+    x
+}
+
 #[derive(Default)]
 struct Slow {
     state: u64,
+    calls: u64,
 }
 
 impl Strategy for Slow {
@@ -31,6 +56,10 @@ impl Strategy for Slow {
     }
     fn get_signal(&mut self, _: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
         self.state = deliberately_slow_indicator(self.state);
+        self.calls += 1;
+        if self.calls % 1_000 == 0 {
+            self.state = rare_stall(self.state);
+        }
         Ok(None)
     }
 }
@@ -39,8 +68,10 @@ impl Strategy for Slow {
 fn the_profile_names_the_slow_function() {
     let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(2)).unwrap();
     let profile = CpuProfile::start(1_000).unwrap();
-    // 2,880 calls of 200 µs: about 0.6 s of CPU, some 600 samples at 1 kHz.
-    Backtest::new(&exchange, "SYN")
+    assert_eq!(profile.links_slow_hooks(), Ok(()));
+    // 2,880 calls of 200 µs: about 0.6 s of CPU, some 600 samples at 1 kHz; and two
+    // stalls of 8 ms (calls 1,000 and 2,000), each a slow getSignal (over 5 ms).
+    let result = Backtest::new(&exchange, "SYN")
         .unwrap()
         .with_bus(backtest_perf::PerformanceEmitter::new())
         .run(&mut Slow::default())
@@ -62,4 +93,44 @@ fn the_profile_names_the_slow_function() {
     assert!(std::fs::metadata(&report.pprof).unwrap().len() > 0);
     let svg = std::fs::read_to_string(&report.svg).unwrap();
     assert!(svg.starts_with("<?xml") && svg.contains("deliberately_slow_indicator"));
+
+    // Each stall is a slow getSignal, and its samples are those taken while it ran:
+    // the stall on top, not the indicator that holds most of the run's samples. (Its
+    // tick is slow too and holds the same samples.)
+    // (A pre-empted call of the indicator may be slow too: only the stalls' are
+    // checked.)
+    let stalls: Vec<_> = result
+        .slow_hooks
+        .iter()
+        .filter(|s| s.metric_type.as_str() == "getSignal")
+        .filter(|s| {
+            let when = s.when.to_rfc3339();
+            when == "2024-01-01T16:40:00+00:00" || when == "2024-01-02T09:20:00+00:00"
+        })
+        .collect();
+    assert_eq!(stalls.len(), 2, "{:?}", result.slow_hooks);
+    for stall in stalls {
+        let profile = stall.profile.as_ref().expect("a profile ran");
+        assert!(profile.samples >= STALL_SIGNALS, "{profile:?}");
+        assert!(!profile.truncated);
+        assert!(
+            profile.on_cpu[0].function.contains("rare_stall"),
+            "{profile:?}"
+        );
+        assert!(
+            !profile.stack.contains("deliberately_slow_indicator"),
+            "{profile:?}"
+        );
+        // Outermost first: the hook, then the stall (its module path is dropped where
+        // it was inlined).
+        let frames: Vec<&str> = profile.stack.split(';').collect();
+        let hook = frames
+            .iter()
+            .position(|f| f.ends_with("as backtest_perf::engine::strategy::Strategy>::get_signal"));
+        let stall = frames.iter().position(|f| f.ends_with("rare_stall"));
+        assert!(
+            matches!((hook, stall), (Some(h), Some(s)) if h < s),
+            "{profile:?}"
+        );
+    }
 }

@@ -375,6 +375,11 @@ fn write_report_json(
         "cancelled": result.cancelled,
         "summary": summary,
     });
+    // The hooks over their thresholds, with the profile's samples while each ran.
+    value["slowHooks"] = serde_json::json!({
+        "total": result.slow_hooks_total,
+        "listed": serde_json::to_value(&result.slow_hooks).map_err(failed)?,
+    });
     // The process's resources while the runs went on (all strategies ran at once).
     value["resources"] = serde_json::to_value(resources).map_err(failed)?;
     let text = serde_json::to_string_pretty(&value).map_err(failed)?;
@@ -525,6 +530,10 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                             &config.tracker.thresholds,
                             result.tracker.as_ref(),
                         ),
+                    ));
+                    report.push_str(&backtest_perf::engine::timing::slow_hooks_markdown(
+                        &result.slow_hooks,
+                        result.slow_hooks_total,
                     ));
                     let file_name = format!(
                         "{}.md",
@@ -739,6 +748,9 @@ fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
             slow.thread_ran()
                 .map_or(String::new(), |ran| format!("; {}", verdict(ran)))
         );
+        if let Some(profile) = &slow.profile {
+            say!("    CPU profile while it ran: {profile}");
+        }
     }
     if result.slow_hooks_total > 10 {
         say!("  ... and {} more", result.slow_hooks_total - 10);

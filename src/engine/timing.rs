@@ -63,6 +63,87 @@ pub struct SlowHook {
     /// below it, the thread waited (pre-empted or blocked). `None` otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_cpu_ms: Option<f64>,
+    /// The CPU profile's samples taken on the run's thread while this hook ran, when a
+    /// profile runs (`backtest --profile`); `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<SlowProfile>,
+}
+
+/// What a CPU profile saw while a slow hook ran: the samples taken on its thread between
+/// its start and its end (the same samples as the profile file's).
+///
+/// ```
+/// use backtest_perf::engine::timing::{SampledFunction, SlowProfile};
+/// let profile = SlowProfile {
+///     samples: 4,
+///     truncated: false,
+///     on_cpu: vec![SampledFunction { function: "my_strategy::score".into(), samples: 3 }],
+///     stack: "main;my_strategy::signal;my_strategy::score".into(),
+///     stack_samples: 3,
+/// };
+/// assert_eq!(profile.to_string(), "4 samples, on the CPU: my_strategy::score 75%");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowProfile {
+    /// Samples taken while the hook ran.
+    pub samples: u32,
+    /// Whether the hook ran longer than the samples kept on a thread (4,096): its
+    /// oldest samples were gone when it ended.
+    pub truncated: bool,
+    /// Where the CPU was: per sample, the innermost function of the program's own code
+    /// (not the standard library's, a dependency's or the C library's; the innermost
+    /// when none is), most samples first (at most 5).
+    pub on_cpu: Vec<SampledFunction>,
+    /// The stack seen most often, outermost first, `;`-separated (the folded format
+    /// flamegraph tools read); empty without samples.
+    pub stack: String,
+    /// Samples with that stack.
+    pub stack_samples: u32,
+}
+
+/// A function and the samples in which it was on top of the stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SampledFunction {
+    /// The function's name, demangled.
+    pub function: String,
+    /// Samples.
+    pub samples: u32,
+}
+
+impl std::fmt::Display for SlowProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let samples = if self.samples == 1 {
+            "sample"
+        } else {
+            "samples"
+        };
+        write!(f, "{} {samples}", self.samples)?;
+        if self.samples == 0 {
+            // Most hooks are far shorter than the sampling period.
+            return write!(f, " (the profiler samples every 1 to 4 ms of CPU time)");
+        }
+        if self.truncated {
+            write!(f, " (the newest; older ones were gone)")?;
+        }
+        if !self.on_cpu.is_empty() {
+            let top: Vec<String> = self
+                .on_cpu
+                .iter()
+                .take(3)
+                .map(|s| {
+                    format!(
+                        "{} {:.0}%",
+                        s.function,
+                        f64::from(s.samples) / f64::from(self.samples.max(1)) * 100.0
+                    )
+                })
+                .collect();
+            write!(f, ", on the CPU: {}", top.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 impl SlowHook {
@@ -79,6 +160,7 @@ impl SlowHook {
     ///     threshold_ms: 5.0,
     ///     slowness_ratio: 2.0,
     ///     thread_cpu_ms: Some(1.0),
+    ///     profile: None,
     /// };
     /// assert_eq!(slow.thread_ran(), Some(false), "1 ms on the CPU of 10: it waited");
     /// ```
@@ -87,6 +169,130 @@ impl SlowHook {
             self.thread_cpu_ms?,
             self.duration_ms,
         ))
+    }
+}
+
+/// The "Slow hooks" section of a run's markdown report: the hooks over their thresholds
+/// (at most [`SLOW_HOOKS_KEPT`] listed, all counted), whether the thread ran or waited,
+/// and with a CPU profile the samples taken while each ran. Empty when none was slow.
+///
+/// ```
+/// use backtest_perf::engine::timing::{SampledFunction, SlowHook, SlowProfile, slow_hooks_markdown};
+/// use backtest_perf::MetricType;
+/// let slow = SlowHook {
+///     metric_type: MetricType::GetSignal,
+///     when: "2024-03-05T12:00:00Z".parse().unwrap(),
+///     duration_ms: 41.3,
+///     threshold_ms: 5.0,
+///     slowness_ratio: 8.26,
+///     thread_cpu_ms: None,
+///     profile: Some(SlowProfile {
+///         samples: 10,
+///         on_cpu: vec![SampledFunction { function: "my_strategy::score".into(), samples: 9 }],
+///         stack: "main;my_strategy::score".into(),
+///         stack_samples: 9,
+///         ..SlowProfile::default()
+///     }),
+/// };
+/// let section = slow_hooks_markdown(&[slow], 3);
+/// assert!(section.starts_with("\n## Slow hooks\n\n3 hooks took longer than their thresholds; the first 1:"));
+/// assert!(section.contains("| getSignal | 2024-03-05T12:00:00+00:00 | 41.3 ms | 8.26× 5.00 ms | not measured | 10 samples, on the CPU: my\\_strategy::score 90% |"));
+/// assert_eq!(slow_hooks_markdown(&[], 0), "");
+/// ```
+pub fn slow_hooks_markdown(slow: &[SlowHook], total: u64) -> String {
+    use crate::report::{escape, human};
+    use std::fmt::Write;
+    if total == 0 {
+        return String::new();
+    }
+    let hooks = if total == 1 { "hook" } else { "hooks" };
+    let mut out = format!(
+        "\n## Slow hooks\n\n{total} {hooks} took longer than their thresholds; the first {}:\n\n",
+        slow.len()
+    );
+    out.push_str("| Hook | When (simulated) | Duration | × threshold | Thread | CPU profile samples while it ran |\n");
+    out.push_str("|---|---|---|---|---|---|\n");
+    for hook in slow {
+        let thread = match hook.thread_ran() {
+            Some(true) => "ran (slow code)",
+            Some(false) => "waited (pre-empted or blocked)",
+            None => "not measured",
+        };
+        let profile = hook
+            .profile
+            .as_ref()
+            .map_or_else(|| "no profile ran".to_string(), |p| escape(&p.to_string()));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {}× {} | {thread} | {profile} |",
+            escape(hook.metric_type.as_str()),
+            hook.when.to_rfc3339(),
+            human(hook.duration_ms),
+            crate::report::sig3(hook.slowness_ratio),
+            human(hook.threshold_ms),
+        );
+    }
+    if slow.iter().any(|h| h.profile.is_some()) {
+        out.push_str(
+            "\nThe samples are the CPU profile's own (`profile.pb`), taken on the run's thread \
+             between the hook's start and end; the JSON report has each hook's most frequent \
+             stack.\n",
+        );
+    }
+    out
+}
+
+/// Names a slow hook's samples: the functions on top of their stacks and the most
+/// frequent stack.
+#[cfg(all(feature = "profile", target_os = "linux"))]
+fn slow_profile(
+    symbols: &mut crate::export::profile::samples::Symbols,
+    taken: crate::export::profile::samples::Taken,
+) -> SlowProfile {
+    use std::collections::HashMap;
+    let mut on_cpu: HashMap<String, u32> = HashMap::new();
+    let mut stacks: HashMap<String, u32> = HashMap::new();
+    for stack in &taken.stacks {
+        let frames = symbols.stack(stack);
+        // The innermost function of the program's own code: the standard library's
+        // iterators and arithmetic, or the C library, say less than the function that
+        // called them.
+        let own = frames.iter().find(|f| f.own).or(frames.first());
+        if let Some(top) = own {
+            *on_cpu.entry(top.name.clone()).or_default() += 1;
+        }
+        let folded: Vec<&str> = frames.iter().rev().map(|f| f.name.as_str()).collect();
+        *stacks.entry(folded.join(";")).or_default() += 1;
+    }
+    // The kept stacks stand for all the samples counted.
+    let scale = |n: u32| {
+        let kept = taken.stacks.len().max(1) as f64;
+        (f64::from(n) / kept * f64::from(taken.count)).round() as u32
+    };
+    let mut on_cpu: Vec<SampledFunction> = on_cpu
+        .into_iter()
+        .map(|(function, samples)| SampledFunction {
+            function,
+            samples: scale(samples),
+        })
+        .collect();
+    on_cpu.sort_by(|a, b| {
+        b.samples
+            .cmp(&a.samples)
+            .then_with(|| a.function.cmp(&b.function))
+    });
+    on_cpu.truncate(5);
+    let (stack, stack_samples) = stacks
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .map(|(stack, n)| (stack, scale(n)))
+        .unwrap_or_default();
+    SlowProfile {
+        samples: taken.count,
+        truncated: taken.truncated,
+        on_cpu,
+        stack,
+        stack_samples,
     }
 }
 
@@ -165,7 +371,17 @@ pub(crate) struct HookTimer {
     /// the last flush.
     paused: bool,
     untimed: [u64; 5],
+    /// This thread's CPU-profile samples while a profile runs, and the stacks taken
+    /// during each kept slow hook (resolved to names when the run ends).
+    #[cfg(all(feature = "profile", target_os = "linux"))]
+    samples: Option<crate::export::profile::samples::ThreadSamples>,
+    #[cfg(all(feature = "profile", target_os = "linux"))]
+    slow_samples: Vec<crate::export::profile::samples::Taken>,
 }
+
+/// Stacks kept per slow hook for its profile (the newest; all are counted).
+#[cfg(all(feature = "profile", target_os = "linux"))]
+const SLOW_STACKS_KEPT: usize = 256;
 
 impl HookTimer {
     /// A timer emitting onto `bus` for `symbol`:`strategy`, judging slowness by the
@@ -195,6 +411,10 @@ impl HookTimer {
             signal_memory: None,
             paused: false,
             untimed: [0; 5],
+            #[cfg(all(feature = "profile", target_os = "linux"))]
+            samples: crate::export::profile::samples::ThreadSamples::attach(),
+            #[cfg(all(feature = "profile", target_os = "linux"))]
+            slow_samples: Vec::new(),
         }
     }
 
@@ -288,7 +508,7 @@ impl HookTimer {
             );
         }
         if closed.duration_ns > self.thresholds_ns[hook as usize] {
-            self.slow_hook(hook, closed.duration_ns as f64 / 1e6, thread_cpu_ms);
+            self.slow_hook(hook, (start_ns, end_ns), closed.duration_ns, thread_cpu_ms);
         }
         let event = closed.event(hook.metric_type(), end_ns);
         let previous = self.previous[hook as usize].replace(event.timestamp);
@@ -328,9 +548,23 @@ impl HookTimer {
     }
 
     #[cold]
-    fn slow_hook(&mut self, hook: Hook, duration_ms: f64, thread_cpu_ms: Option<f64>) {
+    fn slow_hook(
+        &mut self,
+        hook: Hook,
+        (start_ns, end_ns): (u64, u64),
+        duration_ns: u64,
+        thread_cpu_ms: Option<f64>,
+    ) {
+        let duration_ms = duration_ns as f64 / 1e6;
         self.slow_total += 1;
         if self.slow.len() < SLOW_HOOKS_KEPT {
+            #[cfg(all(feature = "profile", target_os = "linux"))]
+            if let Some(samples) = &self.samples {
+                self.slow_samples
+                    .push(samples.between(start_ns, end_ns, SLOW_STACKS_KEPT));
+            }
+            #[cfg(not(all(feature = "profile", target_os = "linux")))]
+            let _ = (start_ns, end_ns);
             let name = hook.name();
             let (threshold_ms, slowness_ratio) = (
                 self.thresholds.threshold_ms(name),
@@ -343,13 +577,23 @@ impl HookTimer {
                 threshold_ms,
                 slowness_ratio,
                 thread_cpu_ms,
+                profile: None,
             });
         }
     }
 
     /// The slow hooks so far (at most [`SLOW_HOOKS_KEPT`]) and how many there were.
+    /// With a CPU profile running, each carries the samples taken while it ran.
     pub(crate) fn take_slow(&mut self) -> (Vec<SlowHook>, u64) {
-        (std::mem::take(&mut self.slow), self.slow_total)
+        let mut slow = std::mem::take(&mut self.slow);
+        #[cfg(all(feature = "profile", target_os = "linux"))]
+        if self.samples.take().is_some() {
+            let mut symbols = crate::export::profile::samples::Symbols::default();
+            for (hook, taken) in slow.iter_mut().zip(std::mem::take(&mut self.slow_samples)) {
+                hook.profile = Some(slow_profile(&mut symbols, taken));
+            }
+        }
+        (slow, self.slow_total)
     }
 
     /// Hands buffered events, and the counts of untimed hooks, to the bus now.

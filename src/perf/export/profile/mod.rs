@@ -6,21 +6,41 @@
 //!
 //! Only one profile can run in a process at a time.
 
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub mod samples;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::dump::{DumpError, write_atomic_bytes};
 
+/// Whether a function belongs to the profiler (the unwinder, the signal handlers), not to
+/// the code that was running.
+pub(crate) fn is_profiler_frame(name: &str) -> bool {
+    name.starts_with("backtrace::")
+        || name.starts_with("pprof::")
+        || name.starts_with("<pprof::")
+        || name.contains("perf_signal_handler")
+        || name.contains("profile::samples::on_sigprof")
+        || name.contains("profile::samples::record")
+        || name.starts_with("__restore_rt")
+        || name == "Unknown"
+}
+
 /// A running CPU profile.
 pub struct CpuProfile {
     guard: pprof::ProfilerGuard<'static>,
     frequency: i32,
+    /// Whether slow hooks can name their samples, or why not.
+    linked: Result<(), String>,
 }
 
 impl std::fmt::Debug for CpuProfile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CpuProfile")
             .field("frequency", &self.frequency)
+            .field("linked", &self.linked)
             .finish_non_exhaustive()
     }
 }
@@ -49,12 +69,29 @@ impl CpuProfile {
             .blocklist(&["libc", "libgcc", "pthread", "vdso"])
             .build()
             .map_err(|e| format!("cannot start the CPU profiler: {e}"))?;
-        Ok(CpuProfile { guard, frequency })
+        // Each sample's time and stack on the engine's threads, for the slow hooks. The
+        // profile stands without it.
+        #[cfg(target_os = "linux")]
+        let linked = samples::install();
+        #[cfg(not(target_os = "linux"))]
+        let linked: Result<(), String> = Err("samples keep their time only on Linux".into());
+        Ok(CpuProfile {
+            guard,
+            frequency,
+            linked,
+        })
+    }
+
+    /// Whether slow hooks name the samples taken while they ran (`Err` says why not).
+    pub fn links_slow_hooks(&self) -> Result<(), &str> {
+        self.linked.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// Stops, writes `dir/<name>.pb` and `dir/<name>.svg`, and says what the profile
     /// holds.
     pub fn finish(self, dir: &Path, name: &str) -> Result<ProfileReport, DumpError> {
+        #[cfg(target_os = "linux")]
+        samples::uninstall();
         let fail = |path: PathBuf, e: &dyn std::fmt::Display| DumpError::Write {
             path,
             source: std::io::Error::other(e.to_string()),
@@ -79,14 +116,7 @@ impl CpuProfile {
                 .frames
                 .iter()
                 .flat_map(|frame| frame.iter().map(|symbol| symbol.name()))
-                .skip_while(|name| {
-                    name.starts_with("backtrace::")
-                        || name.starts_with("pprof::")
-                        || name.starts_with("<pprof::")
-                        || name.contains("perf_signal_handler")
-                        || name.starts_with("__restore_rt")
-                        || name == "Unknown"
-                })
+                .skip_while(|name| is_profiler_frame(name))
                 .collect();
             if let Some(first) = names.first() {
                 *top.entry(first.clone()).or_default() += count;
