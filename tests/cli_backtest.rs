@@ -547,3 +547,96 @@ fn max_events_sizes_the_window_and_layout_picks_backtest_kits_report() {
             .contains("`0` is not a number of events of at least 1 (for example 10000)")
     );
 }
+
+/// `--profile`: every slow hook says what the profile saw while it ran, the same on
+/// stdout, in the markdown's "Slow hooks" section and in the JSON's `slowHooks`.
+#[cfg(all(feature = "profile", target_os = "linux"))]
+#[test]
+fn with_a_profile_every_slow_hook_shows_its_samples_in_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "backtest",
+            "--synthetic",
+            "1",
+            "--strategy",
+            "sma-crossover",
+            "--profile",
+            "--slow",
+            "tick=0.000001",
+            "--format",
+            "md",
+            "--format",
+            "json",
+            "--format",
+            "html",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    // Ten slow ticks listed on stdout, each followed by its profile line.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let listed: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("  tick at "))
+        .collect();
+    assert_eq!(listed.len(), 10, "{stdout}");
+    for i in listed {
+        assert!(
+            lines[i + 1].starts_with("    CPU profile while it ran: "),
+            "{stdout}"
+        );
+    }
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("sma-crossover.json")).unwrap(),
+    )
+    .unwrap();
+    let total = json["slowHooks"]["total"].as_u64().unwrap();
+    let kept = json["slowHooks"]["listed"].as_array().unwrap();
+    // 465 ticks (a day, signals replayed in between), every one slow against 1 ns; the
+    // first 100 listed.
+    assert_eq!((total, kept.len()), (465, 100));
+    for hook in kept {
+        let profile = &hook["profile"];
+        let samples = profile["samples"].as_u64().unwrap();
+        let on_cpu: u64 = profile["onCpu"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["samples"].as_u64().unwrap())
+            .sum();
+        // Every sample counted has a function on top (at most 5 functions are listed).
+        assert!(on_cpu <= samples, "{hook}");
+        assert_eq!(profile["stack"] == "", samples == 0, "{hook}");
+    }
+    let md = std::fs::read_to_string(dir.path().join("sma-crossover.md")).unwrap();
+    let section = &md[md.find("\n## Slow hooks\n").expect("a Slow hooks section")..];
+    assert!(
+        section.contains("465 hooks took longer than their thresholds; the first 100:"),
+        "{section}"
+    );
+    let rows: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| tick |"))
+        .collect();
+    assert_eq!(rows.len(), 100, "{section}");
+    assert!(rows.iter().all(|r| r.contains(" sample")), "{section}");
+    let html = std::fs::read_to_string(dir.path().join("sma-crossover.html")).unwrap();
+    assert!(
+        html.contains("<h2>Slow hooks</h2>\n<p class=\"meta\">465 hooks took longer than their thresholds; the first 100:</p>"),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches("<tr class=\"slow\"><td>tick</td>").count(),
+        100,
+        "{html}"
+    );
+    assert!(html.ends_with("</tbody></table>\n\n</body></html>\n"));
+    assert!(dir.path().join("profile.pb").exists() && dir.path().join("profile.svg").exists());
+}

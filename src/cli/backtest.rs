@@ -550,12 +550,19 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
                         &config.tracker.thresholds,
                         result.tracker.as_ref(),
                     );
-                    let page = backtest_perf::export::html::render_html_with(
+                    let mut page = backtest_perf::export::html::render_html_with(
                         &stats,
                         slowest_tick(&result),
                         Some(&health),
                         &resources,
                     );
+                    let slow = backtest_perf::engine::timing::slow_hooks_html(
+                        &result.slow_hooks,
+                        result.slow_hooks_total,
+                    );
+                    if let Some(end) = page.rfind("\n</body></html>") {
+                        page.insert_str(end, &slow);
+                    }
                     let file_name = format!(
                         "{}.html",
                         backtest_perf::dump::safe_file_stem(&result.strategy)

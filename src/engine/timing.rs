@@ -213,11 +213,7 @@ pub fn slow_hooks_markdown(slow: &[SlowHook], total: u64) -> String {
     out.push_str("| Hook | When (simulated) | Duration | × threshold | Thread | CPU profile samples while it ran |\n");
     out.push_str("|---|---|---|---|---|---|\n");
     for hook in slow {
-        let thread = match hook.thread_ran() {
-            Some(true) => "ran (slow code)",
-            Some(false) => "waited (pre-empted or blocked)",
-            None => "not measured",
-        };
+        let thread = thread_words(hook.thread_ran());
         let profile = hook
             .profile
             .as_ref()
@@ -240,6 +236,75 @@ pub fn slow_hooks_markdown(slow: &[SlowHook], total: u64) -> String {
         );
     }
     out
+}
+
+/// The "Slow hooks" section of a run's HTML report, with the same rows as
+/// [`slow_hooks_markdown`]; the most frequent stack of each hook's samples shows on
+/// hovering its profile cell. Empty when none was slow.
+///
+/// ```
+/// use backtest_perf::engine::timing::{SlowHook, SlowProfile, slow_hooks_html};
+/// use backtest_perf::MetricType;
+/// let slow = SlowHook {
+///     metric_type: MetricType::Tick,
+///     when: "2024-03-05T12:00:00Z".parse().unwrap(),
+///     duration_ms: 41.3,
+///     threshold_ms: 5.0,
+///     slowness_ratio: 8.26,
+///     thread_cpu_ms: Some(40.0),
+///     profile: Some(SlowProfile { samples: 2, stack: "main;a<b>".into(), stack_samples: 2, ..SlowProfile::default() }),
+/// };
+/// let section = slow_hooks_html(&[slow], 1);
+/// assert!(section.contains("<tr class=\"slow\"><td>tick</td><td>2024-03-05T12:00:00+00:00</td><td>41.3 ms</td><td>8.26× 5.00 ms</td><td>ran (slow code)</td><td title=\"main;a&lt;b&gt; (2 samples)\">2 samples</td></tr>"));
+/// assert_eq!(slow_hooks_html(&[], 0), "");
+/// ```
+pub fn slow_hooks_html(slow: &[SlowHook], total: u64) -> String {
+    use crate::export::html::esc;
+    use crate::report::{human, sig3};
+    use std::fmt::Write;
+    if total == 0 {
+        return String::new();
+    }
+    let hooks = if total == 1 { "hook" } else { "hooks" };
+    let mut out = format!(
+        "\n<h2>Slow hooks</h2>\n<p class=\"meta\">{total} {hooks} took longer than their thresholds; the first {}:</p>\n<table><thead><tr><th>Hook</th><th>When (simulated)</th><th>Duration</th><th>× threshold</th><th>Thread</th><th>CPU profile samples while it ran</th></tr></thead><tbody>\n",
+        slow.len()
+    );
+    for hook in slow {
+        let (profile, stack) = hook.profile.as_ref().map_or_else(
+            || ("no profile ran".to_string(), String::new()),
+            |p| {
+                let stack = if p.stack.is_empty() {
+                    String::new()
+                } else {
+                    format!(" title=\"{} ({} samples)\"", esc(&p.stack), p.stack_samples)
+                };
+                (p.to_string(), stack)
+            },
+        );
+        let _ = writeln!(
+            out,
+            "<tr class=\"slow\"><td>{}</td><td>{}</td><td>{}</td><td>{}× {}</td><td>{}</td><td{stack}>{}</td></tr>",
+            esc(hook.metric_type.as_str()),
+            hook.when.to_rfc3339(),
+            human(hook.duration_ms),
+            sig3(hook.slowness_ratio),
+            human(hook.threshold_ms),
+            thread_words(hook.thread_ran()),
+            esc(&profile),
+        );
+    }
+    out.push_str("</tbody></table>\n");
+    out
+}
+
+/// Whether a slow hook's thread ran or waited, in the reports' words.
+fn thread_words(ran: Option<bool>) -> &'static str {
+    match ran {
+        Some(true) => "ran (slow code)",
+        Some(false) => "waited (pre-empted or blocked)",
+        None => "not measured",
+    }
 }
 
 /// Names a slow hook's samples: the functions on top of their stacks and the most
