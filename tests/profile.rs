@@ -57,7 +57,7 @@ impl Strategy for Slow {
     fn get_signal(&mut self, _: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
         self.state = deliberately_slow_indicator(self.state);
         self.calls += 1;
-        if self.calls % 1_000 == 0 {
+        if self.calls.is_multiple_of(1_000) {
             self.state = rare_stall(self.state);
         }
         Ok(None)

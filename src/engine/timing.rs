@@ -650,6 +650,7 @@ impl HookTimer {
     /// The slow hooks so far (at most [`SLOW_HOOKS_KEPT`]) and how many there were.
     /// With a CPU profile running, each carries the samples taken while it ran.
     pub(crate) fn take_slow(&mut self) -> (Vec<SlowHook>, u64) {
+        #[cfg_attr(not(all(feature = "profile", target_os = "linux")), allow(unused_mut))]
         let mut slow = std::mem::take(&mut self.slow);
         #[cfg(all(feature = "profile", target_os = "linux"))]
         if self.samples.take().is_some() {
