@@ -307,6 +307,21 @@ fn thread_words(ran: Option<bool>) -> &'static str {
     }
 }
 
+/// The UTC time of `when`, from the previous conversion when it lies later the same day:
+/// adding a time of day is a few integer operations where a conversion from the epoch
+/// walks the calendar (the engine steps a minute at a time).
+#[inline]
+fn next_utc((previous, at): (Millis, DateTime<Utc>), when: Millis) -> DateTime<Utc> {
+    let step = when.wrapping_sub(previous);
+    // Within ±253,000 years (chrono's range is ±262,143): no clamping at either end.
+    if (1..86_400_000).contains(&step) && previous.unsigned_abs() < 8_000_000_000_000_000 {
+        if let Some(next) = at.checked_add_signed(chrono::TimeDelta::milliseconds(step)) {
+            return next;
+        }
+    }
+    to_utc(when)
+}
+
 /// Names a slow hook's samples: the functions on top of their stacks and the most
 /// frequent stack.
 #[cfg(all(feature = "profile", target_os = "linux"))]
@@ -543,7 +558,7 @@ impl HookTimer {
     #[inline]
     fn record(&mut self, hook: Hook, open: Open, end_ns: u64, when: Millis) {
         if self.when.0 != when {
-            self.when = (when, to_utc(when));
+            self.when = (when, next_utc(self.when, when));
         }
         let (start_ns, depth) = (open.start_ns, open.depth);
         let closed = span::exit_at(open, end_ns);
@@ -677,5 +692,36 @@ impl Drop for HookTimer {
     fn drop(&mut self) {
         self.set_timed(true);
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stepping_the_simulated_time_converts_as_the_calendar_does() {
+        // Across a day, a month, a leap day and a year; backwards; by more than a day;
+        // at the ends of the representable range.
+        let starts = [
+            0,
+            1_709_164_740_000, // 2024-02-28T23:59:00Z
+            1_735_689_540_000, // 2024-12-31T23:59:00Z
+            -86_400_001,
+            i64::MAX - 5,
+            i64::MIN + 5,
+        ];
+        let steps = [1, 60_000, 86_399_999, 86_400_000, 86_400_001, -60_000, 3];
+        for start in starts {
+            let mut at = (start, to_utc(start));
+            for _ in 0..3 {
+                for step in steps {
+                    let when = at.0.saturating_add(step);
+                    let next = next_utc(at, when);
+                    assert_eq!(next, to_utc(when), "from {} by {step}", at.0);
+                    at = (when, next);
+                }
+            }
+        }
     }
 }
