@@ -118,10 +118,14 @@ impl fmt::Display for StorageKey {
 pub(crate) fn leading_run(
     events: &[super::event::PerformanceContract],
 ) -> Option<(StorageKey, usize)> {
-    let key = StorageKey::of(events.first()?);
+    let first = events.first()?;
+    let key = StorageKey::of(first);
+    // The same names as the first event's are the same key: compared as they are, with
+    // no normalizing (which reads each name's length).
+    let raw = (first.symbol, first.strategy_name);
     let run = events
         .iter()
-        .position(|e| StorageKey::of(e) != key)
+        .position(|e| (e.symbol, e.strategy_name) != raw && StorageKey::of(e) != key)
         .unwrap_or(events.len());
     Some((key, run))
 }

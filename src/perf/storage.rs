@@ -102,12 +102,28 @@ struct MetricState {
     untimed: u64,
 }
 
+/// A built-in metric type's place in [`KeyStorage::built_in`].
+#[inline]
+fn built_in_slot(metric: MetricType) -> Option<usize> {
+    match metric {
+        MetricType::Tick => Some(0),
+        MetricType::GetSignal => Some(1),
+        MetricType::GetCandles => Some(2),
+        MetricType::GetAveragePrice => Some(3),
+        MetricType::Backtest => Some(4),
+        MetricType::Custom(_) => None,
+    }
+}
+
 #[derive(Default)]
 struct KeyStorage {
     /// Oldest at the front, newest at the back.
     events: VecDeque<PerformanceContract>,
     /// A handful of types per key: a linear scan beats hashing.
     metrics: Vec<MetricState>,
+    /// Where each built-in type is in `metrics` (plus one; 0: not yet), so the engine's
+    /// events, nearly all of them, find theirs without a scan.
+    built_in: [u32; 5],
     /// Events pushed since the key was made.
     pushed: u64,
     rejected: u64,
@@ -117,9 +133,17 @@ struct KeyStorage {
 impl KeyStorage {
     #[inline]
     fn metric(&mut self, metric: MetricType) -> &mut MetricState {
-        match self.metrics.iter().position(|m| m.metric == metric) {
+        let built_in = built_in_slot(metric);
+        let found = match built_in {
+            Some(slot) => (self.built_in[slot] as usize).checked_sub(1),
+            None => self.metrics.iter().position(|m| m.metric == metric),
+        };
+        match found {
             Some(i) => &mut self.metrics[i],
             None => {
+                if let Some(slot) = built_in {
+                    self.built_in[slot] = u32::try_from(self.metrics.len() + 1).unwrap_or(0);
+                }
                 self.metrics.push(MetricState {
                     metric,
                     aggregate: Aggregate::default(),
