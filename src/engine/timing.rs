@@ -314,10 +314,11 @@ fn thread_words(ran: Option<bool>) -> &'static str {
 fn next_utc((previous, at): (Millis, DateTime<Utc>), when: Millis) -> DateTime<Utc> {
     let step = when.wrapping_sub(previous);
     // Within ±253,000 years (chrono's range is ±262,143): no clamping at either end.
-    if (1..86_400_000).contains(&step) && previous.unsigned_abs() < 8_000_000_000_000_000 {
-        if let Some(next) = at.checked_add_signed(chrono::TimeDelta::milliseconds(step)) {
-            return next;
-        }
+    if (1..86_400_000).contains(&step)
+        && previous.unsigned_abs() < 8_000_000_000_000_000
+        && let Some(next) = at.checked_add_signed(chrono::TimeDelta::milliseconds(step))
+    {
+        return next;
     }
     to_utc(when)
 }

@@ -15,9 +15,9 @@
 //! samples (4 s at 1,000 Hz); an operation longer than that keeps its newest samples and
 //! says so.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::marker::PhantomData;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 
 use super::is_profiler_frame;
@@ -47,6 +47,8 @@ struct Ring {
 }
 
 thread_local! {
+    /// The handles' shared ring, while one is attached (not read by the handler).
+    static SHARED: RefCell<Option<Rc<Ring>>> = const { RefCell::new(None) };
     /// The ring of this thread, when attached. Constant-initialized without a destructor,
     /// so reading it is a plain thread-local access, safe in a signal handler.
     static RING: Cell<*const Ring> = const { Cell::new(std::ptr::null()) };
@@ -200,10 +202,10 @@ pub(super) fn uninstall() {
 }
 
 /// This thread's samples while a CPU profile runs. Not `Send`: the ring belongs to the
-/// thread that attached it.
+/// thread that attached it. A run nested in another on the same thread shares its ring;
+/// the ring goes with the last handle.
 pub struct ThreadSamples {
-    ring: Box<Ring>,
-    _thread: PhantomData<*const ()>,
+    ring: Rc<Ring>,
 }
 
 impl std::fmt::Debug for ThreadSamples {
@@ -236,15 +238,21 @@ pub struct Taken {
 }
 
 impl ThreadSamples {
-    /// Starts keeping this thread's samples, if a CPU profile runs and the thread has no
-    /// ring yet.
+    /// Starts keeping this thread's samples, if a CPU profile runs (sharing the ring of
+    /// a run this one is nested in).
     pub fn attach() -> Option<Self> {
-        if !ACTIVE.load(Ordering::Acquire) || !RING.with(Cell::get).is_null() {
-            return None;
+        ACTIVE.load(Ordering::Acquire).then(Self::attach_here)
+    }
+
+    /// [`attach`](Self::attach), whether a profile runs or not.
+    fn attach_here() -> Self {
+        if let Some(ring) = SHARED.with(|shared| shared.borrow().clone()) {
+            return ThreadSamples { ring };
         }
         let samples = Self::detached();
-        RING.with(|r| r.set(&*samples.ring));
-        Some(samples)
+        SHARED.with(|shared| *shared.borrow_mut() = Some(samples.ring.clone()));
+        RING.with(|r| r.set(Rc::as_ptr(&samples.ring)));
+        samples
     }
 
     /// A ring no handler writes into yet.
@@ -259,20 +267,17 @@ impl ThreadSamples {
                 ips: std::array::from_fn(|_| AtomicUsize::new(0)),
             })
             .collect();
-        let ring = Box::new(Ring {
+        let ring = Rc::new(Ring {
             next: AtomicU64::new(0),
             slots,
         });
-        ThreadSamples {
-            ring,
-            _thread: PhantomData,
-        }
+        ThreadSamples { ring }
     }
 
     /// The samples taken between `start_ns` and `end_ns` of the process clock, with at
     /// most `keep` stacks.
     pub fn between(&self, start_ns: u64, end_ns: u64, keep: usize) -> Taken {
-        let ring = &*self.ring;
+        let ring: &Ring = &self.ring;
         let next = ring.next.load(Ordering::Relaxed);
         let oldest = next.saturating_sub(SLOTS as u64);
         let mut taken = Taken::default();
@@ -313,12 +318,22 @@ impl ThreadSamples {
 
 impl Drop for ThreadSamples {
     fn drop(&mut self) {
-        let ours: *const Ring = &*self.ring;
-        RING.with(|r| {
-            if r.get() == ours {
-                r.set(std::ptr::null());
-            }
-        });
+        // The last handle besides the shared one: the ring goes.
+        let last = Rc::strong_count(&self.ring) <= 2;
+        let ours = Rc::as_ptr(&self.ring);
+        if last {
+            RING.with(|r| {
+                if r.get() == ours {
+                    r.set(std::ptr::null());
+                }
+            });
+            let _ = SHARED.try_with(|shared| {
+                let mut shared = shared.borrow_mut();
+                if shared.as_ref().is_some_and(|s| Rc::ptr_eq(s, &self.ring)) {
+                    *shared = None;
+                }
+            });
+        }
         // The handler runs on this thread only: once RING is null here, no handler can
         // be inside the ring when it is freed.
         compiler_fence(Ordering::SeqCst);
@@ -430,6 +445,23 @@ mod tests {
         let taken = samples.between(start, u64::MAX, 0);
         assert_eq!((taken.count, taken.truncated), (SLOTS as u32, true));
         assert!(taken.stacks.is_empty());
+    }
+
+    #[test]
+    fn a_nested_run_shares_the_ring_and_the_last_handle_takes_it_away() {
+        let outer = ThreadSamples::attach_here();
+        let inner = ThreadSamples::attach_here();
+        assert!(Rc::ptr_eq(&outer.ring, &inner.ring));
+        assert_eq!(RING.with(Cell::get), Rc::as_ptr(&outer.ring));
+        drop(inner);
+        assert_eq!(
+            RING.with(Cell::get),
+            Rc::as_ptr(&outer.ring),
+            "the outer run goes on"
+        );
+        drop(outer);
+        assert!(RING.with(Cell::get).is_null());
+        assert!(SHARED.with(|s| s.borrow().is_none()));
     }
 
     #[test]
