@@ -38,27 +38,23 @@ const HISTOGRAM_MAX_NS: u64 = (i64::MAX / 2) as u64;
 /// A latency histogram that starts with 32-bit counters (half the memory) and moves to
 /// 64-bit ones before any counter could saturate.
 #[derive(Clone, Debug, PartialEq)]
-enum Latencies {
+enum Hist {
     Small(Histogram<u32>),
     Large(Histogram<u64>),
 }
 
-impl Default for Latencies {
+impl Default for Hist {
     fn default() -> Self {
         // Three significant digits and auto-resizing cannot fail to build.
         match Histogram::new(3) {
-            Ok(h) => Latencies::Small(h),
+            Ok(h) => Hist::Small(h),
             Err(_) => unreachable!("sigfig 3 is in range"),
         }
     }
 }
 
-/// Events a 32-bit histogram takes before it moves to 64-bit counters (small in unit
-/// tests, so the move is tested).
 const SMALL_LIMIT: u64 = if cfg!(test) { 1_000 } else { u32::MAX as u64 };
 
-/// The same histogram with 64-bit counters: its settings *and* its counts
-/// (`Histogram::new_from` copies only the settings).
 fn widen(h: &Histogram<u32>) -> Histogram<u64> {
     let mut wide = Histogram::<u64>::new_from(h);
     for v in h.iter_recorded() {
@@ -66,6 +62,40 @@ fn widen(h: &Histogram<u32>) -> Histogram<u64> {
         let _ = wide.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
     }
     wide
+}
+
+impl Hist {
+    /// Records `n` values of `ns`; `total_after` is how many values the histogram holds
+    /// afterwards (at or past [`SMALL_LIMIT`] it moves to 64-bit counters first).
+    #[inline]
+    fn record_n(&mut self, ns: u64, n: u64, total_after: u64) {
+        if let Hist::Small(h) = self {
+            if total_after < SMALL_LIMIT {
+                // Auto-resizing up to HISTOGRAM_MAX_NS, and every count below
+                // SMALL_LIMIT fits 32 bits: recording cannot fail.
+                let _ = h.record_n(ns, u32::try_from(n).unwrap_or(u32::MAX));
+                return;
+            }
+            *self = Hist::Large(widen(h));
+        }
+        if let Hist::Large(h) = self {
+            let _ = h.record_n(ns, n);
+        }
+    }
+
+    fn large(&self) -> Histogram<u64> {
+        match self {
+            Hist::Small(h) => widen(h),
+            Hist::Large(h) => h.clone(),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Hist::Small(h) => h.len(),
+            Hist::Large(h) => h.len(),
+        }
+    }
 }
 
 #[inline]
@@ -76,46 +106,80 @@ fn to_ns(ms: f64) -> u64 {
     ((ms * NS_PER_MS + 0.5) as u64).min(HISTOGRAM_MAX_NS)
 }
 
+/// Durations below this many ns are counted in a plain array first: `hdrhistogram`'s
+/// first bucket holds them exactly (1 ns wide at three significant digits), so folding
+/// the array in later gives the very histogram recording each would have, and most hooks
+/// of the engine take less than this.
+const LOW: usize = 2048;
+
+/// The latency histogram of an [`Aggregate`]: an `hdrhistogram`, and the counts of short
+/// durations not folded into it yet (16-bit, folded in whenever one would overflow, and
+/// before any read).
+#[derive(Clone, Debug, Default)]
+struct Latencies {
+    hist: Hist,
+    low: Option<Box<[u16; LOW]>>,
+}
+
+impl PartialEq for Latencies {
+    fn eq(&self, other: &Self) -> bool {
+        *self.folded() == *other.folded()
+    }
+}
+
 impl Latencies {
+    /// Records one duration; `count_before` is how many the aggregate holds before it.
     #[inline]
     fn record(&mut self, ms: f64, count_before: u64) {
         let ns = to_ns(ms);
-        if let Latencies::Small(h) = self {
-            if count_before < SMALL_LIMIT {
-                // Auto-resizing up to HISTOGRAM_MAX_NS: recording cannot fail.
-                let _ = h.record(ns);
-                return;
+        if let Ok(i) = usize::try_from(ns)
+            && i < LOW
+        {
+            let low = self.low.get_or_insert_with(|| Box::new([0; LOW]));
+            if low[i] == u16::MAX {
+                low[i] = 0;
+                self.hist
+                    .record_n(ns, u64::from(u16::MAX), count_before.saturating_add(1));
             }
-            *self = Latencies::Large(widen(h));
+            low[i] += 1;
+            return;
         }
-        if let Latencies::Large(h) = self {
-            let _ = h.record(ns);
-        }
+        self.hist.record_n(ns, 1, count_before.saturating_add(1));
     }
 
-    fn large(&self) -> Histogram<u64> {
-        match self {
-            Latencies::Small(h) => widen(h),
-            Latencies::Large(h) => h.clone(),
+    /// The histogram with the short durations folded in (borrowed when there are none).
+    fn folded(&self) -> std::borrow::Cow<'_, Hist> {
+        let Some(low) = &self.low else {
+            return std::borrow::Cow::Borrowed(&self.hist);
+        };
+        let mut hist = self.hist.clone();
+        fold_into(&mut hist, low);
+        std::borrow::Cow::Owned(hist)
+    }
+
+    /// Folds the short durations into the histogram.
+    fn fold(&mut self) {
+        if let Some(low) = self.low.take() {
+            fold_into(&mut self.hist, &low);
         }
     }
 
     fn merge(&mut self, other: &Latencies, count_after: u64) {
+        self.fold();
+        let other = other.folded();
         let both_small = count_after < SMALL_LIMIT;
-        match (&mut *self, other) {
-            (Latencies::Small(a), Latencies::Small(b)) if both_small => {
+        match (&mut self.hist, &*other) {
+            (Hist::Small(a), Hist::Small(b)) if both_small => {
                 let _ = a.add(b);
             }
             _ => {
-                let mut merged = self.large();
+                let mut merged = self.hist.large();
                 let _ = merged.add(other.large());
-                *self = Latencies::Large(merged);
+                self.hist = Hist::Large(merged);
             }
         }
     }
 
-    /// The value (ns) of the event at 1-based `rank` in ascending order: the middle of
-    /// its histogram bucket.
     /// [`at_rank`](Self::at_rank) for several ranks, ascending, in one walk.
     fn at_ranks(&self, ranks: &[u64]) -> Vec<u64> {
         fn walk<T: hdrhistogram::Counter>(h: &Histogram<T>, ranks: &[u64]) -> Vec<u64> {
@@ -135,9 +199,9 @@ impl Latencies {
             found.resize(ranks.len(), h.max());
             found
         }
-        match self {
-            Latencies::Small(h) => walk(h, ranks),
-            Latencies::Large(h) => walk(h, ranks),
+        match &*self.folded() {
+            Hist::Small(h) => walk(h, ranks),
+            Hist::Large(h) => walk(h, ranks),
         }
     }
 
@@ -148,16 +212,34 @@ impl Latencies {
                 .map(|v| (v.value_iterated_to(), v.count_at_value().as_u64()))
                 .collect()
         }
-        match self {
-            Latencies::Small(h) => all(h),
-            Latencies::Large(h) => all(h),
+        match &*self.folded() {
+            Hist::Small(h) => all(h),
+            Hist::Large(h) => all(h),
         }
     }
 
     fn bytes(&self) -> usize {
-        match self {
-            Latencies::Small(h) => h.distinct_values() * 4,
-            Latencies::Large(h) => h.distinct_values() * 8,
+        let low = if self.low.is_some() { LOW * 2 } else { 0 };
+        low + match &self.hist {
+            Hist::Small(h) => h.distinct_values() * 4,
+            Hist::Large(h) => h.distinct_values() * 8,
+        }
+    }
+}
+
+/// Adds the short durations' counts to `hist`.
+fn fold_into(hist: &mut Hist, low: &[u16; LOW]) {
+    let total: u64 = low.iter().map(|&n| u64::from(n)).sum();
+    let total_after = hist.len().saturating_add(total);
+    if let Hist::Small(h) = hist
+        && total_after >= SMALL_LIMIT
+    {
+        // Widen once, before adding anything.
+        *hist = Hist::Large(widen(h));
+    }
+    for (ns, &n) in low.iter().enumerate() {
+        if n > 0 {
+            hist.record_n(ns as u64, u64::from(n), total_after);
         }
     }
 }
@@ -617,19 +699,20 @@ impl TryFrom<AggregateJson> for Aggregate {
                 j.count
             ));
         }
-        let mut latencies = if seen < SMALL_LIMIT {
-            Latencies::default()
+        let mut hist = if seen < SMALL_LIMIT {
+            Hist::default()
         } else {
-            Latencies::Large(Histogram::new(3).map_err(|e| e.to_string())?)
+            Hist::Large(Histogram::new(3).map_err(|e| e.to_string())?)
         };
         for &(ns, n) in &j.histogram {
-            let recorded = match &mut latencies {
+            let recorded = match &mut hist {
                 // Below SMALL_LIMIT every count fits 32 bits.
-                Latencies::Small(h) => h.record_n(ns, u32::try_from(n).unwrap_or(u32::MAX)),
-                Latencies::Large(h) => h.record_n(ns, n),
+                Hist::Small(h) => h.record_n(ns, u32::try_from(n).unwrap_or(u32::MAX)),
+                Hist::Large(h) => h.record_n(ns, n),
             };
             recorded.map_err(|e| e.to_string())?;
         }
+        let latencies = Latencies { hist, low: None };
         let sum = |x: f64| {
             let mut s = Sum::default();
             s.add(x);
@@ -712,6 +795,42 @@ mod tests {
     }
 
     #[test]
+    fn short_durations_counted_apart_give_the_histogram_recording_each_would() {
+        // 70,000 of one value overflow its 16-bit counter (folded in at 65,535); with
+        // SMALL_LIMIT 1,000 in tests the histogram widens meanwhile.
+        let mut a = Aggregate::default();
+        let mut direct = Hist::default();
+        for i in 0..70_000u64 {
+            let ns = if i % 7 == 0 { 1_500 } else { 40 };
+            a.record(&event(ns as f64 / 1e6));
+            direct.record_n(ns, 1, i + 1);
+        }
+        a.record(&event(5_000.0 / 1e6)); // above LOW: straight into the histogram
+        direct.record_n(5_000, 1, 70_001);
+        assert_eq!(*a.latencies.folded(), direct);
+        assert_eq!(
+            a.buckets(),
+            // 5,000 ns lies in a bucket 4 ns wide, shown by its highest value.
+            [
+                (40.0 / 1e6, 60_000),
+                (1_500.0 / 1e6, 10_000),
+                (5_003.0 / 1e6, 1)
+            ]
+        );
+        assert_eq!(a.percentiles(&[50.0, 90.0]), [40.0 / 1e6, 1_500.0 / 1e6]);
+        // Merging folds both sides in.
+        let mut b = a.clone();
+        b.merge(&a);
+        assert_eq!(b.buckets().iter().map(|(_, n)| n).sum::<u64>(), 140_002);
+        assert_eq!(b, {
+            let mut c = a.clone();
+            c.latencies.fold();
+            c.merge(&a);
+            c
+        });
+    }
+
+    #[test]
     fn moving_to_wide_counters_keeps_every_count() {
         // Past SMALL_LIMIT (1,000 in tests) the histogram widens its counters.
         let (mut a, mut b) = (Aggregate::default(), Aggregate::default());
@@ -719,7 +838,7 @@ mod tests {
             a.record(&event(f64::from(i % 100 + 1) / 1e6));
             b.record(&event(f64::from(i % 100 + 1) / 1e6));
         }
-        assert!(matches!(a.latencies, Latencies::Large(_)));
+        assert!(matches!(*a.latencies.folded(), Hist::Large(_)));
         assert_eq!(
             a.latencies.buckets().iter().map(|(_, n)| n).sum::<u64>(),
             1500
