@@ -36,7 +36,7 @@ pub struct BenchResult {
     /// The largest whole-run state of one metric type of one key: the aggregate and its
     /// histogram, KB.
     pub key_state_kb_per_type: f64,
-    /// One year of 1-minute SMA crossover (525,600 frames): median of 5 runs, ms, with
+    /// One year of 1-minute SMA crossover (525,600 frames): median of 9 runs, ms, with
     /// tracking off, on, and timing 1 tick in 32.
     pub year_backtest_off_ms: Option<f64>,
     pub year_backtest_on_ms: Option<f64>,
@@ -200,7 +200,7 @@ pub fn run(
 }
 
 /// One year of 1-minute SMA crossover on a bus of its own (storage attached), tracking
-/// off, on, and sampled 1 tick in 32: the median of 5 runs of each, ms, interleaved so
+/// off, on, and sampled 1 tick in 32: the median of 9 runs of each, ms, interleaved so
 /// that a slower moment of the machine touches all three alike.
 fn year_backtests() -> (Option<f64>, Option<f64>, Option<f64>) {
     use backtest_perf::engine::{Backtest, BacktestConfig, SyntheticConfig, SyntheticExchange};
@@ -211,7 +211,8 @@ fn year_backtests() -> (Option<f64>, Option<f64>, Option<f64>) {
     let bus = PerformanceEmitter::new();
     let service = PerformanceService::attached(&bus);
     let mut times = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..5 {
+    // Interleaved, 9 times each: a shared machine's noise hits all three alike.
+    for _ in 0..9 {
         for (i, (enabled, sample_every)) in
             [(false, 1), (true, 1), (true, 32)].into_iter().enumerate()
         {
