@@ -12,8 +12,9 @@
 //! Only the attached thread reads its ring, and the handler runs on that thread; so the
 //! ring needs no lock. A sequence number per slot tells the reader a slot the handler
 //! was writing when it interrupted the reader. The ring holds the newest [`SLOTS`]
-//! samples (4 s at 1,000 Hz); an operation longer than that keeps its newest samples and
-//! says so.
+//! samples (4 s at 1,000 Hz; 1.6 MB per thread that runs a backtest while a profile
+//! runs, freed when its run ends); an operation longer than that keeps its newest
+//! samples and says so.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
