@@ -3,9 +3,12 @@
 #![cfg(feature = "profile")]
 
 use backtest_perf::engine::{
-    Backtest, Context, Signal, Strategy, StrategyError, SyntheticConfig, SyntheticExchange,
+    Backtest, BacktestConfig, Context, Signal, Strategy, StrategyError, SyntheticConfig,
+    SyntheticExchange,
 };
 use backtest_perf::export::profile::CpuProfile;
+use backtest_perf::thresholds::Thresholds;
+use backtest_perf::tracker::TrackerOptions;
 
 /// Spins for about 200 µs of CPU: the deliberately slow part of the signal function.
 #[inline(never)]
@@ -54,11 +57,13 @@ impl Strategy for Slow {
     fn name(&self) -> &str {
         "slow"
     }
-    fn get_signal(&mut self, _: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
+    fn get_signal(&mut self, ctx: &mut Context<'_>) -> Result<Option<Signal>, StrategyError> {
         self.state = deliberately_slow_indicator(self.state);
         self.calls += 1;
         if self.calls.is_multiple_of(1_000) {
-            self.state = rare_stall(self.state);
+            // A step of the strategy's own, timed by the run's tracker.
+            let state = self.state;
+            self.state = ctx.tracker().measure("stall", || rare_stall(state));
         }
         Ok(None)
     }
@@ -71,9 +76,19 @@ fn the_profile_names_the_slow_function() {
     assert_eq!(profile.links_slow_hooks(), Ok(()));
     // 2,880 calls of 200 µs: about 0.6 s of CPU, some 600 samples at 1 kHz; and two
     // stalls of 8 ms (calls 1,000 and 2,000), each a slow getSignal (over 5 ms).
+    // The run's tracker records, and judges the strategy's "stall" step slow over 5 ms.
+    let thresholds = Thresholds::default().with("stall", 5.0).unwrap();
+    let config = BacktestConfig {
+        tracker: TrackerOptions {
+            thresholds,
+            ..TrackerOptions::default()
+        },
+        ..BacktestConfig::default()
+    };
     let result = Backtest::new(&exchange, "SYN")
         .unwrap()
         .with_bus(backtest_perf::PerformanceEmitter::new())
+        .with_config(config)
         .run(&mut Slow::default())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -121,16 +136,39 @@ fn the_profile_names_the_slow_function() {
             !profile.stack.contains("deliberately_slow_indicator"),
             "{profile:?}"
         );
-        // Outermost first: the hook, then the stall (its module path is dropped where
-        // it was inlined).
+        // Outermost first: the hook, then the stall (an inlined function's name comes
+        // without its path in a release build's line tables).
         let frames: Vec<&str> = profile.stack.split(';').collect();
-        let hook = frames
-            .iter()
-            .position(|f| f.ends_with("as backtest_perf::engine::strategy::Strategy>::get_signal"));
+        let hook = frames.iter().position(|f| f.ends_with("get_signal"));
         let stall = frames.iter().position(|f| f.ends_with("rare_stall"));
         assert!(
             matches!((hook, stall), (Some(h), Some(s)) if h < s),
             "{profile:?}"
         );
     }
+
+    // The step itself, as the run's tracker lists it: the same samples, named the same.
+    let tracker = result.tracker.as_ref().expect("the tracker recorded");
+    let steps: Vec<_> = tracker
+        .slow_events
+        .iter()
+        .filter(|s| s.name == "stall")
+        .collect();
+    assert_eq!(steps.len(), 2, "{:?}", tracker.slow_events);
+    for step in steps {
+        let profile = step.profile.as_ref().expect("a profile ran");
+        assert!(profile.samples >= STALL_SIGNALS, "{profile:?}");
+        assert!(
+            profile.on_cpu[0].function.contains("rare_stall"),
+            "{profile:?}"
+        );
+    }
+    let timeline = backtest_perf::tracker::timeline::render(
+        tracker,
+        backtest_perf::tracker::timeline::TimelineStyle::default(),
+    );
+    assert!(
+        timeline.contains("CPU profile while it ran: "),
+        "{timeline}"
+    );
 }

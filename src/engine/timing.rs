@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::span::{self, Open};
 use crate::thresholds::Thresholds;
+pub use crate::tracker::{SampledFunction, SlowProfile};
 use crate::tracker::{Tracker, TrackerOptions};
 use crate::{MetricType, Name, PerformanceContract, PerformanceEmitter};
 
@@ -67,83 +68,6 @@ pub struct SlowHook {
     /// profile runs (`backtest --profile`); `None` otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<SlowProfile>,
-}
-
-/// What a CPU profile saw while a slow hook ran: the samples taken on its thread between
-/// its start and its end (the same samples as the profile file's).
-///
-/// ```
-/// use backtest_perf::engine::timing::{SampledFunction, SlowProfile};
-/// let profile = SlowProfile {
-///     samples: 4,
-///     truncated: false,
-///     on_cpu: vec![SampledFunction { function: "my_strategy::score".into(), samples: 3 }],
-///     stack: "main;my_strategy::signal;my_strategy::score".into(),
-///     stack_samples: 3,
-/// };
-/// assert_eq!(profile.to_string(), "4 samples, on the CPU: my_strategy::score 75%");
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SlowProfile {
-    /// Samples taken while the hook ran.
-    pub samples: u32,
-    /// Whether the hook ran longer than the samples kept on a thread (4,096): its
-    /// oldest samples were gone when it ended.
-    pub truncated: bool,
-    /// Where the CPU was: per sample, the innermost function of the program's own code
-    /// (not the standard library's, a dependency's or the C library's; the innermost
-    /// when none is), most samples first (at most 5).
-    pub on_cpu: Vec<SampledFunction>,
-    /// The stack seen most often, outermost first, `;`-separated (the folded format
-    /// flamegraph tools read); empty without samples.
-    pub stack: String,
-    /// Samples with that stack.
-    pub stack_samples: u32,
-}
-
-/// A function and the samples in which it was on top of the stack.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SampledFunction {
-    /// The function's name, demangled.
-    pub function: String,
-    /// Samples.
-    pub samples: u32,
-}
-
-impl std::fmt::Display for SlowProfile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let samples = if self.samples == 1 {
-            "sample"
-        } else {
-            "samples"
-        };
-        write!(f, "{} {samples}", self.samples)?;
-        if self.samples == 0 {
-            // Most hooks are far shorter than the sampling period.
-            return write!(f, " (the profiler samples every 1 to 4 ms of CPU time)");
-        }
-        if self.truncated {
-            write!(f, " (the newest; older ones were gone)")?;
-        }
-        if !self.on_cpu.is_empty() {
-            let top: Vec<String> = self
-                .on_cpu
-                .iter()
-                .take(3)
-                .map(|s| {
-                    format!(
-                        "{} {:.0}%",
-                        s.function,
-                        f64::from(s.samples) / f64::from(self.samples.max(1)) * 100.0
-                    )
-                })
-                .collect();
-            write!(f, ", on the CPU: {}", top.join(", "))?;
-        }
-        Ok(())
-    }
 }
 
 impl SlowHook {
@@ -321,60 +245,6 @@ fn next_utc((previous, at): (Millis, DateTime<Utc>), when: Millis) -> DateTime<U
         return next;
     }
     to_utc(when)
-}
-
-/// Names a slow hook's samples: the functions on top of their stacks and the most
-/// frequent stack.
-#[cfg(all(feature = "profile", target_os = "linux"))]
-fn slow_profile(
-    symbols: &mut crate::export::profile::samples::Symbols,
-    taken: crate::export::profile::samples::Taken,
-) -> SlowProfile {
-    use std::collections::HashMap;
-    let mut on_cpu: HashMap<String, u32> = HashMap::new();
-    let mut stacks: HashMap<String, u32> = HashMap::new();
-    for stack in &taken.stacks {
-        let frames = symbols.stack(stack);
-        // The innermost function of the program's own code: the standard library's
-        // iterators and arithmetic, or the C library, say less than the function that
-        // called them.
-        let own = frames.iter().find(|f| f.own).or(frames.first());
-        if let Some(top) = own {
-            *on_cpu.entry(top.name.clone()).or_default() += 1;
-        }
-        let folded: Vec<&str> = frames.iter().rev().map(|f| f.name.as_str()).collect();
-        *stacks.entry(folded.join(";")).or_default() += 1;
-    }
-    // The kept stacks stand for all the samples counted.
-    let scale = |n: u32| {
-        let kept = taken.stacks.len().max(1) as f64;
-        (f64::from(n) / kept * f64::from(taken.count)).round() as u32
-    };
-    let mut on_cpu: Vec<SampledFunction> = on_cpu
-        .into_iter()
-        .map(|(function, samples)| SampledFunction {
-            function,
-            samples: scale(samples),
-        })
-        .collect();
-    on_cpu.sort_by(|a, b| {
-        b.samples
-            .cmp(&a.samples)
-            .then_with(|| a.function.cmp(&b.function))
-    });
-    on_cpu.truncate(5);
-    let (stack, stack_samples) = stacks
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
-        .map(|(stack, n)| (stack, scale(n)))
-        .unwrap_or_default();
-    SlowProfile {
-        samples: taken.count,
-        truncated: taken.truncated,
-        on_cpu,
-        stack,
-        stack_samples,
-    }
 }
 
 /// Events buffered before they go to the bus (at the end of the tick that reaches it).
@@ -672,7 +542,10 @@ impl HookTimer {
         if self.samples.take().is_some() {
             let mut symbols = crate::export::profile::samples::Symbols::default();
             for (hook, taken) in slow.iter_mut().zip(std::mem::take(&mut self.slow_samples)) {
-                hook.profile = Some(slow_profile(&mut symbols, taken));
+                hook.profile = Some(crate::export::profile::samples::describe(
+                    &mut symbols,
+                    taken,
+                ));
             }
         }
         (slow, self.slow_total)

@@ -57,7 +57,8 @@ pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use memory::{CountingAllocator, ResourceSnapshot};
 use report::Detail;
 pub use report::{
-    EventKind, MemoryDelta, MemorySpike, SlowEvent, SlowStats, TrackedEvent, TrackerReport,
+    EventKind, MemoryDelta, MemorySpike, SampledFunction, SlowEvent, SlowProfile, SlowStats,
+    TrackedEvent, TrackerReport,
 };
 
 /// How finely durations and offsets are reported.
@@ -358,7 +359,11 @@ impl Inner {
 
     fn record(&self, event: report::Raw) {
         if self.recording {
-            self.state.lock().record(event, &self.options);
+            let origin = match self.clock {
+                ClockSource::Monotonic(_) => Some(self.started_ns),
+                ClockSource::Other(_) => None,
+            };
+            self.state.lock().record(event, &self.options, origin);
         }
     }
 

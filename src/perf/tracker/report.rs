@@ -220,6 +220,87 @@ pub struct SlowEvent {
     pub slowness_ratio: f64,
     /// CPU time and RSS when it was detected.
     pub resources: ResourceSnapshot,
+    /// The CPU profile's samples taken on its thread while it ran, when a profile runs
+    /// (`backtest --profile`) and the operation ran inside a backtest; `None` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<SlowProfile>,
+}
+
+/// What a CPU profile saw while a slow operation ran: the samples taken on its thread
+/// between its start and its end (the same samples as the profile file's).
+///
+/// ```
+/// use backtest_perf::tracker::{SampledFunction, SlowProfile};
+/// let profile = SlowProfile {
+///     samples: 4,
+///     truncated: false,
+///     on_cpu: vec![SampledFunction { function: "my_strategy::score".into(), samples: 3 }],
+///     stack: "main;my_strategy::signal;my_strategy::score".into(),
+///     stack_samples: 3,
+/// };
+/// assert_eq!(profile.to_string(), "4 samples, on the CPU: my_strategy::score 75%");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowProfile {
+    /// Samples taken while the hook ran.
+    pub samples: u32,
+    /// Whether the hook ran longer than the samples kept on a thread (4,096): its
+    /// oldest samples were gone when it ended.
+    pub truncated: bool,
+    /// Where the CPU was: per sample, the innermost function of the program's own code
+    /// (not the standard library's, a dependency's or the C library's; the innermost
+    /// when none is), most samples first (at most 5).
+    pub on_cpu: Vec<SampledFunction>,
+    /// The stack seen most often, outermost first, `;`-separated (the folded format
+    /// flamegraph tools read); empty without samples.
+    pub stack: String,
+    /// Samples with that stack.
+    pub stack_samples: u32,
+}
+
+/// A function and the samples in which it was on top of the stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SampledFunction {
+    /// The function's name, demangled.
+    pub function: String,
+    /// Samples.
+    pub samples: u32,
+}
+
+impl std::fmt::Display for SlowProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let samples = if self.samples == 1 {
+            "sample"
+        } else {
+            "samples"
+        };
+        write!(f, "{} {samples}", self.samples)?;
+        if self.samples == 0 {
+            // Most hooks are far shorter than the sampling period.
+            return write!(f, " (the profiler samples every 1 to 4 ms of CPU time)");
+        }
+        if self.truncated {
+            write!(f, " (the newest; older ones were gone)")?;
+        }
+        if !self.on_cpu.is_empty() {
+            let top: Vec<String> = self
+                .on_cpu
+                .iter()
+                .take(3)
+                .map(|s| {
+                    format!(
+                        "{} {:.0}%",
+                        s.function,
+                        f64::from(s.samples) / f64::from(self.samples.max(1)) * 100.0
+                    )
+                })
+                .collect();
+            write!(f, ", on the CPU: {}", top.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// An operation whose thread allocated more than the memory threshold beyond what it
@@ -358,8 +439,14 @@ fn slow_event(event: &Raw, options: &TrackerOptions) -> SlowEvent {
         threshold_ms,
         slowness_ratio: options.thresholds.ratio(&event.name, duration_ms),
         resources: ResourceSnapshot::now(),
+        profile: None,
     }
 }
+
+/// Stacks kept per slow operation of a tracker for its profile (all are counted): 1,000
+/// slow operations listed at most, about 6 KB each.
+#[cfg(all(feature = "profile", target_os = "linux"))]
+const TRACKER_STACKS_KEPT: usize = 16;
 
 #[derive(Clone, Copy, Default)]
 struct Running {
@@ -390,6 +477,10 @@ pub(crate) struct State {
     /// code are static, and a pointer comparison finds them without hashing.
     last_static: Option<(usize, usize, usize)>,
     slow: Vec<SlowEvent>,
+    /// The profile samples of listed slow operations, by id, resolved to names when a
+    /// report is made.
+    #[cfg(all(feature = "profile", target_os = "linux"))]
+    slow_samples: Vec<(u64, crate::export::profile::samples::Taken)>,
     spikes: Vec<MemorySpike>,
 }
 
@@ -436,7 +527,18 @@ impl State {
 impl State {
     /// Records an event; an operation is judged slow here, against the threshold of its
     /// name (looked up once per name, then kept with its running statistics).
-    pub(crate) fn record(&mut self, mut event: Raw, options: &TrackerOptions) {
+    /// Records `event`; `origin_ns` is the process-clock time its offsets count from
+    /// (`None` on another clock), to find the profile samples of a slow one.
+    pub(crate) fn record(
+        &mut self,
+        mut event: Raw,
+        options: &TrackerOptions,
+        #[cfg_attr(
+            not(all(feature = "profile", target_os = "linux")),
+            allow(unused_variables)
+        )]
+        origin_ns: Option<u64>,
+    ) {
         if event.kind == EventKind::Operation {
             let running = self.running(&event.name, options);
             event.slow = event.duration_ns > running.threshold_ns;
@@ -447,6 +549,18 @@ impl State {
             if event.slow {
                 running.slow += 1;
                 self.slow.push(slow_event(&event, options));
+                #[cfg(all(feature = "profile", target_os = "linux"))]
+                if self.slow.len() <= SLOW_EVENTS_KEPT
+                    && let Some(origin) = origin_ns
+                {
+                    let start = origin.saturating_add(event.start_ns);
+                    let end = start.saturating_add(event.duration_ns);
+                    if let Some(taken) =
+                        crate::export::profile::samples::here(start, end, TRACKER_STACKS_KEPT)
+                    {
+                        self.slow_samples.push((event.id, taken));
+                    }
+                }
             }
             if let Some(memory) = event.detail.as_ref().and_then(|d| d.memory)
                 && memory.net() > options.memory_threshold_bytes as i64
@@ -475,6 +589,25 @@ impl State {
             return;
         }
         self.events.push(event);
+    }
+
+    /// The listed slow operations, each with its profile samples named when it has them.
+    fn slow_events(&self) -> Vec<SlowEvent> {
+        #[cfg_attr(not(all(feature = "profile", target_os = "linux")), allow(unused_mut))]
+        let mut slow = self.slow.clone();
+        #[cfg(all(feature = "profile", target_os = "linux"))]
+        if !self.slow_samples.is_empty() {
+            let mut symbols = crate::export::profile::samples::Symbols::default();
+            for (id, taken) in &self.slow_samples {
+                if let Some(event) = slow.iter_mut().find(|s| s.id == *id) {
+                    event.profile = Some(crate::export::profile::samples::describe(
+                        &mut symbols,
+                        taken.clone(),
+                    ));
+                }
+            }
+        }
+        slow
     }
 
     /// Collects a root operation's subtree, then keeps it if it is the first root (the
@@ -566,7 +699,7 @@ impl State {
             warm_up_root,
             slowest_roots,
             events,
-            slow_events: self.slow.clone(),
+            slow_events: self.slow_events(),
             memory_spikes: self.spikes.clone(),
             thresholds: Thresholds {
                 slow_ms: options.thresholds.default_ms(),

@@ -240,18 +240,25 @@ fn line(
     if let Some(memory) = e.memory {
         let _ = write!(out, " {}", bytes(memory.net()));
     }
+    let slow = e
+        .slow
+        .then(|| report.slow_events.iter().find(|s| s.id == e.id))
+        .flatten();
     if e.slow {
-        let ratio = report
-            .slow_events
-            .iter()
-            .find(|s| s.id == e.id)
-            .map_or(0.0, |s| s.slowness_ratio);
+        let ratio = slow.map_or(0.0, |s| s.slowness_ratio);
         let _ = write!(out, " {}", paint.warn(&format!("⚠ slow {ratio:.1}x")));
     }
     if spike {
         let _ = write!(out, " {}", paint.spike("▲ memory spike"));
     }
     out.push('\n');
+    if let Some(profile) = slow.and_then(|s| s.profile.as_ref()) {
+        let _ = writeln!(
+            out,
+            "{indent}    {}",
+            paint.dim(&format!("CPU profile while it ran: {profile}"))
+        );
+    }
     if metadata && let Some(serde_json::Value::Object(fields)) = &e.metadata {
         for (key, value) in fields {
             let _ = writeln!(out, "{indent}    {}", paint.dim(&format!("{key}: {value}")));

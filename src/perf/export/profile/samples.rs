@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, compiler_f
 
 use super::is_profiler_frame;
 use crate::span;
+use crate::tracker::{SampledFunction, SlowProfile};
 
 /// Samples a thread's ring keeps (the newest).
 pub const SLOTS: usize = 4096;
@@ -278,43 +279,60 @@ impl ThreadSamples {
     /// The samples taken between `start_ns` and `end_ns` of the process clock, with at
     /// most `keep` stacks.
     pub fn between(&self, start_ns: u64, end_ns: u64, keep: usize) -> Taken {
-        let ring: &Ring = &self.ring;
-        let next = ring.next.load(Ordering::Relaxed);
-        let oldest = next.saturating_sub(SLOTS as u64);
-        let mut taken = Taken::default();
-        let mut reached_start = false;
-        for n in (oldest..next).rev() {
-            let slot = &ring.slots[(n % SLOTS as u64) as usize];
-            let seq = slot.seq.load(Ordering::Relaxed);
-            compiler_fence(Ordering::SeqCst);
-            let ts = slot.ts.load(Ordering::Relaxed);
-            let len = slot.len.load(Ordering::Relaxed);
-            let exact = len & EXACT != 0;
-            let len = (len & !EXACT).min(DEPTH);
-            let stack = (taken.stacks.len() < keep).then(|| Stack {
-                ips: slot.ips[..len]
-                    .iter()
-                    .map(|ip| ip.load(Ordering::Relaxed))
-                    .collect(),
-                exact,
-            });
-            compiler_fence(Ordering::SeqCst);
-            if seq != 2 * n + 2 || slot.seq.load(Ordering::Relaxed) != seq {
-                continue; // overwritten, or being written when the handler came in
-            }
-            if ts > end_ns {
-                continue;
-            }
-            if ts < start_ns {
-                reached_start = true;
-                break;
-            }
-            taken.count = taken.count.saturating_add(1);
-            taken.stacks.extend(stack);
-        }
-        taken.truncated = !reached_start && oldest > 0;
-        taken
+        between(&self.ring, start_ns, end_ns, keep)
     }
+}
+
+/// The samples this thread's ring holds between `start_ns` and `end_ns` of the process
+/// clock, with at most `keep` stacks; `None` when no run on this thread keeps samples.
+pub(crate) fn here(start_ns: u64, end_ns: u64, keep: usize) -> Option<Taken> {
+    SHARED
+        .try_with(|shared| {
+            let shared = shared.borrow();
+            shared
+                .as_ref()
+                .map(|ring| between(ring, start_ns, end_ns, keep))
+        })
+        .ok()
+        .flatten()
+}
+
+fn between(ring: &Ring, start_ns: u64, end_ns: u64, keep: usize) -> Taken {
+    let next = ring.next.load(Ordering::Relaxed);
+    let oldest = next.saturating_sub(SLOTS as u64);
+    let mut taken = Taken::default();
+    let mut reached_start = false;
+    for n in (oldest..next).rev() {
+        let slot = &ring.slots[(n % SLOTS as u64) as usize];
+        let seq = slot.seq.load(Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        let ts = slot.ts.load(Ordering::Relaxed);
+        let len = slot.len.load(Ordering::Relaxed);
+        let exact = len & EXACT != 0;
+        let len = (len & !EXACT).min(DEPTH);
+        let stack = (taken.stacks.len() < keep).then(|| Stack {
+            ips: slot.ips[..len]
+                .iter()
+                .map(|ip| ip.load(Ordering::Relaxed))
+                .collect(),
+            exact,
+        });
+        compiler_fence(Ordering::SeqCst);
+        if seq != 2 * n + 2 || slot.seq.load(Ordering::Relaxed) != seq {
+            continue; // overwritten, or being written when the handler came in
+        }
+        if ts > end_ns {
+            continue;
+        }
+        if ts < start_ns {
+            reached_start = true;
+            break;
+        }
+        taken.count = taken.count.saturating_add(1);
+        taken.stacks.extend(stack);
+    }
+    taken.truncated = !reached_start && oldest > 0;
+    taken
 }
 
 impl Drop for ThreadSamples {
@@ -408,6 +426,56 @@ impl Symbols {
             frames.drain(..skip);
         }
         frames
+    }
+}
+
+/// Names a slow operation's samples: the functions on top of their stacks and the most
+/// frequent stack.
+pub(crate) fn describe(symbols: &mut Symbols, taken: Taken) -> SlowProfile {
+    use std::collections::HashMap;
+    let mut on_cpu: HashMap<String, u32> = HashMap::new();
+    let mut stacks: HashMap<String, u32> = HashMap::new();
+    for stack in &taken.stacks {
+        let frames = symbols.stack(stack);
+        // The innermost function of the program's own code: the standard library's
+        // iterators and arithmetic, or the C library, say less than the function that
+        // called them.
+        let own = frames.iter().find(|f| f.own).or(frames.first());
+        if let Some(top) = own {
+            *on_cpu.entry(top.name.clone()).or_default() += 1;
+        }
+        let folded: Vec<&str> = frames.iter().rev().map(|f| f.name.as_str()).collect();
+        *stacks.entry(folded.join(";")).or_default() += 1;
+    }
+    // The kept stacks stand for all the samples counted.
+    let scale = |n: u32| {
+        let kept = taken.stacks.len().max(1) as f64;
+        (f64::from(n) / kept * f64::from(taken.count)).round() as u32
+    };
+    let mut on_cpu: Vec<SampledFunction> = on_cpu
+        .into_iter()
+        .map(|(function, samples)| SampledFunction {
+            function,
+            samples: scale(samples),
+        })
+        .collect();
+    on_cpu.sort_by(|a, b| {
+        b.samples
+            .cmp(&a.samples)
+            .then_with(|| a.function.cmp(&b.function))
+    });
+    on_cpu.truncate(5);
+    let (stack, stack_samples) = stacks
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .map(|(stack, n)| (stack, scale(n)))
+        .unwrap_or_default();
+    SlowProfile {
+        samples: taken.count,
+        truncated: taken.truncated,
+        on_cpu,
+        stack,
+        stack_samples,
     }
 }
 
