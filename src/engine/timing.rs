@@ -124,7 +124,7 @@ impl SlowHook {
 /// assert_eq!(slow_hooks_markdown(&[], 0), "");
 /// ```
 pub fn slow_hooks_markdown(slow: &[SlowHook], total: u64) -> String {
-    use crate::report::{escape, human};
+    use crate::report::escape;
     use std::fmt::Write;
     if total == 0 {
         return String::new();
@@ -137,20 +137,8 @@ pub fn slow_hooks_markdown(slow: &[SlowHook], total: u64) -> String {
     out.push_str("| Hook | When (simulated) | Duration | × threshold | Thread | CPU profile samples while it ran |\n");
     out.push_str("|---|---|---|---|---|---|\n");
     for hook in slow {
-        let thread = thread_words(hook.thread_ran());
-        let profile = hook
-            .profile
-            .as_ref()
-            .map_or_else(|| "no profile ran".to_string(), |p| escape(&p.to_string()));
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {}× {} | {thread} | {profile} |",
-            escape(hook.metric_type.as_str()),
-            hook.when.to_rfc3339(),
-            human(hook.duration_ms),
-            crate::report::sig3(hook.slowness_ratio),
-            human(hook.threshold_ms),
-        );
+        let cells = slow_hook_cells(hook).map(|cell| escape(&cell));
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     if slow.iter().any(|h| h.profile.is_some()) {
         out.push_str(
@@ -184,7 +172,6 @@ pub fn slow_hooks_markdown(slow: &[SlowHook], total: u64) -> String {
 /// ```
 pub fn slow_hooks_html(slow: &[SlowHook], total: u64) -> String {
     use crate::export::html::esc;
-    use crate::report::{human, sig3};
     use std::fmt::Write;
     if total == 0 {
         return String::new();
@@ -195,40 +182,48 @@ pub fn slow_hooks_html(slow: &[SlowHook], total: u64) -> String {
         slow.len()
     );
     for hook in slow {
-        let (profile, stack) = hook.profile.as_ref().map_or_else(
-            || ("no profile ran".to_string(), String::new()),
-            |p| {
-                let stack = if p.stack.is_empty() {
-                    String::new()
-                } else {
-                    format!(" title=\"{} ({} samples)\"", esc(&p.stack), p.stack_samples)
-                };
-                (p.to_string(), stack)
-            },
-        );
+        let [name, when, duration, ratio, thread, profile] = slow_hook_cells(hook).map(|c| esc(&c));
+        // The most frequent stack shows on hovering the profile cell.
+        let stack = hook
+            .profile
+            .as_ref()
+            .filter(|p| !p.stack.is_empty())
+            .map_or_else(String::new, |p| {
+                format!(" title=\"{} ({} samples)\"", esc(&p.stack), p.stack_samples)
+            });
         let _ = writeln!(
             out,
-            "<tr class=\"slow\"><td>{}</td><td>{}</td><td>{}</td><td>{}× {}</td><td>{}</td><td{stack}>{}</td></tr>",
-            esc(hook.metric_type.as_str()),
-            hook.when.to_rfc3339(),
-            human(hook.duration_ms),
-            sig3(hook.slowness_ratio),
-            human(hook.threshold_ms),
-            thread_words(hook.thread_ran()),
-            esc(&profile),
+            "<tr class=\"slow\"><td>{name}</td><td>{when}</td><td>{duration}</td><td>{ratio}</td><td>{thread}</td><td{stack}>{profile}</td></tr>",
         );
     }
     out.push_str("</tbody></table>\n");
     out
 }
 
-/// Whether a slow hook's thread ran or waited, in the reports' words.
-fn thread_words(ran: Option<bool>) -> &'static str {
-    match ran {
+/// A slow hook's row of the reports' "Slow hooks" table, as plain text (each output
+/// escapes it): hook, simulated time, duration, ratio to the threshold, whether its
+/// thread ran, and what the profile saw.
+fn slow_hook_cells(hook: &SlowHook) -> [String; 6] {
+    use crate::report::{human, sig3};
+    let thread = match hook.thread_ran() {
         Some(true) => "ran (slow code)",
         Some(false) => "waited (pre-empted or blocked)",
         None => "not measured",
-    }
+    };
+    [
+        hook.metric_type.as_str().to_string(),
+        hook.when.to_rfc3339(),
+        human(hook.duration_ms),
+        format!(
+            "{}× {}",
+            sig3(hook.slowness_ratio),
+            human(hook.threshold_ms)
+        ),
+        thread.to_string(),
+        hook.profile
+            .as_ref()
+            .map_or_else(|| "no profile ran".to_string(), ToString::to_string),
+    ]
 }
 
 /// The UTC time of `when`, from the previous conversion when it lies later the same day:
@@ -544,7 +539,7 @@ impl HookTimer {
             for (hook, taken) in slow.iter_mut().zip(std::mem::take(&mut self.slow_samples)) {
                 hook.profile = Some(crate::export::profile::samples::describe(
                     &mut symbols,
-                    taken,
+                    &taken,
                 ));
             }
         }

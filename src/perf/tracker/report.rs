@@ -243,9 +243,9 @@ pub struct SlowEvent {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlowProfile {
-    /// Samples taken while the hook ran.
+    /// Samples taken while the operation ran.
     pub samples: u32,
-    /// Whether the hook ran longer than the samples kept on a thread (4,096): its
+    /// Whether the operation ran longer than the samples kept on a thread (4,096): its
     /// oldest samples were gone when it ended.
     pub truncated: bool,
     /// Where the CPU was: per sample, the innermost function of the program's own code
@@ -278,7 +278,7 @@ impl std::fmt::Display for SlowProfile {
         };
         write!(f, "{} {samples}", self.samples)?;
         if self.samples == 0 {
-            // Most hooks are far shorter than the sampling period.
+            // Most operations are far shorter than the sampling period.
             return write!(f, " (the profiler samples every 1 to 4 ms of CPU time)");
         }
         if self.truncated {
@@ -602,7 +602,7 @@ impl State {
                 if let Some(event) = slow.iter_mut().find(|s| s.id == *id) {
                     event.profile = Some(crate::export::profile::samples::describe(
                         &mut symbols,
-                        taken.clone(),
+                        taken,
                     ));
                 }
             }

@@ -431,7 +431,7 @@ impl Symbols {
 
 /// Names a slow operation's samples: the functions on top of their stacks and the most
 /// frequent stack.
-pub(crate) fn describe(symbols: &mut Symbols, taken: Taken) -> SlowProfile {
+pub(crate) fn describe(symbols: &mut Symbols, taken: &Taken) -> SlowProfile {
     use std::collections::HashMap;
     let mut on_cpu: HashMap<String, u32> = HashMap::new();
     let mut stacks: HashMap<String, u32> = HashMap::new();
