@@ -17,8 +17,16 @@ use crate::dump::{DumpError, write_atomic_bytes};
 
 /// Whether a function belongs to the profiler (the unwinder, the signal handlers), not to
 /// the code that was running.
-pub(crate) fn is_profiler_frame(name: &str) -> bool {
-    name.starts_with("backtrace::")
+///
+/// A name alone is not always enough: in line tables without full debug info, an inlined
+/// function has its short name only (`trace`), so the source file decides where it has one.
+pub(crate) fn is_profiler_frame(name: &str, file: Option<&std::path::Path>) -> bool {
+    file.is_some_and(|file| {
+        let file = file.to_string_lossy();
+        ["/backtrace-0.", "/pprof-0."]
+            .iter()
+            .any(|krate| file.contains(krate))
+    }) || name.starts_with("backtrace::")
         || name.starts_with("pprof::")
         || name.starts_with("<pprof::")
         || name.contains("perf_signal_handler")
@@ -115,8 +123,9 @@ impl CpuProfile {
             let names: Vec<String> = frames
                 .frames
                 .iter()
-                .flat_map(|frame| frame.iter().map(|symbol| symbol.name()))
-                .skip_while(|name| is_profiler_frame(name))
+                .flat_map(|frame| frame.iter())
+                .skip_while(|symbol| is_profiler_frame(&symbol.name(), symbol.filename.as_deref()))
+                .map(|symbol| symbol.name())
                 .collect();
             if let Some(first) = names.first() {
                 *top.entry(first.clone()).or_default() += count;

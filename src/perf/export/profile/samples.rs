@@ -369,6 +369,9 @@ pub struct Frame {
     /// neither the standard library's (`/rustc/`) nor a dependency's (Cargo's registry
     /// or git checkouts); not the C library's or the kernel's vDSO.
     pub own: bool,
+    /// Whether it is the profiler's (the unwinder, the signal handlers), not the code that
+    /// was running.
+    pub profiler: bool,
 }
 
 /// Function names of code addresses, each resolved once.
@@ -401,6 +404,8 @@ impl Symbols {
                 let mut found = Vec::new();
                 backtrace::resolve(ip as *mut std::ffi::c_void, |symbol| {
                     if let Some(name) = symbol.name() {
+                        let name = format!("{name:#}");
+                        let profiler = is_profiler_frame(&name, symbol.filename());
                         let own = symbol.filename().is_some_and(|file| {
                             let file = file.to_string_lossy();
                             file.ends_with(".rs")
@@ -409,8 +414,9 @@ impl Symbols {
                                     || file.contains("/.cargo/git/"))
                         });
                         found.push(Frame {
-                            name: format!("{name:#}"),
+                            name,
                             own,
+                            profiler,
                         });
                     }
                 });
@@ -419,10 +425,7 @@ impl Symbols {
             frames.extend(resolved.iter().cloned());
         }
         if !stack.exact {
-            let skip = frames
-                .iter()
-                .take_while(|f| is_profiler_frame(&f.name))
-                .count();
+            let skip = frames.iter().take_while(|f| f.profiler).count();
             frames.drain(..skip);
         }
         frames
@@ -554,6 +557,9 @@ mod tests {
             names.iter().any(|n| n.contains("sampled_here")),
             "{names:?}"
         );
-        assert!(!names.iter().any(|n| is_profiler_frame(n)), "{names:?}");
+        assert!(!frames.iter().any(|f| f.profiler), "{names:?}");
+        // The unwinder's frames and ours that took the sample are gone: the stack starts
+        // in the function that was running.
+        assert!(names[0].contains("sampled_here"), "{names:?}");
     }
 }
