@@ -68,7 +68,7 @@ pub use perf::facade::{
     listen_performance_async, listen_performance_filtered, listen_performance_once,
     performance_emitter, performance_service, time, time_async,
 };
-pub use perf::key::{GLOBAL, StorageKey};
+pub use perf::key::{GLOBAL, KeyedBatch, StorageKey};
 pub use perf::listener::{ListenerGuard, ListenerOutcome, QueueBound, Subscription, WhenFull};
 pub use perf::name::Name;
 pub use perf::report::Column;

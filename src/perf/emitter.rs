@@ -57,7 +57,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::event::{InvalidEvent, MetricType, PerformanceContract};
-use super::key::{Prehashed, StorageKey, leading_run};
+use super::key::{KeyedBatch, Prehashed, StorageKey};
 use super::span;
 use futures::future::BoxFuture;
 
@@ -103,6 +103,12 @@ pub trait Sink: Send + Sync + 'static {
         for event in events {
             self.on_event(event);
         }
+    }
+    /// Called with the batch instead of [`on_batch`](Sink::on_batch), its events grouped by
+    /// key: a sink with state per key overrides it to take each key's lock once however
+    /// the keys interleave. The default hands the events to `on_batch`, in order.
+    fn on_keyed_batch(&self, batch: &KeyedBatch<'_>) {
+        self.on_batch(batch.events());
     }
 }
 
@@ -415,25 +421,26 @@ impl PerformanceEmitter {
             events.clear();
             return 0;
         }
-        self.chain_batch(events);
+        let grouping = KeyedBatch::grouping(events);
+        self.chain_batch(events, &grouping);
+        let batch = grouping.with_events(events);
         for (_, subscriber) in subscribers.iter() {
-            subscriber.on_batch(events);
+            subscriber.on_keyed_batch(&batch);
         }
         let delivered = events.len();
         events.clear();
         delivered
     }
 
-    /// [`chain`](Self::chain) for a batch: one lock per run of events with the same key.
-    fn chain_batch(&self, events: &mut [PerformanceContract]) {
-        let mut rest = events;
-        while let Some((key, run)) = leading_run(rest) {
-            let (same, tail) = rest.split_at_mut(run);
-            // The run's last timestamp per metric type, looked up once per type: a batch
+    /// [`chain`](Self::chain) for a batch: one lock per key.
+    fn chain_batch(&self, events: &mut [PerformanceContract], grouping: &KeyedBatch<'_>) {
+        for (key, members) in grouping.indexes() {
+            // The key's last timestamp per metric type, looked up once per type: a batch
             // from the engine holds a handful of types.
             let mut last: Vec<(MetricType, Option<f64>)> = Vec::new();
             let mut map = self.inner.series[series_shard(&key)].lock();
-            for event in same {
+            for i in members {
+                let event = &mut events[i];
                 let slot = match last.iter().position(|(m, _)| *m == event.metric_type) {
                     Some(slot) => slot,
                     None => {
@@ -453,7 +460,6 @@ impl PerformanceEmitter {
                     chain_step(&mut map, key, metric, timestamp);
                 }
             }
-            rest = tail;
         }
     }
 

@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 
 use super::emitter::{EmitterInner, PerformanceEmitter, Sink, SubscriberId};
 use super::event::{InvalidEvent, MetricType, PerformanceContract};
-use super::key::{Prehashed, StorageKey, leading_run};
+use super::key::{KeyedBatch, Prehashed, StorageKey};
 use super::stats::Aggregate;
 
 /// Number of shards once `max_keys` reaches [`SHARDED_FROM_KEYS`].
@@ -658,16 +658,15 @@ impl Sink for StorageService {
         });
     }
 
-    /// One lock per run of events with the same key.
     fn on_batch(&self, events: &[PerformanceContract]) {
+        self.on_keyed_batch(&KeyedBatch::new(events));
+    }
+
+    /// One lock per key.
+    fn on_keyed_batch(&self, batch: &KeyedBatch<'_>) {
         let max = self.config.max_events;
-        let mut rest = events;
-        while let Some((key, run)) = leading_run(rest) {
-            let (same, tail) = rest.split_at(run);
-            self.with_key(key, |storage| {
-                same.iter().for_each(|e| storage.push(e, max))
-            });
-            rest = tail;
+        for (key, events) in batch.groups() {
+            self.with_key(key, |storage| events.for_each(|e| storage.push(e, max)));
         }
     }
 }
