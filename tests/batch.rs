@@ -92,3 +92,49 @@ fn a_batch_delivers_exactly_what_single_emits_deliver() {
         );
     }
 }
+
+#[test]
+fn batches_of_one_key_keep_the_window_and_statistics_of_single_emits() {
+    // One key, as the engine's batches are: each batch goes to the window in one copy.
+    // A type that first comes late ("late") is exact while all its events are in the
+    // window; batches larger than the window (250 > 200) drop from within the batch.
+    let events: Vec<PerformanceContract> = (0..900u32)
+        .map(|i| {
+            let metric = match i {
+                i if i >= 820 && i % 2 == 0 => MetricType::custom("late"),
+                i if i % 3 == 0 => MetricType::Tick,
+                _ => MetricType::GetCandles,
+            };
+            PerformanceContract::new(metric, f64::from(i % 13) * 0.25, f64::from(i))
+                .with_symbol("BTCUSDT")
+                .with_strategy("s")
+        })
+        .collect();
+    let (one_bus, one_service, _, one_sub) = pipeline();
+    for e in &events {
+        let _ = one_bus.emit(*e);
+    }
+    one_sub.flush();
+    let expected = one_service.get_data("BTCUSDT", "s");
+    assert_eq!(
+        (
+            expected.total_events,
+            expected.events.len(),
+            expected.dropped
+        ),
+        (900, 200, 700)
+    );
+    for size in [1, 7, 64, 199, 200, 250, 900] {
+        let (bus, service, _, sub) = pipeline();
+        for chunk in events.chunks(size) {
+            let mut buffer = chunk.to_vec();
+            assert_eq!(bus.emit_batch(&mut buffer), chunk.len());
+        }
+        sub.flush();
+        assert_eq!(
+            service.get_data("BTCUSDT", "s"),
+            expected,
+            "batches of {size}"
+        );
+    }
+}

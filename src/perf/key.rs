@@ -249,6 +249,15 @@ impl<'a> KeyedBatch<'a> {
         KeyedBatch { events, ..self }
     }
 
+    /// The key of every event, when the batch is one key's (the engine's batches are).
+    #[inline]
+    pub(crate) fn single_key(&self) -> Option<StorageKey> {
+        match self.keys.as_slice() {
+            [(key, _)] => Some(*key),
+            _ => None,
+        }
+    }
+
     /// The events, in the order they were emitted.
     pub fn events(&self) -> &'a [PerformanceContract] {
         self.events

@@ -165,6 +165,23 @@ impl KeyStorage {
         self.push_window(event, max);
     }
 
+    /// [`push`](Self::push) for a run of events: the aggregates event by event, the window
+    /// in one copy of the newest `max` of them.
+    #[inline]
+    fn push_run(&mut self, events: &[PerformanceContract], max: usize) {
+        for event in events {
+            self.metric(event.metric_type).aggregate.record(event);
+            // The sequence number of the next event: a type first seen here starts at it.
+            self.pushed += 1;
+        }
+        let kept = &events[events.len().saturating_sub(max)..];
+        let overflow = (self.events.len() + kept.len()).saturating_sub(max);
+        // The oldest fall off the front (`Copy` events: nothing to drop).
+        self.events.drain(..overflow);
+        self.events.extend(kept);
+        self.dropped += (overflow + events.len() - kept.len()) as u64;
+    }
+
     /// Keeps the event in the window only (its aggregate is counted elsewhere).
     #[inline]
     fn push_window(&mut self, event: &PerformanceContract, max: usize) {
@@ -665,6 +682,10 @@ impl Sink for StorageService {
     /// One lock per key.
     fn on_keyed_batch(&self, batch: &KeyedBatch<'_>) {
         let max = self.config.max_events;
+        if let Some(key) = batch.single_key() {
+            self.with_key(key, |storage| storage.push_run(batch.events(), max));
+            return;
+        }
         for (key, events) in batch.groups() {
             self.with_key(key, |storage| events.for_each(|e| storage.push(e, max)));
         }

@@ -103,7 +103,9 @@ fn to_ns(ms: f64) -> u64 {
     // Durations are >= 0 (validated), so adding a half and truncating rounds to the
     // nearest ns without a call to libm's `round` (the baseline x86-64 target has no
     // rounding instruction). `as` saturates: huge values clamp.
-    ((ms * NS_PER_MS + 0.5) as u64).min(HISTOGRAM_MAX_NS)
+    // Through i64, which x86-64 converts in one instruction (`as u64` takes several); `as`
+    // saturates, and a duration is never negative.
+    ((ms * NS_PER_MS + 0.5) as i64).clamp(0, HISTOGRAM_MAX_NS as i64) as u64
 }
 
 /// Durations below this many ns are counted in a plain array first: `hdrhistogram`'s
@@ -326,7 +328,7 @@ impl Aggregate {
             self.max = d;
         }
         let delta = d - self.mean;
-        self.mean += delta / self.count as f64;
+        self.mean += delta / crate::span::to_f64(self.count);
         self.m2 += delta * (d - self.mean);
         if let Some(previous) = event.previous_timestamp {
             let wait = event.timestamp - previous;
