@@ -169,6 +169,48 @@ fn series_shard(key: &StorageKey) -> usize {
     (key.prehash() >> 60) as usize % SERIES_SHARDS
 }
 
+/// The last timestamp of each metric type in a batch: the built-in types (the engine's
+/// events, nearly all) in an array, custom ones in a short list.
+#[derive(Default)]
+struct Latest {
+    built_in: [Option<f64>; 5],
+    custom: Vec<(MetricType, f64)>,
+}
+
+impl Latest {
+    /// Records `timestamp` as the last of `metric` and returns the one before it: from
+    /// this batch, or else what `before` finds.
+    #[inline]
+    fn replace(
+        &mut self,
+        metric: MetricType,
+        timestamp: f64,
+        before: impl FnOnce() -> Option<f64>,
+    ) -> Option<f64> {
+        match metric.built_in_index() {
+            Some(i) => match self.built_in[i].replace(timestamp) {
+                Some(previous) => Some(previous),
+                None => before(),
+            },
+            None => match self.custom.iter_mut().find(|(m, _)| *m == metric) {
+                Some((_, last)) => Some(std::mem::replace(last, timestamp)),
+                None => {
+                    self.custom.push((metric, timestamp));
+                    before()
+                }
+            },
+        }
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (MetricType, f64)> {
+        MetricType::BUILT_IN
+            .into_iter()
+            .zip(self.built_in)
+            .filter_map(|(metric, last)| Some((metric, last?)))
+            .chain(self.custom)
+    }
+}
+
 /// Records `timestamp` as the last of (`key`, `metric`) and returns the one before.
 #[inline]
 fn chain_step(
@@ -395,7 +437,7 @@ impl PerformanceEmitter {
                 false
             }
         });
-        self.deliver_batch(events, &subscribers)
+        self.deliver_batch(events, &subscribers, KeyedBatch::grouping)
     }
 
     /// [`emit_batch`](Self::emit_batch) for events measured by this crate's own timers,
@@ -409,19 +451,20 @@ impl PerformanceEmitter {
         }
         debug_assert!(events.iter().all(|e| e.validate().is_ok()));
         let subscribers = self.inner.subscribers.load();
-        self.deliver_batch(events, &subscribers)
+        self.deliver_batch(events, &subscribers, KeyedBatch::one_key)
     }
 
     fn deliver_batch(
         &self,
         events: &mut Vec<PerformanceContract>,
         subscribers: &[(SubscriberId, Subscriber)],
+        group: fn(&[PerformanceContract]) -> KeyedBatch<'static>,
     ) -> usize {
         if subscribers.is_empty() || events.is_empty() {
             events.clear();
             return 0;
         }
-        let grouping = KeyedBatch::grouping(events);
+        let grouping = group(events);
         self.chain_batch(events, &grouping);
         let batch = grouping.with_events(events);
         for (_, subscriber) in subscribers.iter() {
@@ -435,30 +478,21 @@ impl PerformanceEmitter {
     /// [`chain`](Self::chain) for a batch: one lock per key.
     fn chain_batch(&self, events: &mut [PerformanceContract], grouping: &KeyedBatch<'_>) {
         for (key, members) in grouping.indexes() {
-            // The key's last timestamp per metric type, looked up once per type: a batch
-            // from the engine holds a handful of types.
-            let mut last: Vec<(MetricType, Option<f64>)> = Vec::new();
             let mut map = self.inner.series[series_shard(&key)].lock();
+            let mut latest = Latest::default();
             for i in members {
                 let event = &mut events[i];
-                let slot = match last.iter().position(|(m, _)| *m == event.metric_type) {
-                    Some(slot) => slot,
-                    None => {
-                        let known = map
-                            .get(&key)
-                            .and_then(|c| c.iter().find(|(m, _)| *m == event.metric_type))
-                            .map(|(_, t)| *t);
-                        last.push((event.metric_type, known));
-                        last.len() - 1
-                    }
-                };
-                let previous = last[slot].1.replace(event.timestamp);
+                let metric = event.metric_type;
+                let previous = latest.replace(metric, event.timestamp, || {
+                    // The type's first event in this batch: its last one before.
+                    map.get(&key)
+                        .and_then(|c| c.iter().find(|(m, _)| *m == metric))
+                        .map(|(_, t)| *t)
+                });
                 fill_previous(event, previous);
             }
-            for (metric, timestamp) in last {
-                if let Some(timestamp) = timestamp {
-                    chain_step(&mut map, key, metric, timestamp);
-                }
+            for (metric, timestamp) in latest.into_iter() {
+                chain_step(&mut map, key, metric, timestamp);
             }
         }
     }

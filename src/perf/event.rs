@@ -51,6 +51,20 @@ impl MetricType {
         MetricType::Backtest,
     ];
 
+    /// The place of a built-in type in [`BUILT_IN`](Self::BUILT_IN); `None` for a custom
+    /// one. Per-type state of the engine's events is an array indexed by it.
+    #[inline]
+    pub(crate) fn built_in_index(self) -> Option<usize> {
+        match self {
+            MetricType::Tick => Some(0),
+            MetricType::GetSignal => Some(1),
+            MetricType::GetCandles => Some(2),
+            MetricType::GetAveragePrice => Some(3),
+            MetricType::Backtest => Some(4),
+            MetricType::Custom(_) => None,
+        }
+    }
+
     /// Reads a metric type from its name; unknown names become [`MetricType::Custom`].
     ///
     /// ```

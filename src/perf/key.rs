@@ -240,6 +240,20 @@ impl<'a> KeyedBatch<'a> {
         }
     }
 
+    /// The grouping of a batch known to be one key's (the engine's, whose timer measured
+    /// every event for one symbol and strategy): no scan.
+    pub(crate) fn one_key(events: &[PerformanceContract]) -> KeyedBatch<'static> {
+        debug_assert!(leading_run(events).is_none_or(|(_, run)| run == events.len()));
+        KeyedBatch {
+            events: &[],
+            keys: events
+                .first()
+                .map(|first| vec![(StorageKey::of(first), events.len())])
+                .unwrap_or_default(),
+            order: Vec::new(),
+        }
+    }
+
     /// The grouping, lent with the events it was made from.
     pub(crate) fn with_events(self, events: &[PerformanceContract]) -> KeyedBatch<'_> {
         debug_assert_eq!(

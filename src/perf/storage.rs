@@ -102,19 +102,6 @@ struct MetricState {
     untimed: u64,
 }
 
-/// A built-in metric type's place in [`KeyStorage::built_in`].
-#[inline]
-fn built_in_slot(metric: MetricType) -> Option<usize> {
-    match metric {
-        MetricType::Tick => Some(0),
-        MetricType::GetSignal => Some(1),
-        MetricType::GetCandles => Some(2),
-        MetricType::GetAveragePrice => Some(3),
-        MetricType::Backtest => Some(4),
-        MetricType::Custom(_) => None,
-    }
-}
-
 #[derive(Default)]
 struct KeyStorage {
     /// Oldest at the front, newest at the back.
@@ -133,7 +120,7 @@ struct KeyStorage {
 impl KeyStorage {
     #[inline]
     fn metric(&mut self, metric: MetricType) -> &mut MetricState {
-        let built_in = built_in_slot(metric);
+        let built_in = metric.built_in_index();
         let found = match built_in {
             Some(slot) => (self.built_in[slot] as usize).checked_sub(1),
             None => self.metrics.iter().position(|m| m.metric == metric),
