@@ -226,20 +226,38 @@ fn slow_hook_cells(hook: &SlowHook) -> [String; 6] {
     ]
 }
 
-/// The UTC time of `when`, from the previous conversion when it lies later the same day:
-/// adding a time of day is a few integer operations where a conversion from the epoch
-/// walks the calendar (the engine steps a minute at a time).
+/// The UTC time of `when`, from the previous conversion when it lies less than a day
+/// later: a new time of day on the same date is a few integer operations, where a
+/// conversion from the epoch walks the calendar (the engine steps a minute at a time).
 #[inline]
 fn next_utc((previous, at): (Millis, DateTime<Utc>), when: Millis) -> DateTime<Utc> {
+    use chrono::Timelike;
     let step = when.wrapping_sub(previous);
-    // Within ±253,000 years (chrono's range is ±262,143): no clamping at either end.
-    if (1..86_400_000).contains(&step)
-        && previous.unsigned_abs() < 8_000_000_000_000_000
-        && let Some(next) = at.checked_add_signed(chrono::TimeDelta::milliseconds(step))
-    {
-        return next;
+    // Within ±253,000 years (chrono's range is ±262,143): `at` was not clamped, and
+    // neither is a day later.
+    if !(1..86_400_000).contains(&step) || previous.unsigned_abs() >= 8_000_000_000_000_000 {
+        return to_utc(when);
     }
-    to_utc(when)
+    // Later the same day (nearly every step): the same date at a new time of day.
+    let naive = at.naive_utc();
+    let time = naive.time();
+    let nanos = time.nanosecond();
+    if nanos % 1_000_000 == 0 && nanos < 1_000_000_000 {
+        let next_ms = i64::from(time.num_seconds_from_midnight()) * 1000
+            + i64::from(nanos / 1_000_000)
+            + step;
+        if let Ok(next_ms) = u32::try_from(next_ms)
+            && next_ms < 86_400_000
+            && let Some(time) = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+                next_ms / 1000,
+                next_ms % 1000 * 1_000_000,
+            )
+        {
+            return naive.date().and_time(time).and_utc();
+        }
+    }
+    at.checked_add_signed(chrono::TimeDelta::milliseconds(step))
+        .unwrap_or_else(|| to_utc(when))
 }
 
 /// Events buffered before they go to the bus (at the end of the tick that reaches it).
