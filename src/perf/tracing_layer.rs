@@ -92,10 +92,33 @@ thread_local! {
     static METRICS: RefCell<Vec<(usize, usize, MetricType)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Whether two short texts are equal, by two overlapping word loads for lengths 4 to 16
+/// (symbols and strategy names) rather than a call to `memcmp` per candidate.
+#[inline]
+fn same_text(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    fn word<const W: usize>(s: &[u8], at: usize) -> [u8; W] {
+        s.get(at..at + W)
+            .and_then(|w| w.try_into().ok())
+            .unwrap_or([0; W])
+    }
+    match n {
+        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        _ => a == b,
+    }
+}
+
 fn recent_name(text: &str) -> Name {
     RECENT_NAMES.with(|recent| {
         let mut recent = recent.borrow_mut();
-        if let Some(i) = recent.iter().position(|n| n.as_str() == text) {
+        if let Some(i) = recent
+            .iter()
+            .position(|n| same_text(n.as_str().as_bytes(), text.as_bytes()))
+        {
             return recent[i];
         }
         let name = Name::new(text);
@@ -210,5 +233,26 @@ where
         };
         // A span's own measurement with the process clock: valid by construction.
         self.bus.emit_measured(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_text;
+
+    #[test]
+    fn short_texts_compare_byte_for_byte() {
+        for n in 0..=20usize {
+            let a: Vec<u8> = (0..n).map(|i| b'A' + i as u8).collect();
+            assert!(same_text(&a, &a.clone()), "length {n}");
+            // A difference at any position is seen.
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] = b'z';
+                assert!(!same_text(&a, &b), "length {n}, byte {at}");
+            }
+            let longer = [a.as_slice(), b"x"].concat();
+            assert!(!same_text(&a, &longer), "length {n} against {}", n + 1);
+        }
     }
 }
