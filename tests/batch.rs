@@ -138,3 +138,37 @@ fn batches_of_one_key_keep_the_window_and_statistics_of_single_emits() {
         );
     }
 }
+
+#[test]
+fn a_batch_larger_than_one_grouping_delivers_what_single_emits_deliver() {
+    // 10,000 events over three interleaved keys, in one call: grouped 4,096 at a time,
+    // still delivered in order, chained and counted as one by one.
+    let events: Vec<PerformanceContract> = (0..10_000u32)
+        .map(|i| {
+            let metric = [MetricType::Tick, MetricType::GetSignal][(i % 2) as usize];
+            PerformanceContract::new(metric, f64::from(i % 7) * 0.5, f64::from(i))
+                .with_symbol(["A", "B", "C"][(i % 3) as usize])
+                .with_strategy("s")
+        })
+        .collect();
+    let (one_bus, one_service, one_log, one_sub) = pipeline();
+    for e in &events {
+        let _ = one_bus.emit(*e);
+    }
+    one_sub.flush();
+    let (bus, service, log, sub) = pipeline();
+    let mut buffer = events.clone();
+    assert_eq!(bus.emit_batch(&mut buffer), 10_000);
+    sub.flush();
+    let delivered = log.lock().unwrap();
+    assert_eq!(delivered.len(), 10_000);
+    assert_eq!(*delivered, *one_log.lock().unwrap());
+    for symbol in ["A", "B", "C"] {
+        let data = service.get_data(symbol, "s");
+        assert_eq!(data, one_service.get_data(symbol, "s"));
+        assert_eq!(
+            (data.total_events, data.events.len()),
+            (3_334 - usize::from(symbol != "A"), 200)
+        );
+    }
+}

@@ -169,6 +169,9 @@ fn series_shard(key: &StorageKey) -> usize {
     (key.prehash() >> 60) as usize % SERIES_SHARDS
 }
 
+/// Events of a batch grouped by key at once (and handed to each sink at once).
+const GROUPED_AT_ONCE: usize = 4096;
+
 /// The last timestamp of each metric type in a batch: the built-in types (the engine's
 /// events, nearly all) in an array, custom ones in a short list.
 #[derive(Default)]
@@ -464,11 +467,15 @@ impl PerformanceEmitter {
             events.clear();
             return 0;
         }
-        let grouping = group(events);
-        self.chain_batch(events, &grouping);
-        let batch = grouping.with_events(events);
-        for (_, subscriber) in subscribers.iter() {
-            subscriber.on_keyed_batch(&batch);
+        // Grouped a slice at a time: the grouping's indexes take 16 bytes per event, so a
+        // huge batch does not double its memory.
+        for slice in events.chunks_mut(GROUPED_AT_ONCE) {
+            let grouping = group(slice);
+            self.chain_batch(slice, &grouping);
+            let batch = grouping.with_events(slice);
+            for (_, subscriber) in subscribers.iter() {
+                subscriber.on_keyed_batch(&batch);
+            }
         }
         let delivered = events.len();
         events.clear();
