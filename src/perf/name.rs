@@ -1,10 +1,14 @@
 //! Interned names: symbols, strategy names and custom metric types.
 
+use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::ops::Deref;
+use std::sync::OnceLock;
 
+use parking_lot::RwLock;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use ustr::Ustr;
 
 /// An interned, immutable string that costs one pointer to copy.
 ///
@@ -22,8 +26,29 @@ use ustr::Ustr;
 /// assert_eq!(a, b);
 /// assert_eq!(a.as_str(), "BTCUSDT");
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(Ustr);
+#[derive(Clone, Copy)]
+pub struct Name(&'static Entry);
+
+/// An interned text and its hash, made once and never freed.
+struct Entry {
+    hash: u64,
+    text: &'static str,
+}
+
+/// Every name interned so far. A map that grows with the names (a few dozen in a
+/// backtest), where the `ustr` crate used before took 6 MB of memory with its first name.
+struct Interner {
+    hasher: RandomState,
+    names: RwLock<HashMap<&'static str, &'static Entry>>,
+}
+
+fn interner() -> &'static Interner {
+    static INTERNER: OnceLock<Interner> = OnceLock::new();
+    INTERNER.get_or_init(|| Interner {
+        hasher: RandomState::new(),
+        names: RwLock::new(HashMap::new()),
+    })
+}
 
 impl Name {
     /// Interns `text` (or finds it already interned) and returns its name.
@@ -33,7 +58,22 @@ impl Name {
     /// assert_eq!(Name::new("my-strategy").len(), 11);
     /// ```
     pub fn new(text: &str) -> Self {
-        Name(Ustr::from(text))
+        if let Some(name) = Name::existing(text) {
+            return name;
+        }
+        let interner = interner();
+        let mut names = interner.names.write();
+        // Another thread may have interned it between the two locks.
+        if let Some(entry) = names.get(text) {
+            return Name(entry);
+        }
+        let text: &'static str = Box::leak(Box::from(text));
+        let entry: &'static Entry = Box::leak(Box::new(Entry {
+            hash: interner.hasher.hash_one(text),
+            text,
+        }));
+        names.insert(text, entry);
+        Name(entry)
     }
 
     /// The name of `text` if it is interned already; never interns (a reader that must
@@ -46,7 +86,7 @@ impl Name {
     /// assert_eq!(Name::existing("never-interned-4f1c9a"), None);
     /// ```
     pub fn existing(text: &str) -> Option<Self> {
-        ustr::existing_ustr(text).map(Name)
+        interner().names.read().get(text).map(|entry| Name(entry))
     }
 
     /// The text of this name, valid for the rest of the process.
@@ -57,12 +97,40 @@ impl Name {
     /// assert_eq!(s, "ETHUSDT");
     /// ```
     pub fn as_str(&self) -> &'static str {
-        self.0.as_str()
+        self.0.text
     }
 
     /// The hash computed when the name was interned.
     pub(crate) fn precomputed_hash(&self) -> u64 {
-        self.0.precomputed_hash()
+        self.0.hash
+    }
+}
+
+impl PartialEq for Name {
+    /// One entry per text: the same name is the same pointer.
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Name {}
+
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
+
+impl Ord for Name {
+    /// By text.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -131,5 +199,38 @@ impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         Ok(Name::new(&text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Name;
+
+    #[test]
+    fn threads_interning_the_same_text_get_the_same_name() {
+        let texts: Vec<String> = (0..64).map(|i| format!("name-test-{i}")).collect();
+        let per_thread: Vec<Vec<Name>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| texts.iter().map(|t| Name::new(t)).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for names in &per_thread[1..] {
+            assert_eq!(names, &per_thread[0]);
+        }
+        for (name, text) in per_thread[0].iter().zip(&texts) {
+            assert_eq!(name.as_str(), text);
+            assert_eq!(Name::existing(text), Some(*name));
+            assert_eq!(name.precomputed_hash(), Name::new(text).precomputed_hash());
+        }
+    }
+
+    #[test]
+    fn names_order_by_text_and_differ_by_text() {
+        let (b, a) = (Name::new("name-order-b"), Name::new("name-order-a"));
+        assert!(a < b);
+        assert_ne!(a, b);
+        assert_eq!(Name::new(""), Name::new(""));
+        assert_eq!(Name::new("").as_str(), "");
     }
 }
