@@ -3,6 +3,18 @@
 
 use std::process::Command;
 
+/// Runs `command`, which must succeed (its stderr is the failure's message), and returns
+/// its stdout.
+fn succeeded(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_backtest-perf"))
 }
@@ -94,28 +106,22 @@ fn the_default_job_reports_every_strategy_into_dump_performance() {
 #[test]
 fn backtest_runs_the_chosen_strategies_on_synthetic_data_into_the_given_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args([
-            "backtest",
-            "--synthetic",
-            "2",
-            "--symbol",
-            "SYN",
-            "--strategy",
-            "donchian-breakout",
-            "--strategy",
-            "donchian-breakout",
-            "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeeded(
+        bin()
+            .args([
+                "backtest",
+                "--synthetic",
+                "2",
+                "--symbol",
+                "SYN",
+                "--strategy",
+                "donchian-breakout",
+                "--strategy",
+                "donchian-breakout",
+                "--out",
+            ])
+            .arg(dir.path()),
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         stdout.matches(" on SYN: ").count(),
         1,
@@ -168,28 +174,22 @@ fn bad_csv_names_the_file_and_line() {
 #[test]
 fn timeline_prints_the_slowest_tick_and_slow_hooks_are_listed() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args([
-            "backtest",
-            "--synthetic",
-            "1",
-            "--strategy",
-            "sma-crossover",
-            "--timeline",
-            "--slow",
-            "tick=0.000001",
-            "--out",
-        ])
-        .arg(dir.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeeded(
+        bin()
+            .args([
+                "backtest",
+                "--synthetic",
+                "1",
+                "--strategy",
+                "sma-crossover",
+                "--timeline",
+                "--slow",
+                "tick=0.000001",
+                "--out",
+            ])
+            .arg(dir.path())
+            .env("NO_COLOR", "1"),
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     // Every tick is slow against 0 ms: the list shows ten, then the count of the rest.
     let slow_line = stdout
         .lines()
@@ -498,20 +498,18 @@ fn alert_rules_fire_into_the_log_and_a_file() {
 #[test]
 fn max_events_sizes_the_window_and_layout_picks_backtest_kits_report() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args([
-            "backtest",
-            "--strategy",
-            "sma-crossover",
-            "--max-events",
-            "20000",
-            "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = succeeded(
+        bin()
+            .args([
+                "backtest",
+                "--strategy",
+                "sma-crossover",
+                "--max-events",
+                "20000",
+                "--out",
+            ])
+            .arg(dir.path()),
+    );
     assert!(
         stdout.contains("13,973 events (statistics over all of them; all kept as events)"),
         "{stdout}"
@@ -554,33 +552,27 @@ fn max_events_sizes_the_window_and_layout_picks_backtest_kits_report() {
 #[test]
 fn with_a_profile_every_slow_hook_shows_its_samples_in_every_output() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args([
-            "backtest",
-            "--synthetic",
-            "1",
-            "--strategy",
-            "sma-crossover",
-            "--profile",
-            "--slow",
-            "tick=0.000001",
-            "--format",
-            "md",
-            "--format",
-            "json",
-            "--format",
-            "html",
-            "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeeded(
+        bin()
+            .args([
+                "backtest",
+                "--synthetic",
+                "1",
+                "--strategy",
+                "sma-crossover",
+                "--profile",
+                "--slow",
+                "tick=0.000001",
+                "--format",
+                "md",
+                "--format",
+                "json",
+                "--format",
+                "html",
+                "--out",
+            ])
+            .arg(dir.path()),
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     // Ten slow ticks listed on stdout, each followed by its profile line.
     let lines: Vec<&str> = stdout.lines().collect();
     let listed: Vec<usize> = (0..lines.len())
