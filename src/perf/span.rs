@@ -69,14 +69,8 @@ pub fn now_ns() -> u64 {
 /// `n` as a float, for counts and nanoseconds on the hot path: `n as f64` up to 2^63 - 1
 /// (292 years of nanoseconds), which it saturates at, in one instruction where x86-64
 /// converts only signed integers (`u64 as f64` takes several).
-///
-/// ```
-/// use backtest_perf::span::to_f64;
-/// assert_eq!(to_f64(1_500_000), 1.5e6);
-/// assert_eq!(to_f64(u64::MAX), i64::MAX as f64);
-/// ```
 #[inline]
-pub fn to_f64(n: u64) -> f64 {
+pub(crate) fn to_f64(n: u64) -> f64 {
     i64::try_from(n).unwrap_or(i64::MAX) as f64
 }
 
@@ -393,6 +387,15 @@ pub fn current() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_f64_converts_exactly_and_saturates_past_i64() {
+        assert_eq!(to_f64(0), 0.0);
+        assert_eq!(to_f64(1_500_000), 1.5e6);
+        assert_eq!(to_f64((1 << 53) + 1), ((1u64 << 53) + 1) as f64);
+        assert_eq!(to_f64(i64::MAX as u64), i64::MAX as f64);
+        assert_eq!(to_f64(u64::MAX), i64::MAX as f64);
+    }
 
     #[test]
     fn ids_are_unique_across_threads() {
