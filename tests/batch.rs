@@ -53,13 +53,27 @@ fn pipeline() -> (
     (bus, service, log, sub)
 }
 
+/// The pipeline fed `events` one `emit` at a time, its listener flushed: what a batch
+/// must match.
+fn one_by_one(
+    events: &[PerformanceContract],
+) -> (
+    PerformanceEmitter,
+    PerformanceService,
+    Log,
+    backtest_perf::Subscription,
+) {
+    let (bus, service, log, sub) = pipeline();
+    for e in events {
+        let _ = bus.emit(*e);
+    }
+    sub.flush();
+    (bus, service, log, sub)
+}
+
 #[test]
 fn a_batch_delivers_exactly_what_single_emits_deliver() {
-    let (one_bus, one_service, one_log, one_sub) = pipeline();
-    for e in workload() {
-        let _ = one_bus.emit(e);
-    }
-    one_sub.flush();
+    let (one_bus, one_service, one_log, _one_sub) = one_by_one(&workload());
 
     let (batch_bus, batch_service, batch_log, batch_sub) = pipeline();
     let events = workload();
@@ -110,11 +124,7 @@ fn batches_of_one_key_keep_the_window_and_statistics_of_single_emits() {
                 .with_strategy("s")
         })
         .collect();
-    let (one_bus, one_service, _, one_sub) = pipeline();
-    for e in &events {
-        let _ = one_bus.emit(*e);
-    }
-    one_sub.flush();
+    let (_, one_service, _, _) = one_by_one(&events);
     let expected = one_service.get_data("BTCUSDT", "s");
     assert_eq!(
         (
@@ -151,11 +161,7 @@ fn a_batch_larger_than_one_grouping_delivers_what_single_emits_deliver() {
                 .with_strategy("s")
         })
         .collect();
-    let (one_bus, one_service, one_log, one_sub) = pipeline();
-    for e in &events {
-        let _ = one_bus.emit(*e);
-    }
-    one_sub.flush();
+    let (_, one_service, one_log, _) = one_by_one(&events);
     let (bus, service, log, sub) = pipeline();
     let mut buffer = events.clone();
     assert_eq!(bus.emit_batch(&mut buffer), 10_000);
