@@ -22,7 +22,7 @@
 //! assert_eq!(a.percentile(95.0), 4.0, "the top rank is the exact max");
 //! ```
 
-use hdrhistogram::Histogram;
+use hdrhistogram::{Counter, Histogram};
 use serde::{Deserialize, Serialize};
 
 use super::sum::Sum;
@@ -35,10 +35,12 @@ const NS_PER_MS: f64 = 1e6;
 /// larger durations are recorded as it, and percentiles are clamped to the exact max.
 const HISTOGRAM_MAX_NS: u64 = (i64::MAX / 2) as u64;
 
-/// A latency histogram that starts with 32-bit counters (half the memory) and moves to
-/// 64-bit ones before any counter could saturate.
-#[derive(Clone, Debug, PartialEq)]
+/// A latency histogram that starts with 16-bit counters (a quarter of the memory), moves
+/// to 32-bit ones before any counter could saturate, and to 64-bit ones before the total
+/// could pass 32 bits.
+#[derive(Clone, Debug)]
 enum Hist {
+    Narrow(Histogram<u16>),
     Small(Histogram<u32>),
     Large(Histogram<u64>),
 }
@@ -47,53 +49,108 @@ impl Default for Hist {
     fn default() -> Self {
         // Three significant digits and auto-resizing cannot fail to build.
         match Histogram::new(3) {
-            Ok(h) => Hist::Small(h),
+            Ok(h) => Hist::Narrow(h),
             Err(_) => unreachable!("sigfig 3 is in range"),
         }
     }
 }
 
+/// Two histograms are equal when they hold the same counts, whatever their counters' width.
+impl PartialEq for Hist {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.counts() == other.counts()
+    }
+}
+
+/// How many values one 16-bit counter may hold (lower in tests, to exercise the move).
+const NARROW_LIMIT: u64 = if cfg!(test) { 100 } else { u16::MAX as u64 };
+/// How many values in all a histogram with 32-bit counters may hold.
 const SMALL_LIMIT: u64 = if cfg!(test) { 1_000 } else { u32::MAX as u64 };
 
-fn widen(h: &Histogram<u32>) -> Histogram<u64> {
-    let mut wide = Histogram::<u64>::new_from(h);
+/// The same histogram with counters of type `B`, which the caller knows hold every count
+/// of `h` (wider ones, or a total that fits).
+fn convert<A: Counter, B: Counter>(h: &Histogram<A>) -> Histogram<B> {
+    let mut wide = Histogram::<B>::new_from(h);
     for v in h.iter_recorded() {
         // A value of a bucket of `h` lands in the same bucket: this cannot fail.
-        let _ = wide.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
+        if let Some(n) = B::from_u64(v.count_at_value().as_u64()) {
+            let _ = wide.record_n(v.value_iterated_to(), n);
+        }
     }
     wide
 }
 
+/// Every non-empty bucket of `h` as (a value in it, ns; its count), ascending.
+fn counts_of<T: Counter>(h: &Histogram<T>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value().as_u64()))
+        .collect()
+}
+
 impl Hist {
     /// Records `n` values of `ns`; `total_after` is how many values the histogram holds
-    /// afterwards (at or past [`SMALL_LIMIT`] it moves to 64-bit counters first).
+    /// afterwards. Counters widen first when the bucket's count would pass 16 bits, or the
+    /// total [`SMALL_LIMIT`].
     #[inline]
     fn record_n(&mut self, ns: u64, n: u64, total_after: u64) {
+        if let Hist::Narrow(h) = self {
+            let after = h.count_at(ns).as_u64().saturating_add(n);
+            if after <= NARROW_LIMIT && total_after < SMALL_LIMIT {
+                // Auto-resizing up to HISTOGRAM_MAX_NS, and the count fits 16 bits:
+                // recording cannot fail.
+                let _ = h.record_n(ns, u16::try_from(n).unwrap_or(u16::MAX));
+                return;
+            }
+            *self = if total_after < SMALL_LIMIT {
+                Hist::Small(convert(h))
+            } else {
+                Hist::Large(convert(h))
+            };
+        }
         if let Hist::Small(h) = self {
             if total_after < SMALL_LIMIT {
-                // Auto-resizing up to HISTOGRAM_MAX_NS, and every count below
-                // SMALL_LIMIT fits 32 bits: recording cannot fail.
+                // Every count below SMALL_LIMIT fits 32 bits: recording cannot fail.
                 let _ = h.record_n(ns, u32::try_from(n).unwrap_or(u32::MAX));
                 return;
             }
-            *self = Hist::Large(widen(h));
+            *self = Hist::Large(convert(h));
         }
         if let Hist::Large(h) = self {
             let _ = h.record_n(ns, n);
         }
     }
 
-    fn large(&self) -> Histogram<u64> {
+    /// The same counts with counters of type `B`, which must hold every count.
+    fn converted<B: Counter>(&self) -> Histogram<B> {
         match self {
-            Hist::Small(h) => widen(h),
-            Hist::Large(h) => h.clone(),
+            Hist::Narrow(h) => convert(h),
+            Hist::Small(h) => convert(h),
+            Hist::Large(h) => convert(h),
         }
     }
 
     fn len(&self) -> u64 {
         match self {
+            Hist::Narrow(h) => h.len(),
             Hist::Small(h) => h.len(),
             Hist::Large(h) => h.len(),
+        }
+    }
+
+    fn counts(&self) -> Vec<(u64, u64)> {
+        match self {
+            Hist::Narrow(h) => counts_of(h),
+            Hist::Small(h) => counts_of(h),
+            Hist::Large(h) => counts_of(h),
+        }
+    }
+
+    /// Bytes of counters.
+    fn bytes(&self) -> usize {
+        match self {
+            Hist::Narrow(h) => h.distinct_values() * 2,
+            Hist::Small(h) => h.distinct_values() * 4,
+            Hist::Large(h) => h.distinct_values() * 8,
         }
     }
 }
@@ -169,17 +226,17 @@ impl Latencies {
     fn merge(&mut self, other: &Latencies, count_after: u64) {
         self.fold();
         let other = other.folded();
-        let both_small = count_after < SMALL_LIMIT;
-        match (&mut self.hist, &*other) {
-            (Hist::Small(a), Hist::Small(b)) if both_small => {
-                let _ = a.add(b);
-            }
-            _ => {
-                let mut merged = self.hist.large();
-                let _ = merged.add(other.large());
-                self.hist = Hist::Large(merged);
-            }
-        }
+        // The sum of two histograms holding fewer than SMALL_LIMIT values in all fits
+        // 32-bit counters (not always 16-bit ones).
+        self.hist = if count_after < SMALL_LIMIT {
+            let mut merged = self.hist.converted::<u32>();
+            let _ = merged.add(other.converted::<u32>());
+            Hist::Small(merged)
+        } else {
+            let mut merged = self.hist.converted::<u64>();
+            let _ = merged.add(other.converted::<u64>());
+            Hist::Large(merged)
+        };
     }
 
     /// [`at_rank`](Self::at_rank) for several ranks, ascending, in one walk.
@@ -202,6 +259,7 @@ impl Latencies {
             found
         }
         match &*self.folded() {
+            Hist::Narrow(h) => walk(h, ranks),
             Hist::Small(h) => walk(h, ranks),
             Hist::Large(h) => walk(h, ranks),
         }
@@ -209,23 +267,12 @@ impl Latencies {
 
     /// Every non-empty bucket as (a value in it, ns; its count), ascending.
     fn buckets(&self) -> Vec<(u64, u64)> {
-        fn all<T: hdrhistogram::Counter>(h: &Histogram<T>) -> Vec<(u64, u64)> {
-            h.iter_recorded()
-                .map(|v| (v.value_iterated_to(), v.count_at_value().as_u64()))
-                .collect()
-        }
-        match &*self.folded() {
-            Hist::Small(h) => all(h),
-            Hist::Large(h) => all(h),
-        }
+        self.folded().counts()
     }
 
     fn bytes(&self) -> usize {
         let low = if self.low.is_some() { LOW * 2 } else { 0 };
-        low + match &self.hist {
-            Hist::Small(h) => h.distinct_values() * 4,
-            Hist::Large(h) => h.distinct_values() * 8,
-        }
+        low + self.hist.bytes()
     }
 }
 
@@ -233,11 +280,9 @@ impl Latencies {
 fn fold_into(hist: &mut Hist, low: &[u16; LOW]) {
     let total: u64 = low.iter().map(|&n| u64::from(n)).sum();
     let total_after = hist.len().saturating_add(total);
-    if let Hist::Small(h) = hist
-        && total_after >= SMALL_LIMIT
-    {
+    if total_after >= SMALL_LIMIT && !matches!(hist, Hist::Large(_)) {
         // Widen once, before adding anything.
-        *hist = Hist::Large(widen(h));
+        *hist = Hist::Large(hist.converted());
     }
     for (ns, &n) in low.iter().enumerate() {
         if n > 0 {
@@ -701,18 +746,13 @@ impl TryFrom<AggregateJson> for Aggregate {
                 j.count
             ));
         }
-        let mut hist = if seen < SMALL_LIMIT {
-            Hist::default()
-        } else {
-            Hist::Large(Histogram::new(3).map_err(|e| e.to_string())?)
-        };
+        // Every value is in range (checked above), so recording cannot fail; the counters
+        // widen as the counts need.
+        let mut hist = Hist::default();
+        let mut so_far = 0u64;
         for &(ns, n) in &j.histogram {
-            let recorded = match &mut hist {
-                // Below SMALL_LIMIT every count fits 32 bits.
-                Hist::Small(h) => h.record_n(ns, u32::try_from(n).unwrap_or(u32::MAX)),
-                Hist::Large(h) => h.record_n(ns, n),
-            };
-            recorded.map_err(|e| e.to_string())?;
+            so_far = so_far.saturating_add(n);
+            hist.record_n(ns, n, so_far);
         }
         let latencies = Latencies { hist, low: None };
         let sum = |x: f64| {
@@ -952,6 +992,38 @@ mod tests {
         for ns in [20u64, 1_000, 100_000, 8_000_000] {
             a.record(&event(ns as f64 / 1e6));
         }
-        assert!(a.histogram_bytes() <= 64 * 1024, "{}", a.histogram_bytes());
+        // 2,048 16-bit counts below 2,048 ns, and 13 buckets of 1,024 above (to 8.4 ms).
+        assert_eq!(a.histogram_bytes(), 2 * 2_048 + 2 * 14 * 1_024);
+    }
+
+    #[test]
+    fn a_counter_about_to_pass_16_bits_widens_first_and_keeps_every_count() {
+        // NARROW_LIMIT is 100 in tests. 5,000 ns lies in a bucket 4 ns wide.
+        let mut a = Aggregate::default();
+        for _ in 0..100 {
+            a.record(&event(5_000.0 / 1e6));
+        }
+        assert!(matches!(a.latencies.hist, Hist::Narrow(_)));
+        let narrow = a.histogram_bytes();
+        a.record(&event(5_000.0 / 1e6));
+        assert!(matches!(a.latencies.hist, Hist::Small(_)));
+        assert_eq!(
+            a.histogram_bytes(),
+            2 * narrow,
+            "32-bit counters take twice the room"
+        );
+        assert_eq!(a.buckets(), [(5_003.0 / 1e6, 101)]);
+        // Equal to the same counts recorded into 32-bit counters from the start.
+        let mut wide = Hist::Small(Histogram::new(3).expect("sigfig 3 is in range"));
+        wide.record_n(5_000, 101, 101);
+        assert_eq!(a.latencies.hist, wide);
+        // A merge whose buckets would pass 16 bits holds them in 32.
+        let mut b = Aggregate::default();
+        for _ in 0..60 {
+            b.record(&event(5_000.0 / 1e6));
+        }
+        let mut c = b.clone();
+        c.merge(&b);
+        assert_eq!(c.buckets(), [(5_003.0 / 1e6, 120)]);
     }
 }
