@@ -235,10 +235,17 @@ fn timeline_prints_the_slowest_tick_and_slow_hooks_are_listed() {
     assert!(tree[1].starts_with("  getSignal "), "{timeline}");
     assert!(tree[2].starts_with("    getCandles "), "{timeline}");
     assert!(!stdout.contains('\u{1b}'), "no colour when piped");
-    // The first tick is a warm-up, named as such and left out of the slowest; the slowest
+    // The first tick is a warm-up, named as such and left out of the slowest, and so is
+    // the first signal's tick, inside which two hooks ran for the first time; the slowest
     // says whether its thread ran (its CPU time against its wall time).
     assert!(
         stdout.contains("first tick (warm-up, one-time costs; left out of the slowest): "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            " (warm-up: the first run of getAveragePrice, backtest; left out of the slowest): "
+        ),
         "{stdout}"
     );
     assert!(

@@ -390,7 +390,13 @@ fn keeping_the_slowest_roots_holds_the_warm_up_and_the_k_slowest_subtrees() {
             .unwrap()
             .duration_ms
     };
-    assert_eq!(duration(report.warm_up_root.unwrap()), 10.0);
+    assert_eq!(
+        report.warm_ups.len(),
+        1,
+        "no later tick ran anything for the first time"
+    );
+    assert_eq!(duration(report.warm_ups[0].root), 10.0);
+    assert_eq!(report.warm_ups[0].first_runs, ["step", "tick"]);
     let slowest: Vec<f64> = report
         .slowest_roots
         .iter()
@@ -398,5 +404,61 @@ fn keeping_the_slowest_roots_holds_the_warm_up_and_the_k_slowest_subtrees() {
         .collect();
     assert_eq!(slowest, [5.0, 4.0], "slowest first");
     // Per-name statistics still count every tick.
+    assert_eq!(report.stats["tick"].count, 5);
+}
+
+#[test]
+fn a_later_tick_inside_which_an_operation_first_ran_is_a_warm_up_not_the_slowest() {
+    let clock = Arc::new(ManualClock::default());
+    let options = TrackerOptions {
+        keep_slowest_roots: Some(1),
+        ..TrackerOptions::default()
+    };
+    let tracker = Tracker::with_clock(run(), options, clock.clone());
+    // Ticks of 1, 2, 9 (the first `open` runs inside it), 3 and 8 ms (`open` again).
+    for (ms, opens) in [
+        (1.0, false),
+        (2.0, false),
+        (9.0, true),
+        (3.0, false),
+        (8.0, true),
+    ] {
+        let tick = tracker.start("tick", None);
+        if opens {
+            tracker.measure("open", || clock.advance_ms(0.5));
+            clock.advance_ms(ms - 0.5);
+        } else {
+            clock.advance_ms(ms);
+        }
+        tick.end();
+    }
+    let report = tracker.finish().unwrap();
+    let duration = |id: u64| {
+        report
+            .events
+            .iter()
+            .find(|e| e.id == id)
+            .unwrap()
+            .duration_ms
+    };
+    let warm_ups: Vec<(f64, Vec<String>)> = report
+        .warm_ups
+        .iter()
+        .map(|w| (duration(w.root), w.first_runs.clone()))
+        .collect();
+    assert_eq!(
+        warm_ups,
+        [
+            (1.0, vec!["tick".to_string()]),
+            (9.0, vec!["open".to_string()])
+        ]
+    );
+    // The slowest tick that is not a warm-up: 8 ms, although 9 ms took longer.
+    let slowest: Vec<f64> = report
+        .slowest_roots
+        .iter()
+        .map(|&id| duration(id))
+        .collect();
+    assert_eq!(slowest, [8.0]);
     assert_eq!(report.stats["tick"].count, 5);
 }

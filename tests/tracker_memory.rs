@@ -53,3 +53,32 @@ fn a_disabled_tracker_allocates_nothing() {
     }
     assert_eq!(thread_counters().unwrap(), before);
 }
+
+#[test]
+fn recording_nested_operations_allocates_nothing_inside_their_parents() {
+    let _warm = Box::new(0u64);
+    let options = TrackerOptions {
+        track_memory: true,
+        keep_slowest_roots: Some(2),
+        ..TrackerOptions::default()
+    };
+    let tracker = Tracker::new(RunInfo::named("roots"), options);
+    for _ in 0..20 {
+        let tick = tracker.start("tick", None);
+        tracker.measure("outer", || tracker.measure("inner", || ()));
+        tick.end();
+    }
+    let report = tracker.finish().unwrap();
+    // The first tick (the warm-up) and the 2 slowest later ones are kept; whichever they
+    // are, `outer` allocated nothing itself: recording `inner` inside it must not count.
+    let outer: Vec<(u64, u64)> = report
+        .events
+        .iter()
+        .filter(|e| e.name == "outer")
+        .map(|e| {
+            let m = e.memory.expect("memory tracked");
+            (m.allocated, m.freed)
+        })
+        .collect();
+    assert_eq!(outer, [(0, 0); 3]);
+}

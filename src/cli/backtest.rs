@@ -168,8 +168,9 @@ pub struct BacktestCli {
     /// the cpuAbove, rssAbove and queueDepthAbove rules are checked on each.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub monitor_interval: u64,
-    /// Print the timeline of each strategy's slowest tick after the first (a warm-up), and
-    /// whether its thread ran or waited; memory holds only the slowest few ticks.
+    /// Print the timeline of each strategy's slowest tick that is not a warm-up (the first
+    /// tick, or one inside which a hook first ran), and whether its thread ran or waited;
+    /// memory holds only the warm-ups and the slowest few ticks.
     #[arg(long)]
     pub timeline: bool,
     /// Raw events kept per symbol:strategy, for the JSON report's events and the
@@ -415,7 +416,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let mut tracker = if args.trace && !args.timeline {
         TrackerOptions::default()
     } else if args.timeline {
-        // The first tick (the warm-up) and the slowest later ones are kept with what ran
+        // The warm-ups and the slowest other ticks are kept with what ran
         // inside them, whatever the run's length: memory does not grow with the run.
         TrackerOptions {
             keep_slowest_roots: Some(TIMELINE_TICKS),
@@ -767,14 +768,14 @@ fn print_slow_hooks(result: &BacktestResult, options: &TrackerOptions) {
 /// Ticks `--timeline` keeps besides the warm-up: the slowest ones.
 const TIMELINE_TICKS: usize = 3;
 
-/// The run's tracker report and the id of its slowest tick after the first (the warm-up),
-/// from the tracker's kept subtrees, if it was tracked.
+/// The run's tracker report and the id of its slowest tick that is not a warm-up, from
+/// the tracker's kept subtrees, if it was tracked.
 fn slowest_tick(result: &BacktestResult) -> Option<(&TrackerReport, u64)> {
     let report = result.tracker.as_ref()?;
     let root = report
         .slowest_roots
         .first()
-        .or(report.warm_up_root.as_ref())?;
+        .or(report.warm_ups.first().map(|w| &w.root))?;
     Some((report, *root))
 }
 
@@ -809,14 +810,25 @@ fn ran_or_waited(report: &TrackerReport, id: u64) -> Option<String> {
 
 /// The timeline of the run's slowest tick.
 fn print_slowest_tick(result: &BacktestResult) {
-    if let Some(report) = &result.tracker
-        && let Some(warm_up) = report.warm_up_root
-        && let Some(first) = report.events.iter().find(|e| e.id == warm_up)
-    {
-        say!(
-            "first tick (warm-up, one-time costs; left out of the slowest): {}",
-            human(first.duration_ms)
-        );
+    if let Some(report) = &result.tracker {
+        for (i, warm_up) in report.warm_ups.iter().enumerate() {
+            let Some(tick) = report.events.iter().find(|e| e.id == warm_up.root) else {
+                continue;
+            };
+            if i == 0 {
+                say!(
+                    "first tick (warm-up, one-time costs; left out of the slowest): {}",
+                    human(tick.duration_ms)
+                );
+            } else {
+                say!(
+                    "tick at {} (warm-up: the first run of {}; left out of the slowest): {}",
+                    human(tick.offset_ms),
+                    warm_up.first_runs.join(", "),
+                    human(tick.duration_ms)
+                );
+            }
+        }
     }
     if let Some((report, root)) = slowest_tick(result) {
         if let Some(line) = ran_or_waited(report, root) {

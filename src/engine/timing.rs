@@ -476,6 +476,11 @@ impl HookTimer {
         }
         let event = closed.event(hook.metric_type(), end_ns);
         let previous = self.previous[hook as usize].replace(event.timestamp);
+        if self.buffer.len() == self.buffer.capacity() {
+            // A tick holds the buffer past BATCH until it ends; growing it is this
+            // crate's bookkeeping, not memory the hook running now allocated.
+            grow(&mut self.buffer);
+        }
         self.buffer.push(PerformanceContract {
             previous_timestamp: previous,
             symbol: Some(self.symbol),
@@ -573,6 +578,13 @@ impl HookTimer {
                 .count_untimed(&self.symbol, &self.strategy, metric, count);
         }
     }
+}
+
+/// Makes room for another batch, uncounted by the tracker's memory readings.
+#[cold]
+fn grow(buffer: &mut Vec<PerformanceContract>) {
+    let _own = crate::tracker::memory::Uncounted::begin();
+    buffer.reserve(BATCH);
 }
 
 impl Drop for HookTimer {

@@ -24,6 +24,8 @@ use serde::Serialize;
 thread_local! {
     static ALLOCATED: Cell<u64> = const { Cell::new(0) };
     static FREED: Cell<u64> = const { Cell::new(0) };
+    /// Set while the tracker does its own bookkeeping on this thread.
+    static UNCOUNTED: Cell<bool> = const { Cell::new(false) };
 }
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -58,6 +60,9 @@ impl CountingAllocator {
 #[inline]
 fn count(cell: &'static std::thread::LocalKey<Cell<u64>>, bytes: usize) {
     // `try_with`: a thread being torn down may still free memory.
+    if UNCOUNTED.try_with(Cell::get).unwrap_or(false) {
+        return;
+    }
     let _ = cell.try_with(|c| c.set(c.get().wrapping_add(bytes as u64)));
     if !INSTALLED.load(Ordering::Relaxed) {
         INSTALLED.store(true, Ordering::Relaxed);
@@ -91,6 +96,25 @@ unsafe impl GlobalAlloc for CountingAllocator {
         count(&ALLOCATED, new_size);
         // SAFETY: as for `dealloc` and `alloc`.
         unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// While one is alive, this thread's allocations are not counted: the tracker's own
+/// bookkeeping (recording an operation, its metadata, the bus) inside an operation still
+/// running would otherwise show as memory that operation allocated.
+pub(crate) struct Uncounted(bool);
+
+impl Uncounted {
+    #[inline]
+    pub(crate) fn begin() -> Self {
+        Uncounted(UNCOUNTED.try_with(|u| u.replace(true)).unwrap_or(false))
+    }
+}
+
+impl Drop for Uncounted {
+    #[inline]
+    fn drop(&mut self) {
+        let _ = UNCOUNTED.try_with(|u| u.set(self.0));
     }
 }
 
@@ -128,17 +152,62 @@ pub fn thread_counters() -> Option<(u64, u64)> {
 pub fn rss_bytes_sampled() -> Option<u64> {
     static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     static LAST_READ_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
-    static LAST_VALUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let now_ms = BASE
         .get_or_init(std::time::Instant::now)
         .elapsed()
         .as_millis() as u64;
     if LAST_READ_MS.swap(now_ms, Ordering::Relaxed) != now_ms {
-        LAST_VALUE.store(rss_bytes()?, Ordering::Relaxed);
+        LAST_RSS.store(rss_bytes()?, Ordering::Relaxed);
     }
-    match LAST_VALUE.load(Ordering::Relaxed) {
+    rss_bytes_last()
+}
+
+/// The resident set size [`rss_bytes_sampled`] read last, without reading it again: for
+/// readings taken inside an operation that is still running, where a read (several
+/// microseconds) would count in its time.
+pub(crate) fn rss_bytes_last() -> Option<u64> {
+    match LAST_RSS.load(Ordering::Relaxed) {
         0 => None,
         bytes => Some(bytes),
+    }
+}
+
+static LAST_RSS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cfg(test)]
+thread_local! {
+    /// Reads of the resident set size on this thread.
+    static RSS_READS: Cell<u64> = const { Cell::new(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{INSTALLED, Ordering, RSS_READS};
+    use crate::tracker::{RunInfo, Tracker, TrackerOptions};
+
+    #[test]
+    fn operations_inside_others_never_read_the_resident_set_size() {
+        // As if the counting allocator were installed (this test binary has none): memory
+        // readings are taken. Its counts stay 0; nothing here reads them.
+        INSTALLED.store(true, Ordering::Relaxed);
+        let options = TrackerOptions {
+            track_memory: true,
+            ..TrackerOptions::default()
+        };
+        let tracker = Tracker::new(RunInfo::named("rss"), options);
+        let reads = || RSS_READS.with(|n| n.get());
+        let root = tracker.start("root", None);
+        let before = reads();
+        for _ in 0..100 {
+            tracker.measure("inner", || {
+                std::thread::sleep(std::time::Duration::from_micros(20))
+            });
+        }
+        // 2 ms of nested operations: a read each millisecond would have happened here.
+        assert_eq!(reads(), before, "no read while `root` runs");
+        root.end();
+        let report = tracker.finish().unwrap();
+        assert_eq!(report.events.len(), 101);
     }
 }
 
@@ -149,6 +218,8 @@ pub fn rss_bytes_sampled() -> Option<u64> {
 /// assert!(backtest_perf::tracker::memory::rss_bytes().unwrap() > 0);
 /// ```
 pub fn rss_bytes() -> Option<u64> {
+    #[cfg(test)]
+    RSS_READS.with(|n| n.set(n.get() + 1));
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)

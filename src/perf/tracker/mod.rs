@@ -58,7 +58,7 @@ pub use memory::{CountingAllocator, ResourceSnapshot};
 use report::Detail;
 pub use report::{
     EventKind, MemoryDelta, MemorySpike, SampledFunction, SlowEvent, SlowProfile, SlowStats,
-    TrackedEvent, TrackerReport,
+    TrackedEvent, TrackerReport, WARM_UPS_KEPT, WarmUp,
 };
 
 /// How finely durations and offsets are reported.
@@ -137,9 +137,11 @@ pub struct TrackerOptions {
     /// Events kept; past it slow events are still kept (up to 1,000 more) and the others
     /// are counted.
     pub max_events: usize,
-    /// Keep only the subtrees of the first root operation (the warm-up) and of the `K`
-    /// slowest later ones, whatever the run's length (`--timeline`): memory holds `K + 2`
-    /// subtrees. `None` keeps events up to `max_events`.
+    /// Keep only the subtrees of the warm-ups (the first root operation, and each later
+    /// one inside which an operation ran for the first time, up to [`WARM_UPS_KEPT`]) and
+    /// of the `K` slowest other ones, whatever the run's length (`--timeline`): memory
+    /// holds at most `K + 1 + WARM_UPS_KEPT` subtrees. `None` keeps events up to
+    /// `max_events`.
     pub keep_slowest_roots: Option<usize>,
     /// Rounding of reported durations and offsets.
     pub precision: Precision,
@@ -353,17 +355,26 @@ impl Inner {
         Some(MemoryDelta {
             allocated: now_allocated.wrapping_sub(allocated),
             freed: now_freed.wrapping_sub(freed),
-            rss_bytes: memory::rss_bytes_sampled(),
+            // Read when a root operation ended (`record`), not here: this may run inside
+            // an operation whose time a read would add to.
+            rss_bytes: memory::rss_bytes_last(),
         })
     }
 
     fn record(&self, event: report::Raw) {
         if self.recording {
+            let _own = memory::Uncounted::begin();
             let origin = match self.clock {
                 ClockSource::Monotonic(_) => Some(self.started_ns),
                 ClockSource::Other(_) => None,
             };
+            let root = event.parent.is_none();
             self.state.lock().record(event, &self.options, origin);
+            if root && self.options.track_memory {
+                // Between root operations nothing is being timed: the place to read the
+                // resident set size (at most once a millisecond) for the next ones.
+                memory::rss_bytes_sampled();
+            }
         }
     }
 
@@ -384,6 +395,7 @@ impl Inner {
     /// Puts a closed operation on the bus, if the tracker has one.
     fn emit(&self, name: &str, closed: &span::Closed, end_ns: u64) {
         let Some(target) = &self.bus else { return };
+        let _own = memory::Uncounted::begin();
         // On the process clock the end is already known; on another clock (a test's),
         // the timestamp reads the process clock.
         let end = match self.clock {
@@ -498,10 +510,13 @@ impl Tracker {
         }
         let started_ns = clock.now_ns();
         let rss_at_start = if options.track_memory {
+            // Also the reading the first operations carry.
+            memory::rss_bytes_sampled();
             memory::rss_bytes()
         } else {
             None
         };
+        let state = Mutex::new(report::State::new(&options));
         Tracker {
             inner: Some(Arc::new(Inner {
                 id: TRACKER_IDS.fetch_add(1, Ordering::Relaxed),
@@ -512,7 +527,7 @@ impl Tracker {
                 clock,
                 started_ns,
                 rss_at_start,
-                state: Mutex::new(report::State::default()),
+                state,
             })),
         }
     }
@@ -559,6 +574,7 @@ impl Tracker {
         if !inner.recording || !matches!(inner.clock, ClockSource::Monotonic(_)) {
             return;
         }
+        let _own = memory::Uncounted::begin();
         let memory = inner.memory_since(memory_at_start);
         inner.record(report::Raw {
             thread: span::thread_index(),
@@ -807,6 +823,7 @@ impl Tracker {
 
 #[inline(never)]
 fn begin<'t>(inner: &'t Arc<Inner>, name: Cow<'static, str>, meta: Option<Value>) -> Span<'t> {
+    let own = memory::Uncounted::begin();
     let memory = inner.memory_now();
     let extras = (meta.is_some() || memory.is_some()).then(|| Box::new(Extras { meta, memory }));
     let open = span::enter_at(inner.now());
@@ -819,6 +836,7 @@ fn begin<'t>(inner: &'t Arc<Inner>, name: Cow<'static, str>, meta: Option<Value>
             extras,
         })
     });
+    drop(own);
     Span {
         open: Some((inner, id)),
         _on_this_thread: PhantomData,
@@ -828,6 +846,7 @@ fn begin<'t>(inner: &'t Arc<Inner>, name: Cow<'static, str>, meta: Option<Value>
 #[inline(never)]
 fn end(inner: &Inner, id: u64, extra: Option<Value>) {
     let end_ns = inner.now();
+    let _own = memory::Uncounted::begin();
     let frame = OPEN.with(|frames| {
         let mut frames = frames.borrow_mut();
         let i = frames

@@ -395,11 +395,13 @@ pub struct Thresholds {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackerReport {
-    /// With [`TrackerOptions::keep_slowest_roots`]: the id of the first root operation
-    /// (the first tick), whose one-time costs (first allocations, cold caches, lazy
-    /// initialisation) make it a warm-up rather than slow code.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub warm_up_root: Option<u64>,
+    /// With [`TrackerOptions::keep_slowest_roots`]: the root operations (ticks) whose
+    /// one-time costs (first allocations, cold caches, lazy initialisation) make them
+    /// warm-ups rather than slow code: the first one, and each later one inside which an
+    /// operation ran for the first time (at most [`WARM_UPS_KEPT`]), in start order.
+    /// Their subtrees are in `events`; they are left out of `slowest_roots`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warm_ups: Vec<WarmUp>,
     /// With [`TrackerOptions::keep_slowest_roots`]: the ids of the slowest root operations
     /// after the warm-up, slowest first; their subtrees are in `events`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -468,7 +470,9 @@ pub(crate) struct State {
     /// progress (children close first, then the root), the first root's subtree (its
     /// warm-up), and the slowest later subtrees by the root's duration.
     pending: Vec<Raw>,
-    warm_up: Option<Vec<Raw>>,
+    warm_ups: Vec<(WarmUp, Vec<Raw>)>,
+    /// The operations run for the first time since the last root closed.
+    first_runs: Vec<Cow<'static, str>>,
     slowest: Vec<(u64, Vec<Raw>)>,
     /// Running statistics by name, in order of first use.
     running: Vec<(Cow<'static, str>, Running)>,
@@ -484,10 +488,38 @@ pub(crate) struct State {
     spikes: Vec<MemorySpike>,
 }
 
+/// A root operation holding one-time costs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmUp {
+    /// The root operation's id.
+    pub root: u64,
+    /// The operations that ran for the first time inside it, in order of first run.
+    pub first_runs: Vec<String>,
+}
+
+/// Warm-up subtrees kept at most (after these, a root whose subtree holds a first run
+/// competes for the slowest like any other): operation names may be many.
+pub const WARM_UPS_KEPT: usize = 8;
+
 /// Slow events listed in a report, at most; the per-name statistics count them all.
 pub const SLOW_EVENTS_KEPT: usize = 1_000;
 
+/// Room made at the start for the subtree of one root operation, so that collecting it
+/// allocates nothing inside the operations being measured.
+const SUBTREE_ROOM: usize = 64;
+
 impl State {
+    pub(crate) fn new(options: &TrackerOptions) -> Self {
+        State {
+            pending: match options.keep_slowest_roots {
+                Some(_) => Vec::with_capacity(SUBTREE_ROOM),
+                None => Vec::new(),
+            },
+            ..State::default()
+        }
+    }
+
     /// The running statistics of `name`, created on first use.
     // A `&Cow`, not a `&str`: only a borrowed `'static` name may be found by its address.
     #[allow(clippy::ptr_arg)]
@@ -502,6 +534,11 @@ impl State {
                 let slot = match self.index.get(name.as_ref()) {
                     Some(&slot) => slot,
                     None => {
+                        if options.keep_slowest_roots.is_some()
+                            && self.warm_ups.len() < WARM_UPS_KEPT
+                        {
+                            self.first_runs.push(name.clone());
+                        }
                         self.running.push((
                             name.clone(),
                             Running {
@@ -610,18 +647,34 @@ impl State {
         slow
     }
 
-    /// Collects a root operation's subtree, then keeps it if it is the first root (the
-    /// warm-up) or among the `k` slowest later roots: memory holds `k + 2` subtrees.
+    /// Collects a root operation's subtree, then keeps it if it is a warm-up (the first
+    /// root, or one inside which an operation ran for the first time) or among the `k`
+    /// slowest other roots: memory holds `k + 1 + WARM_UPS_KEPT` subtrees.
+    ///
+    /// The buffer collecting a subtree keeps its room, not given away with each root: a
+    /// new one would be allocated by the first child of the next root, inside its parent
+    /// still running, and show as memory that parent allocated. Kept subtrees are copied
+    /// out when their root closes, outside any measured operation.
     fn keep_if_slowest(&mut self, event: Raw, k: usize) {
         let is_root = event.parent.is_none() && event.kind == EventKind::Operation;
         self.pending.push(event);
         if !is_root {
             return;
         }
-        let subtree = std::mem::take(&mut self.pending);
-        let duration = subtree.last().map_or(0, |root| root.duration_ns);
-        if self.warm_up.is_none() {
-            self.warm_up = Some(subtree);
+        let (duration, root) = self
+            .pending
+            .last()
+            .map_or((0, 0), |root| (root.duration_ns, root.id));
+        let first_runs = std::mem::take(&mut self.first_runs);
+        if self.warm_ups.is_empty()
+            || (!first_runs.is_empty() && self.warm_ups.len() < WARM_UPS_KEPT)
+        {
+            let warm_up = WarmUp {
+                root,
+                first_runs: first_runs.iter().map(|n| n.to_string()).collect(),
+            };
+            self.warm_ups
+                .push((warm_up, self.pending.drain(..).collect()));
             return;
         }
         let fastest = self
@@ -631,12 +684,21 @@ impl State {
             .min_by_key(|(_, (d, _))| *d)
             .map(|(i, (d, _))| (i, *d));
         match fastest {
-            _ if self.slowest.len() < k => self.slowest.push((duration, subtree)),
-            Some((i, d)) if duration > d => {
-                self.dropped += self.slowest[i].1.len() as u64;
-                self.slowest[i] = (duration, subtree);
+            _ if self.slowest.len() < k => {
+                let subtree = self.pending.drain(..).collect();
+                self.slowest.push((duration, subtree));
             }
-            _ => self.dropped += subtree.len() as u64,
+            Some((i, d)) if duration > d => {
+                let replaced = &mut self.slowest[i];
+                self.dropped += replaced.1.len() as u64;
+                replaced.0 = duration;
+                replaced.1.clear();
+                replaced.1.append(&mut self.pending);
+            }
+            _ => {
+                self.dropped += self.pending.len() as u64;
+                self.pending.clear();
+            }
         }
     }
 
@@ -647,11 +709,7 @@ impl State {
         total_ns: u64,
         memory_delta: Option<i64>,
     ) -> TrackerReport {
-        let warm_up_root = self
-            .warm_up
-            .as_ref()
-            .and_then(|w| w.last())
-            .map(|root| root.id);
+        let warm_ups = self.warm_ups.iter().map(|(w, _)| w.clone()).collect();
         let mut by_duration: Vec<&(u64, Vec<Raw>)> = self.slowest.iter().collect();
         by_duration.sort_by_key(|entry| std::cmp::Reverse(entry.0));
         let slowest_roots: Vec<u64> = by_duration
@@ -661,7 +719,7 @@ impl State {
         let kept = self
             .events
             .iter()
-            .chain(self.warm_up.iter().flatten())
+            .chain(self.warm_ups.iter().flat_map(|(_, s)| s))
             .chain(self.slowest.iter().flat_map(|(_, s)| s))
             .chain(self.pending.iter());
         let mut events: Vec<TrackedEvent> = kept
@@ -696,7 +754,7 @@ impl State {
             total_duration_ms: p.ms(total_ns),
             total_memory_delta_bytes: memory_delta,
             event_count: kept_count + self.dropped,
-            warm_up_root,
+            warm_ups,
             slowest_roots,
             events,
             slow_events: self.slow_events(),
