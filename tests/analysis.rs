@@ -184,6 +184,17 @@ fn a_strategy_that_allocates_every_tick_is_told_to_reuse_its_buffers() {
         top.evidence
     );
     assert!(top.advice.starts_with("reuse buffers"));
+    // The tick holds the allocating signal function; it allocates nothing itself.
+    assert_eq!(
+        health
+            .findings
+            .iter()
+            .filter(|f| f.category == "allocations")
+            .map(|f| f.metric.as_str())
+            .collect::<Vec<_>>(),
+        ["getSignal"],
+        "{health:?}"
+    );
     assert!(health.score <= 75, "{health:?}");
     // Without the tracker's report the statistics alone cannot see it.
     assert!(

@@ -82,3 +82,50 @@ fn recording_nested_operations_allocates_nothing_inside_their_parents() {
         .collect();
     assert_eq!(outer, [(0, 0); 3]);
 }
+
+#[test]
+fn a_tracked_backtest_allocates_nothing_inside_its_ticks_after_the_warm_ups() {
+    use backtest_perf::engine::{Backtest, BacktestConfig, SyntheticConfig, SyntheticExchange};
+    use backtest_perf::strategies::SmaCrossover;
+    use backtest_perf::{PerformanceEmitter, PerformanceService};
+
+    let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(30)).unwrap();
+    let bus = PerformanceEmitter::new();
+    let _service = PerformanceService::attached(&bus);
+    let config = BacktestConfig {
+        tracker: TrackerOptions {
+            keep_slowest_roots: Some(20),
+            track_memory: true,
+            ..TrackerOptions::default()
+        },
+        ..BacktestConfig::default()
+    };
+    let result = Backtest::new(&exchange, "SYN")
+        .unwrap()
+        .with_bus(bus)
+        .with_config(config)
+        .run(&mut SmaCrossover::default())
+        .unwrap();
+    assert!(
+        result.closed.len() > 100,
+        "signals were handled: {}",
+        result.closed.len()
+    );
+    let report = result.tracker.unwrap();
+    assert_eq!(report.slowest_roots.len(), 20);
+    // The strategy allocates nothing, and neither may the engine inside a tick: not its
+    // event buffer, not the growth of its results, not the tracker's own records (all of
+    // them done before the run or between ticks). Whichever ticks were slowest, each
+    // measured operation in them allocated nothing.
+    let kept: Vec<(String, u64)> = report
+        .events
+        .iter()
+        .filter(|e| !report.warm_ups.iter().any(|w| w.root == e.id))
+        .filter_map(|e| e.memory.map(|m| (e.name.to_string(), m.allocated)))
+        .collect();
+    assert!(kept.iter().filter(|(name, _)| name == "tick").count() >= 20);
+    assert!(
+        kept.iter().all(|(_, allocated)| *allocated == 0),
+        "{kept:?}"
+    );
+}

@@ -327,7 +327,7 @@ fn resources_line(
         peak_rss.map_or("unknown".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
         peak_cpu.map_or(
             "not measured (samples under 100 ms apart)".into(),
-            |c| format!("{c:.0}% of a core")
+            |c| format!("{}% of a core", backtest_perf::report::sig3(c))
         ),
         threads.map_or("unknown".into(), |t| t.to_string()),
     ))
@@ -798,9 +798,10 @@ fn ran_or_waited(report: &TrackerReport, id: u64) -> Option<String> {
         100.0
     };
     Some(format!(
-        "thread CPU time {} of {} wall ({share:.0}%): {}",
+        "thread CPU time {} of {} wall ({}%): {}",
         human(cpu_ms),
         human(tick.duration_ms),
+        backtest_perf::report::sig3(share),
         verdict(backtest_perf::thresholds::thread_ran(
             cpu_ms,
             tick.duration_ms

@@ -420,6 +420,10 @@ impl<'a> Backtest<'a> {
                 let _ = timer.finish(Hook::Tick, tick, when);
             }
             result.frames += 1;
+            // Between ticks, where no hook is being timed.
+            room_ahead(&mut result.closed);
+            room_ahead(&mut result.cancelled);
+            room_ahead(&mut result.rejected);
             // Progress counts frame positions passed, the skipped ones included.
             unreported += ((next - when) / self.frame.interval.millis()).max(1) as u64;
             if unreported >= 8192 {
@@ -634,5 +638,21 @@ fn touches(signal: &Signal, candle: &Candle) -> Option<(f64, CloseReason)> {
         Some((signal.take_profit, CloseReason::TakeProfit))
     } else {
         None
+    }
+}
+
+/// Makes room in `results` for the next signals ahead of need, between ticks, and touches
+/// the new memory there: growing a `Vec` (a copy) and the first write to each new page
+/// (several microseconds each on a virtual machine) would otherwise fall inside the tick
+/// whose signal closed, and make it the run's slowest for no work of its own.
+fn room_ahead<T>(results: &mut Vec<T>) {
+    /// Signals a tick never outnumbers in practice; below this much room, grow.
+    const AHEAD: usize = 16;
+    if results.capacity() - results.len() >= AHEAD {
+        return;
+    }
+    results.reserve(results.len().max(4 * AHEAD));
+    for slot in results.spare_capacity_mut() {
+        *slot = std::mem::MaybeUninit::zeroed();
     }
 }

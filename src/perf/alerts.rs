@@ -226,7 +226,10 @@ impl Condition {
                     (
                         used,
                         *percent,
-                        format!("the process used {used:.0}% of a core, above {percent}%"),
+                        format!(
+                            "the process used {}% of a core, above {percent}%",
+                            crate::report::sig3(used)
+                        ),
                     )
                 })
             }

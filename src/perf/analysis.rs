@@ -21,7 +21,7 @@
 //! Memory is not in the statistics: [`analyze_run`] reads it from a run tracker's report
 //! when one was kept with memory tracking (`backtest --timeline`, the counting allocator
 //! installed), and flags an operation that allocates 64 KiB or more per call on average
-//! (1 MiB: critical).
+//! itself, its children's allocations left out (1 MiB: critical).
 
 use serde::Serialize;
 
@@ -88,12 +88,24 @@ pub fn analyze_run(
 ) -> Health {
     let mut extra = Vec::new();
     if let Some(report) = tracker {
+        // What each operation allocated itself: a parent's reading includes its children's,
+        // and a tick that only holds an allocating signal function is not the one to fix.
+        let mut in_children: std::collections::HashMap<u64, u64> = Default::default();
+        for event in &report.events {
+            if let (Some(parent), Some(memory)) = (event.parent, &event.memory) {
+                let sum = in_children.entry(parent).or_default();
+                *sum = sum.saturating_add(memory.allocated);
+            }
+        }
         let mut by_name: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
         for event in &report.events {
             if let Some(memory) = &event.memory {
+                let children = in_children.get(&event.id).copied().unwrap_or(0);
                 let entry = by_name.entry(event.name.as_ref()).or_default();
                 entry.0 += 1;
-                entry.1 = entry.1.saturating_add(memory.allocated);
+                entry.1 = entry
+                    .1
+                    .saturating_add(memory.allocated.saturating_sub(children));
             }
         }
         for (name, (calls, allocated)) in by_name {
@@ -110,7 +122,7 @@ pub fn analyze_run(
                         category: "allocations",
                         metric: name.to_string(),
                         evidence: format!(
-                            "{name} allocates {} KiB per call on average ({calls} calls measured, nested operations included)",
+                            "{name} allocates {} KiB itself per call on average ({calls} calls measured, nested operations left out)",
                             sig3(per_call / 1024.0)
                         ),
                         advice: "reuse buffers across ticks (keep them in the strategy) instead of allocating them every call".to_string(),

@@ -368,12 +368,12 @@ fn resources_svg(samples: &[crate::monitor::ResourceSample]) -> Option<String> {
         .collect();
     let peak = |values: &[(f64, f64)]| values.iter().map(|v| v.1).fold(0.0, f64::max);
     Some(format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\"><title>Resources over the run</title>{}{}<text x=\"{pad}\" y=\"20\" font-size=\"13\" fill=\"#1f6feb\">resident memory, peak {:.1} MB</text><text x=\"{}\" y=\"20\" font-size=\"13\" fill=\"#d1242f\">CPU, peak {:.0}% of a core</text><text x=\"{pad}\" y=\"{}\" font-size=\"12\">0</text><text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{} s</text></svg>",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\"><title>Resources over the run</title>{}{}<text x=\"{pad}\" y=\"20\" font-size=\"13\" fill=\"#1f6feb\">resident memory, peak {} MB</text><text x=\"{}\" y=\"20\" font-size=\"13\" fill=\"#d1242f\">CPU, peak {}% of a core</text><text x=\"{pad}\" y=\"{}\" font-size=\"12\">0</text><text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{} s</text></svg>",
         line(rss.clone(), "#1f6feb"),
         line(cpu.clone(), "#d1242f"),
-        peak(&rss),
+        crate::report::sig3(peak(&rss)),
         width / 2.0,
-        peak(&cpu),
+        crate::report::sig3(peak(&cpu)),
         height - 10.0,
         width - pad,
         height - 10.0,

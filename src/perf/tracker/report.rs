@@ -238,7 +238,7 @@ pub struct SlowEvent {
 ///     stack: "main;my_strategy::signal;my_strategy::score".into(),
 ///     stack_samples: 3,
 /// };
-/// assert_eq!(profile.to_string(), "4 samples, on the CPU: my_strategy::score 75%");
+/// assert_eq!(profile.to_string(), "4 samples, on the CPU: my_strategy::score 75.0%");
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -291,9 +291,11 @@ impl std::fmt::Display for SlowProfile {
                 .take(3)
                 .map(|s| {
                     format!(
-                        "{} {:.0}%",
+                        "{} {}%",
                         s.function,
-                        f64::from(s.samples) / f64::from(self.samples.max(1)) * 100.0
+                        crate::report::sig3(
+                            f64::from(s.samples) / f64::from(self.samples.max(1)) * 100.0
+                        )
                     )
                 })
                 .collect();
