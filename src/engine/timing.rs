@@ -28,7 +28,22 @@ use crate::{MetricType, Name, PerformanceContract, PerformanceEmitter};
 /// Slow hooks listed per run; past it they are only counted.
 ///
 /// ```
-/// assert_eq!(backtest_perf::engine::timing::SLOW_HOOKS_KEPT, 100);
+/// use backtest_perf::engine::timing::SLOW_HOOKS_KEPT;
+/// use backtest_perf::engine::{Backtest, BacktestConfig, SyntheticConfig, SyntheticExchange};
+/// use backtest_perf::strategies::SmaCrossover;
+/// use backtest_perf::thresholds::Thresholds;
+/// use backtest_perf::tracker::TrackerOptions;
+/// let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+/// // Every tick over a threshold of a millionth of a nanosecond: hundreds of slow ticks.
+/// let thresholds = Thresholds::new(1e3).unwrap().with("tick", 1e-12).unwrap();
+/// let config = BacktestConfig {
+///     tracker: TrackerOptions { thresholds, ..TrackerOptions::disabled() },
+///     ..BacktestConfig::default()
+/// };
+/// let result = Backtest::new(&exchange, "SYN").unwrap().with_config(config)
+///     .run(&mut SmaCrossover::default()).unwrap();
+/// assert!(result.frames > SLOW_HOOKS_KEPT as u64);
+/// assert_eq!((result.slow_hooks.len(), result.slow_hooks_total), (SLOW_HOOKS_KEPT, result.frames));
 /// ```
 pub const SLOW_HOOKS_KEPT: usize = 100;
 
@@ -261,10 +276,6 @@ fn next_utc((previous, at): (Millis, DateTime<Utc>), when: Millis) -> DateTime<U
 }
 
 /// Events buffered before they go to the bus (at the end of the tick that reaches it).
-///
-/// ```
-/// assert_eq!(backtest_perf::engine::timing::BATCH, 1024);
-/// ```
 pub const BATCH: usize = 1024;
 
 /// The hooks, in the order of [`MetricType::BUILT_IN`].

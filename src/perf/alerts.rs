@@ -869,7 +869,33 @@ pub struct AlertManager {
 /// Delivery failure reasons an [`AlertManager`] keeps; past it they are only counted.
 ///
 /// ```
-/// assert_eq!(backtest_perf::alerts::FAILURE_REASONS_KEPT, 8);
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use backtest_perf::alerts::*;
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// struct Down;
+/// impl AlertSink for Down {
+///     fn deliver(&self, alert: &Alert) -> Result<(), String> {
+///         Err(format!("down at {}", alert.at.timestamp()))
+///     }
+/// }
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 2.0, 1.0).with_symbol("A").with_strategy("s")).unwrap();
+/// let rule = AlertRule {
+///     cooldown: Some(Duration::ZERO),
+///     ..AlertRule::new("slow", Condition::Above { metric: MetricType::Tick, statistic: Statistic::Max, bound: 1.0 }, Severity::Critical)
+/// };
+/// let manager = AlertManager::new(vec![rule]).with_sink(Arc::new(Down));
+/// let stats = service.get_data("A", "s");
+/// for second in 0..20 {
+///     let now = chrono::DateTime::from_timestamp(second, 0).unwrap();
+///     assert_eq!(manager.evaluate(&stats, now).len(), 1);
+/// }
+/// assert_eq!(manager.failures(), 20);
+/// let reasons = manager.failure_reasons();
+/// assert_eq!(reasons.len(), FAILURE_REASONS_KEPT);
+/// assert_eq!((reasons[0].as_str(), reasons[FAILURE_REASONS_KEPT - 1].as_str()), ("down at 0", "down at 7"));
 /// ```
 pub const FAILURE_REASONS_KEPT: usize = 8;
 
@@ -1085,10 +1111,6 @@ pub struct InRunAlerts {
 }
 
 /// Keys whose next check [`InRunAlerts`] keeps; past it the map starts over.
-///
-/// ```
-/// assert_eq!(backtest_perf::alerts::MAX_CHECKED_KEYS, 4_096);
-/// ```
 pub const MAX_CHECKED_KEYS: usize = 4_096;
 
 impl std::fmt::Debug for InRunAlerts {
@@ -1202,4 +1224,36 @@ pub fn rules_from_json(text: &str) -> Result<Vec<AlertRule>, serde_json::Error> 
         }
     }
     Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService, Sink};
+
+    #[test]
+    fn in_run_checks_keep_at_most_the_key_cap_and_start_over_past_it() {
+        let service = PerformanceService::attached(&PerformanceEmitter::new());
+        let checker = InRunAlerts::new(
+            Arc::new(AlertManager::new(vec![])),
+            service,
+            chrono::TimeDelta::days(1),
+        );
+        let when = DateTime::from_timestamp(0, 0).unwrap_or_default();
+        let event = |k: usize| {
+            PerformanceContract::new(MetricType::Tick, 1.0, 1.0)
+                .with_symbol(format!("K{k}"))
+                .with_strategy("s")
+                .with_when(when)
+        };
+        for k in 0..MAX_CHECKED_KEYS {
+            checker.on_event(&event(k));
+        }
+        assert_eq!(checker.next.lock().len(), MAX_CHECKED_KEYS);
+        // A known key adds nothing; one more key starts the map over.
+        checker.on_event(&event(0));
+        assert_eq!(checker.next.lock().len(), MAX_CHECKED_KEYS);
+        checker.on_event(&event(MAX_CHECKED_KEYS));
+        assert_eq!(checker.next.lock().len(), 1);
+    }
 }

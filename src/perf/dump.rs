@@ -4,10 +4,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The default report folder, relative to the working directory.
-///
-/// ```
-/// assert_eq!(backtest_perf::dump::DEFAULT_DUMP_DIR, "./dump/performance");
-/// ```
 pub const DEFAULT_DUMP_DIR: &str = "./dump/performance";
 
 /// A report could not be written. The earlier file at that path, if any, is intact.

@@ -155,10 +155,6 @@ const SERIES_SHARDS: usize = 16;
 /// starts over (the next event of each of its keys gets no previous timestamp): the
 /// chain stays bounded even with no storage attached. An attached storage also makes
 /// the bus forget a key's chain when it clears or evicts the key.
-///
-/// ```
-/// assert_eq!(backtest_perf::emitter::CHAIN_KEYS_PER_SHARD, 1024);
-/// ```
 pub const CHAIN_KEYS_PER_SHARD: usize = 1024;
 
 /// The last timestamp of each metric type of one key.

@@ -247,7 +247,11 @@ pub struct PerformanceContract {
 /// The largest id that JSON numbers (IEEE doubles) carry exactly: 2^53.
 ///
 /// ```
-/// assert_eq!(backtest_perf::event::MAX_ID, 9_007_199_254_740_992);
+/// use backtest_perf::event::MAX_ID;
+/// use backtest_perf::{InvalidEvent, MetricType, PerformanceContract};
+/// let event = |id| PerformanceContract { id: Some(id), ..PerformanceContract::new(MetricType::Tick, 1.0, 5.0) };
+/// assert_eq!(event(MAX_ID).validate(), Ok(()));
+/// assert_eq!(event(MAX_ID + 1).validate(), Err(InvalidEvent::IdTooLarge(MAX_ID + 1)));
 /// ```
 pub const MAX_ID: u64 = 1 << 53;
 

@@ -47,10 +47,6 @@ use super::key::{KeyedBatch, Prehashed, StorageKey};
 use super::stats::Aggregate;
 
 /// Number of shards once `max_keys` reaches [`SHARDED_FROM_KEYS`].
-///
-/// ```
-/// assert_eq!(backtest_perf::storage::SHARDS, 16);
-/// ```
 pub const SHARDS: usize = 16;
 /// From this many keys on, the key cache is sharded.
 ///

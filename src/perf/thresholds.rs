@@ -55,7 +55,9 @@ impl Default for Thresholds {
 /// to count as slow code rather than waiting (pre-empted or blocked).
 ///
 /// ```
-/// assert_eq!(backtest_perf::thresholds::RAN_SHARE, 0.8);
+/// use backtest_perf::thresholds::{thread_ran, RAN_SHARE};
+/// assert!(thread_ran(RAN_SHARE * 10.0, 10.0));
+/// assert!(!thread_ran(RAN_SHARE * 10.0 - 0.01, 10.0));
 /// ```
 pub const RAN_SHARE: f64 = 0.8;
 

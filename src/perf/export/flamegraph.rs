@@ -45,18 +45,10 @@ use crate::key::StorageKey;
 
 /// Events waiting for their root, at most; past it the oldest are folded with what is
 /// known of their ancestors and counted as incomplete.
-///
-/// ```
-/// assert_eq!(backtest_perf::export::flamegraph::MAX_PENDING, 65_536);
-/// ```
 pub const MAX_PENDING: usize = 1 << 16;
 
 /// Keys (symbol:strategy) with stacks of their own, at most; events of further keys are
 /// counted, not folded.
-///
-/// ```
-/// assert_eq!(backtest_perf::export::flamegraph::MAX_KEYS, 4_096);
-/// ```
 pub const MAX_KEYS: usize = 4_096;
 
 #[derive(Clone, Copy)]
@@ -336,6 +328,26 @@ mod tests {
             "tick 60000\ntick;getCandles 3000\ntick;step 3000\n"
         );
         assert_eq!(stacks.incomplete(), (0, 0));
+    }
+
+    #[test]
+    fn keys_past_the_cap_are_counted_not_folded() {
+        let stacks = FoldedStacks::default();
+        for k in 0..MAX_KEYS + 3 {
+            let e = PerformanceContract::new(MetricType::Tick, 0.002, 1.0)
+                .with_symbol(format!("S{k}"))
+                .with_strategy("s");
+            stacks.on_event(&e);
+        }
+        assert_eq!(stacks.incomplete(), (0, 3));
+        assert_eq!(stacks.folded(StorageKey::new("S0", "s")), "tick 2000\n");
+        let last_kept = format!("S{}", MAX_KEYS - 1);
+        assert_eq!(
+            stacks.folded(StorageKey::new(&last_kept, "s")),
+            "tick 2000\n"
+        );
+        let first_refused = format!("S{MAX_KEYS}");
+        assert_eq!(stacks.folded(StorageKey::new(&first_refused, "s")), "");
     }
 
     #[test]

@@ -66,18 +66,10 @@ use crate::thresholds::Thresholds;
 use crate::{MetricType, PerformanceContract, PerformanceEmitter};
 
 /// The instrumentation scope's name, and the service name when the environment names none.
-///
-/// ```
-/// assert_eq!(backtest_perf::export::otel::SCOPE, "backtest-perf");
-/// ```
 pub const SCOPE: &str = "backtest-perf";
 
 /// At most this many spans wait for their trace's root; past it, the waiting spans are
 /// exported as orphans.
-///
-/// ```
-/// assert_eq!(backtest_perf::export::otel::MAX_WAITING, 65_536);
-/// ```
 pub const MAX_WAITING: usize = 65_536;
 
 /// Spans are handed to the destinations in batches of this many.
