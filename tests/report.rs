@@ -105,6 +105,34 @@ fn report_matches_the_reference_layout_byte_for_byte() {
 }
 
 #[test]
+fn waits_under_the_timestamps_resolution_are_explained_where_they_show() {
+    let bus = PerformanceEmitter::new();
+    let service = PerformanceService::attached(&bus);
+    // 2025-11-22, when an f64 of epoch ms resolves 2^-12 ms (244 ns): the second tick's
+    // timestamp, 100 ns after the first, is the same number, and its wait reads 0.
+    let t = 1_763_800_000_000.0;
+    for at in [t, t + 0.0001, t + 0.01] {
+        bus.emit(event(MetricType::Tick, 0.001, at)).unwrap();
+    }
+    let stats = service.get_data("BTCUSDT", "my-strategy");
+    assert_eq!(
+        (
+            stats.metric_stats[&MetricType::Tick].min_wait_time,
+            stats.metric_stats[&MetricType::Tick].max_wait_time
+        ),
+        (0.0, 0.010009765625)
+    );
+    let note = "event timestamps are epoch ms in an f64, which resolve 244 ns at these dates: a wait shorter than that shows as 0";
+    assert!(
+        service
+            .get_report("BTCUSDT", "my-strategy")
+            .ends_with(&format!(" Wait times are the intervals between consecutive events of the same type; {note}.\n"))
+    );
+    let page = backtest_perf::export::html::render_html(&stats, None);
+    assert!(page.contains(&format!("<p class=\"meta\">Note: {note}</p>")));
+}
+
+#[test]
 fn empty_report() {
     let service = PerformanceService::attached(&PerformanceEmitter::new());
     assert_eq!(

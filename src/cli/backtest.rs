@@ -687,6 +687,9 @@ fn print_result(result: &BacktestResult, stats: &PerformanceStatistics) {
     if let Some(note) = sampling(stats) {
         say!("sampled: {note}");
     }
+    if let Some(note) = backtest_perf::report::wait_resolution(stats) {
+        say!("note: {note}");
+    }
     put!("{}", terminal_table(stats));
 }
 

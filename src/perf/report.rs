@@ -610,7 +610,13 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
             approximate.join(", ")
         );
     }
-    out.push_str(" Wait times are the intervals between consecutive events of the same type.\n");
+    out.push_str(" Wait times are the intervals between consecutive events of the same type");
+    match wait_resolution(stats) {
+        Some(resolution) => {
+            let _ = writeln!(out, "; {resolution}.");
+        }
+        None => out.push_str(".\n"),
+    }
     out
 }
 
@@ -665,6 +671,50 @@ pub fn coverage(stats: &PerformanceStatistics) -> String {
         format!("the newest {} kept as events", thousands(window as f64, 0))
     };
     format!("statistics over all of them; {kept}")
+}
+
+/// How finely the wait times could be measured, in words, when some are short enough for it
+/// to matter (a minimum under 1 µs); `None` otherwise. Wait times are differences of event
+/// timestamps, epoch milliseconds held in an `f64`: at present-day dates two timestamps
+/// less than 244 ns apart are the same number, so a shorter wait reads as 0.
+///
+/// ```
+/// use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter, PerformanceService};
+/// let bus = PerformanceEmitter::new();
+/// let service = PerformanceService::attached(&bus);
+/// let t = 1_763_800_000_000.0; // 2025-11-22
+/// for at in [t, t + 0.0001, t + 0.01] {
+///     bus.emit(PerformanceContract::new(MetricType::Tick, 0.001, at).with_symbol("A")).unwrap();
+/// }
+/// // 100 ns later is the same f64: the first wait is 0.
+/// assert_eq!(service.get_data("A", "").metric_stats[&MetricType::Tick].min_wait_time, 0.0);
+/// assert_eq!(
+///     backtest_perf::report::wait_resolution(&service.get_data("A", "")).unwrap(),
+///     "event timestamps are epoch ms in an f64, which resolve 244 ns at these dates: a wait shorter than that shows as 0"
+/// );
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 0.001, t).with_symbol("B")).unwrap();
+/// bus.emit(PerformanceContract::new(MetricType::Tick, 0.001, t + 5.0).with_symbol("B")).unwrap();
+/// assert_eq!(backtest_perf::report::wait_resolution(&service.get_data("B", "")), None);
+/// ```
+pub fn wait_resolution(stats: &PerformanceStatistics) -> Option<String> {
+    let short = stats
+        .metric_stats
+        .values()
+        .any(|m| m.max_wait_time > 0.0 && m.min_wait_time < 0.001);
+    let newest = stats
+        .events
+        .iter()
+        .map(|e| e.timestamp.abs())
+        .filter(|t| t.is_finite())
+        .fold(0.0, f64::max);
+    if !short || newest == 0.0 {
+        return None;
+    }
+    let step = f64::from_bits(newest.to_bits() + 1) - newest;
+    Some(format!(
+        "event timestamps are epoch ms in an f64, which resolve {} at these dates: a wait shorter than that shows as 0",
+        human(step)
+    ))
 }
 
 /// What a sampled run timed, in words; `None` when every operation was timed.

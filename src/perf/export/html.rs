@@ -238,6 +238,9 @@ pub fn render_html_with(
     if let Some(note) = report::sampling(stats) {
         let _ = writeln!(html, "<p class=\"meta\">Sampled: {}</p>", esc(&note));
     }
+    if let Some(note) = report::wait_resolution(stats) {
+        let _ = writeln!(html, "<p class=\"meta\">Note: {}</p>", esc(&note));
+    }
     let rows = sorted_rows(stats);
     let unit = report::Unit::for_stats(stats);
     let _ = write!(
