@@ -133,6 +133,27 @@ fn waits_under_the_timestamps_resolution_are_explained_where_they_show() {
 }
 
 #[test]
+fn the_note_names_the_types_whose_percentiles_come_from_the_histogram() {
+    let bus = PerformanceEmitter::new();
+    let config = StorageConfig {
+        max_events: 3,
+        ..StorageConfig::default()
+    };
+    let service = PerformanceService::attached_with(&bus, config, StatsPreset::Seed);
+    // The one signal leaves the window of three as the ticks arrive after it.
+    bus.emit(event(MetricType::GetSignal, 0.5, 1.0)).unwrap();
+    for at in 2..6 {
+        bus.emit(event(MetricType::Tick, 1.0, f64::from(at)))
+            .unwrap();
+    }
+    let report = service.get_report("BTCUSDT", "my-strategy");
+    assert!(
+        report.contains("Median, P95 and P99 are nearest-rank percentiles: exact, except those of tick, getSignal, which are read from the whole-run histogram (within 0.1%) because some of their events have left the window (it keeps the newest events of all types together)."),
+        "{report}"
+    );
+}
+
+#[test]
 fn empty_report() {
     let service = PerformanceService::attached(&PerformanceEmitter::new());
     assert_eq!(

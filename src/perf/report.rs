@@ -606,7 +606,7 @@ pub fn render(stats: &PerformanceStatistics, columns: &[Column]) -> String {
     } else {
         let _ = write!(
             out,
-            ": exact, except those of {}, which are read from the whole-run histogram (within 0.1%) because their events outnumber the window.",
+            ": exact, except those of {}, which are read from the whole-run histogram (within 0.1%) because some of their events have left the window (it keeps the newest events of all types together).",
             approximate.join(", ")
         );
     }
