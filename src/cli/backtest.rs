@@ -785,7 +785,7 @@ fn slowest_tick(result: &BacktestResult) -> Option<(&TrackerReport, u64)> {
 /// What a thread's CPU time says of a slow operation, in words.
 fn verdict(ran: bool) -> &'static str {
     if ran {
-        "the thread ran: slow code"
+        "the thread ran: slow code, or interrupts or virtual-machine exits charged to the thread"
     } else {
         "the thread waited: pre-empted or blocked, not slow code"
     }

@@ -75,7 +75,9 @@ pub struct SlowHook {
     /// `duration / threshold`.
     pub slowness_ratio: f64,
     /// The thread's CPU time during a slow tick, ms, when the run's tracker records (it
-    /// costs two system calls a tick): near the duration, the thread ran (slow code); far
+    /// costs two system calls a tick): near the duration, the thread ran (slow code, or
+    /// interrupts and, on a virtual machine, exits to the host that the kernel charges to
+    /// the running thread: they cannot be told apart from here); far
     /// below it, the thread waited (pre-empted or blocked). `None` otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_cpu_ms: Option<f64>,
@@ -182,7 +184,7 @@ pub fn slow_hooks_markdown(slow: &[SlowHook], total: u64) -> String {
 ///     profile: Some(SlowProfile { samples: 2, stack: "main;a<b>".into(), stack_samples: 2, ..SlowProfile::default() }),
 /// };
 /// let section = slow_hooks_html(&[slow], 1);
-/// assert!(section.contains("<tr class=\"slow\"><td>tick</td><td>2024-03-05T12:00:00+00:00</td><td>41.3 ms</td><td>8.26× 5.00 ms</td><td>ran (slow code)</td><td title=\"main;a&lt;b&gt; (2 samples)\">2 samples</td></tr>"));
+/// assert!(section.contains("<tr class=\"slow\"><td>tick</td><td>2024-03-05T12:00:00+00:00</td><td>41.3 ms</td><td>8.26× 5.00 ms</td><td>ran (slow code, or interrupts charged to the thread)</td><td title=\"main;a&lt;b&gt; (2 samples)\">2 samples</td></tr>"));
 /// assert_eq!(slow_hooks_html(&[], 0), "");
 /// ```
 pub fn slow_hooks_html(slow: &[SlowHook], total: u64) -> String {
@@ -221,7 +223,7 @@ pub fn slow_hooks_html(slow: &[SlowHook], total: u64) -> String {
 fn slow_hook_cells(hook: &SlowHook) -> [String; 6] {
     use crate::report::{human, sig3};
     let thread = match hook.thread_ran() {
-        Some(true) => "ran (slow code)",
+        Some(true) => "ran (slow code, or interrupts charged to the thread)",
         Some(false) => "waited (pre-empted or blocked)",
         None => "not measured",
     };
