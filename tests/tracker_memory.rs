@@ -129,3 +129,32 @@ fn a_tracked_backtest_allocates_nothing_inside_its_ticks_after_the_warm_ups() {
         "{kept:?}"
     );
 }
+
+#[test]
+fn a_backtest_with_tracking_off_allocates_no_event_buffer() {
+    use backtest_perf::PerformanceEmitter;
+    use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+    use backtest_perf::strategies::SmaCrossover;
+
+    let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(1)).unwrap();
+    let bus = PerformanceEmitter::new();
+    let run = |enabled: bool| {
+        bus.set_enabled(enabled);
+        let backtest = Backtest::new(&exchange, "SYN")
+            .unwrap()
+            .with_bus(bus.clone());
+        let mut strategy = SmaCrossover::default();
+        let before = thread_counters().unwrap().0;
+        let result = backtest.run(&mut strategy).unwrap();
+        let allocated = thread_counters().unwrap().0 - before;
+        (result.frames, allocated)
+    };
+    // The event buffer holds a batch of 1,024 events of 128 bytes and more: a run that
+    // emits nothing must not make (and touch) one.
+    let buffer = 1024 * std::mem::size_of::<backtest_perf::PerformanceContract>() as u64;
+    let (frames, off) = run(false);
+    assert!(frames > 400);
+    assert!(off < buffer / 4, "tracking off allocated {off} bytes");
+    let (_, on) = run(true);
+    assert!(on >= buffer, "tracking on allocated {on} bytes");
+}

@@ -374,12 +374,18 @@ impl HookTimer {
     ) -> Self {
         let thresholds_ns =
             MetricType::BUILT_IN.map(|t| options.thresholds.threshold_ns(t.as_str()));
+        // Only a run whose events go to the bus fills it.
+        let buffer = if bus.is_enabled() {
+            touched_buffer()
+        } else {
+            Vec::new()
+        };
         HookTimer {
             bus,
             symbol,
             strategy,
             previous: [None; 5],
-            buffer: touched_buffer(),
+            buffer,
             when: (0, to_utc(0)),
             thresholds_ns,
             thresholds: options.thresholds.clone(),
@@ -600,14 +606,17 @@ impl HookTimer {
 }
 
 /// Room for the events of a batch and of the tick that completes it (a tick holds the
-/// buffer past [`BATCH`] until it ends), its pages touched now: growing or first touching
-/// it inside a hook (160 KB, allocated by `mmap`) took 50 µs, and made that tick the
-/// run's slowest.
+/// buffer past [`BATCH`] until it ends; 64 more events than a batch hold any tick of the
+/// bundled strategies), its pages touched now: growing or first touching it inside a hook
+/// (the buffer is allocated by `mmap`) took 50 µs, and made that tick the run's slowest.
 fn touched_buffer() -> Vec<PerformanceContract> {
-    let room = 2 * BATCH;
-    let mut buffer = Vec::with_capacity(room);
-    buffer.resize(room, PerformanceContract::new(MetricType::Tick, 0.0, 0.0));
-    buffer.clear();
+    let mut buffer = Vec::with_capacity(BATCH + 64);
+    // One write a page is enough to fault it in (and costs nothing when the allocator
+    // hands back memory already touched).
+    let per_page = (4096 / std::mem::size_of::<PerformanceContract>()).max(1);
+    for slot in buffer.spare_capacity_mut().iter_mut().step_by(per_page) {
+        *slot = std::mem::MaybeUninit::zeroed();
+    }
     buffer
 }
 
