@@ -75,7 +75,7 @@ pub struct SlowHook {
     /// `duration / threshold`.
     pub slowness_ratio: f64,
     /// The thread's CPU time during a slow tick, ms, when the run's tracker records (it
-    /// costs two system calls a tick): near the duration, the thread ran (slow code, or
+    /// costs a system call a tick, and a second for a tick that is slow or kept): near the duration, the thread ran (slow code, or
     /// interrupts and, on a virtual machine, exits to the host that the kernel charges to
     /// the running thread: they cannot be told apart from here); far
     /// below it, the thread waited (pre-empted or blocked). `None` otherwise.
@@ -478,7 +478,14 @@ impl HookTimer {
             } else {
                 None
             };
-            thread_cpu_ms = cpu_start.and_then(|cpu_start| {
+            // The second system call only for a tick that is listed: over its threshold
+            // (a slow hook), or kept by the tracker (a warm-up or among the slowest).
+            let listed = |closed: &span::Closed| {
+                closed.parent.is_some()
+                    || closed.duration_ns > self.thresholds_ns[hook as usize]
+                    || self.tracker.would_keep_root(closed.duration_ns)
+            };
+            thread_cpu_ms = cpu_start.filter(|_| listed(&closed)).and_then(|cpu_start| {
                 span::thread_cpu_ns().map(|cpu_end| cpu_end.saturating_sub(cpu_start) as f64 / 1e6)
             });
             let meta = thread_cpu_ms.map(|cpu_ms| serde_json::json!({ "threadCpuMs": cpu_ms }));

@@ -561,6 +561,23 @@ impl Tracker {
 
     /// [`record_measured`](Self::record_measured) with the allocations since
     /// `memory_at_start` (from [`memory_counters`](Self::memory_counters)).
+    /// Whether a root operation of `duration_ns` closing now would be kept in the report:
+    /// always when every operation is kept, else when it is a warm-up or among the slowest
+    /// roots (`keep_slowest_roots`). Details that cost a system call (the thread's CPU
+    /// time) are read only for those.
+    pub(crate) fn would_keep_root(&self, duration_ns: u64) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
+        if !inner.recording {
+            return false;
+        }
+        match inner.options.keep_slowest_roots {
+            None => true,
+            Some(k) => inner.state.lock().would_keep_root(duration_ns, k),
+        }
+    }
+
     pub(crate) fn record_measured_with_memory(
         &self,
         name: &'static str,

@@ -667,10 +667,9 @@ impl State {
             .pending
             .last()
             .map_or((0, 0), |root| (root.duration_ns, root.id));
+        let warm_up = self.next_root_is_warm_up();
         let first_runs = std::mem::take(&mut self.first_runs);
-        if self.warm_ups.is_empty()
-            || (!first_runs.is_empty() && self.warm_ups.len() < WARM_UPS_KEPT)
-        {
+        if warm_up {
             let warm_up = WarmUp {
                 root,
                 first_runs: first_runs.iter().map(|n| n.to_string()).collect(),
@@ -702,6 +701,22 @@ impl State {
                 self.pending.clear();
             }
         }
+    }
+
+    /// Whether the root operation closing next is a warm-up: the first root, or one inside
+    /// which an operation ran for the first time (while fewer than [`WARM_UPS_KEPT`] are kept).
+    fn next_root_is_warm_up(&self) -> bool {
+        self.warm_ups.is_empty()
+            || (!self.first_runs.is_empty() && self.warm_ups.len() < WARM_UPS_KEPT)
+    }
+
+    /// Whether a root operation of `duration_ns` closing next would be kept by
+    /// [`keep_if_slowest`](Self::keep_if_slowest) with `k` slowest: a warm-up, or one
+    /// of the `k` slowest so far.
+    pub(crate) fn would_keep_root(&self, duration_ns: u64, k: usize) -> bool {
+        self.next_root_is_warm_up()
+            || self.slowest.len() < k
+            || self.slowest.iter().any(|(d, _)| duration_ns > *d)
     }
 
     pub(crate) fn report(
@@ -774,5 +789,77 @@ impl State {
             stats,
             precision: p,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(id: u64, parent: Option<u64>, name: &'static str, duration_ns: u64) -> Raw {
+        Raw {
+            id,
+            thread: 1,
+            parent,
+            depth: u32::from(parent.is_some()),
+            name: Cow::Borrowed(name),
+            kind: EventKind::Operation,
+            start_ns: id * 1_000,
+            duration_ns,
+            self_ns: duration_ns,
+            detail: None,
+            slow: false,
+        }
+    }
+
+    /// `would_keep_root` is asked before a root closes (the engine reads the thread's CPU
+    /// time only for the roots it says yes to): it must say exactly what keeping does.
+    #[test]
+    fn the_prediction_of_keeping_a_root_matches_the_keeping() {
+        let options = TrackerOptions {
+            keep_slowest_roots: Some(3),
+            ..TrackerOptions::default()
+        };
+        let mut state = State::new(&options);
+        let durations = [50, 10, 70, 20, 90, 30, 90, 5, 100, 60, 40, 200, 1, 150];
+        let mut id = 0;
+        let mut said = Vec::new();
+        let mut kept = Vec::new();
+        for (i, &d) in durations.iter().enumerate() {
+            id += 1;
+            let root = id;
+            // A child first seen at roots 0, 4 and 9 makes those warm-ups.
+            let child = if matches!(i, 0 | 4 | 9) {
+                "first"
+            } else {
+                "again"
+            };
+            let child = if i == 4 {
+                "second"
+            } else if i == 9 {
+                "third"
+            } else {
+                child
+            };
+            id += 1;
+            state.record(raw(id, Some(root), child, d / 2), &options, Some(0));
+            said.push(state.would_keep_root(d, 3));
+            state.record(raw(root, None, "tick", d), &options, Some(0));
+            let in_warm_ups = state.warm_ups.iter().any(|(w, _)| w.root == root);
+            let in_slowest = state
+                .slowest
+                .iter()
+                .any(|(_, subtree)| subtree.iter().any(|e| e.id == root));
+            kept.push(in_warm_ups || in_slowest);
+        }
+        assert_eq!(said, kept);
+        // Warm-ups (roots 0, 4, 9), the first three others, then only new slowest ones.
+        assert_eq!(
+            said,
+            [
+                true, true, true, true, true, true, true, false, true, true, false, true, false,
+                true
+            ]
+        );
     }
 }
