@@ -75,10 +75,11 @@ pub struct SlowHook {
     /// `duration / threshold`.
     pub slowness_ratio: f64,
     /// The thread's CPU time during a slow tick, ms, when the run's tracker records (it
-    /// costs a system call a tick, and a second for a tick that is slow or kept): near the duration, the thread ran (slow code, or
-    /// interrupts and, on a virtual machine, exits to the host that the kernel charges to
-    /// the running thread: they cannot be told apart from here); far
-    /// below it, the thread waited (pre-empted or blocked). `None` otherwise.
+    /// costs a system call a tick, and a second for a tick that is slow or kept): near
+    /// the duration, the thread ran (slow code, or interrupts and, on a virtual machine,
+    /// exits to the host that the kernel charges to the running thread: they cannot be
+    /// told apart from here); far below it, the thread waited (pre-empted or blocked).
+    /// `None` otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread_cpu_ms: Option<f64>,
     /// The CPU profile's samples taken on the run's thread while this hook ran, when a
