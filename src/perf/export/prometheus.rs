@@ -240,8 +240,8 @@ impl PrometheusExporter {
     }
 
     /// Pushes the exposition text to a Pushgateway at `base` (for example
-    /// `http://127.0.0.1:9091`), replacing the group `job="<job>"` (`PUT
-    /// <base>/metrics/job/<job>`).
+    /// `http://127.0.0.1:9091`), replacing the group `job="<job>"`
+    /// (`PUT <base>/metrics/job/<job>`).
     ///
     /// ```
     /// use backtest_perf::export::prometheus::PrometheusExporter;
