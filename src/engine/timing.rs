@@ -425,7 +425,9 @@ impl HookTimer {
     /// read around it too, so a slow tick says whether its thread ran or waited.
     #[inline]
     pub(crate) fn start_tick(&mut self) -> Started {
-        if self.tracker.is_enabled() {
+        // Read before the clock, so that the system call is not in the tick's time; only
+        // for a tick that is timed (a sampled run leaves most untimed).
+        if !self.paused && self.bus.is_enabled() && self.tracker.is_enabled() {
             self.tick_cpu_ns = span::thread_cpu_ns();
             self.tick_memory = self.tracker.memory_counters();
         }
@@ -645,6 +647,45 @@ impl Drop for HookTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `--timeline` run reads the thread's CPU time (a system call) at the start of
+    /// each timed tick and at the end of each one it lists: a sampled run reads it for
+    /// the ticks it times only.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_sampled_timeline_reads_the_cpu_time_of_timed_ticks_only() {
+        use crate::engine::{Backtest, BacktestConfig, SyntheticConfig, SyntheticExchange};
+        use crate::span::CPU_READS;
+        let exchange = SyntheticExchange::new(Name::new("SYN"), SyntheticConfig::days(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bus = PerformanceEmitter::new();
+        let config = BacktestConfig {
+            sample_every: 4,
+            tracker: TrackerOptions {
+                keep_slowest_roots: Some(3),
+                ..TrackerOptions::default()
+            },
+            ..BacktestConfig::default()
+        };
+        let backtest = Backtest::new(&exchange, "SYN")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_bus(bus)
+            .with_config(config);
+        let before = CPU_READS.with(std::cell::Cell::get);
+        let result = backtest
+            .run(&mut crate::strategies::SmaCrossover::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reads = CPU_READS.with(std::cell::Cell::get) - before;
+        let timed = result.frames.div_ceil(4);
+        assert!(result.frames > 400, "{}", result.frames);
+        // One read per timed tick, and a second for those it lists (warm-ups, the
+        // slowest so far, slow ones; at most all of them): never one for an untimed tick.
+        assert!(
+            (timed..=timed * 2).contains(&reads),
+            "{reads} reads for {timed} timed ticks of {}",
+            result.frames
+        );
+    }
 
     #[test]
     fn stepping_the_simulated_time_converts_as_the_calendar_does() {

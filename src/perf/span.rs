@@ -101,6 +101,8 @@ pub fn epoch_ms(ns: u64) -> f64 {
 /// }
 /// ```
 pub fn thread_cpu_ns() -> Option<u64> {
+    #[cfg(test)]
+    CPU_READS.with(|reads| reads.set(reads.get() + 1));
     #[cfg(target_os = "linux")]
     {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
@@ -112,6 +114,12 @@ pub fn thread_cpu_ns() -> Option<u64> {
     {
         None
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Reads of the thread's CPU time on this thread (a system call each).
+    pub(crate) static CPU_READS: Cell<u64> = const { Cell::new(0) };
 }
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
