@@ -559,8 +559,6 @@ impl Tracker {
         self.inner.as_ref().filter(|i| i.recording)?.memory_now()
     }
 
-    /// [`record_measured`](Self::record_measured) with the allocations since
-    /// `memory_at_start` (from [`memory_counters`](Self::memory_counters)).
     /// Whether a root operation of `duration_ns` closing now would be kept in the report:
     /// always when every operation is kept, else when it is a warm-up or among the slowest
     /// roots (`keep_slowest_roots`). Details that cost a system call (the thread's CPU
@@ -578,6 +576,8 @@ impl Tracker {
         }
     }
 
+    /// [`record_measured`](Self::record_measured) with the allocations since
+    /// `memory_at_start` (from [`memory_counters`](Self::memory_counters)).
     pub(crate) fn record_measured_with_memory(
         &self,
         name: &'static str,
