@@ -158,3 +158,46 @@ fn a_backtest_with_tracking_off_allocates_no_event_buffer() {
     let (_, on) = run(true);
     assert!(on >= buffer, "tracking on allocated {on} bytes");
 }
+
+/// The same with every operation kept (no `--timeline` selection): whatever the timing,
+/// each tick after the first is checked.
+#[test]
+fn every_tick_after_the_first_allocates_nothing_when_all_are_kept() {
+    use backtest_perf::engine::{Backtest, BacktestConfig, SyntheticConfig, SyntheticExchange};
+    use backtest_perf::strategies::SmaCrossover;
+    use backtest_perf::{PerformanceEmitter, PerformanceService};
+
+    let exchange = SyntheticExchange::new("SYN".into(), SyntheticConfig::days(30)).unwrap();
+    let bus = PerformanceEmitter::new();
+    let _service = PerformanceService::attached(&bus);
+    let config = BacktestConfig {
+        tracker: TrackerOptions {
+            max_events: 1_000_000,
+            track_memory: true,
+            ..TrackerOptions::default()
+        },
+        ..BacktestConfig::default()
+    };
+    let result = Backtest::new(&exchange, "SYN")
+        .unwrap()
+        .with_bus(bus)
+        .with_config(config)
+        .run(&mut SmaCrossover::default())
+        .unwrap();
+    assert!(result.closed.len() > 100, "{}", result.closed.len());
+    let report = result.tracker.unwrap();
+    assert_eq!(report.dropped, 0);
+    let first_tick = report.events.iter().position(|e| e.name == "tick").unwrap();
+    let allocating: Vec<(usize, &str, u64)> = report
+        .events
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != first_tick)
+        .filter_map(|(i, e)| {
+            e.memory
+                .filter(|m| m.allocated > 0)
+                .map(|m| (i, e.name.as_ref(), m.allocated))
+        })
+        .collect();
+    assert_eq!(allocating, [], "of {} events", report.events.len());
+}
