@@ -652,7 +652,5 @@ fn room_ahead<T>(results: &mut Vec<T>) {
         return;
     }
     results.reserve(results.len().max(4 * AHEAD));
-    for slot in results.spare_capacity_mut() {
-        *slot = std::mem::MaybeUninit::zeroed();
-    }
+    super::timing::touch_spare(results);
 }

@@ -418,7 +418,14 @@ impl HookTimer {
     /// Starts timing a hook now.
     #[inline]
     pub(crate) fn start(&self) -> Started {
-        Started((!self.paused && self.bus.is_enabled()).then(|| span::enter_at(span::now_ns())))
+        Started(self.timing().then(|| span::enter_at(span::now_ns())))
+    }
+
+    /// Whether hooks started now are timed: the bus is on and the tick is not left
+    /// untimed by sampling.
+    #[inline]
+    fn timing(&self) -> bool {
+        !self.paused && self.bus.is_enabled()
     }
 
     /// Starts timing a tick. While the tracker keeps a timeline, the thread's CPU time is
@@ -427,7 +434,7 @@ impl HookTimer {
     pub(crate) fn start_tick(&mut self) -> Started {
         // Read before the clock, so that the system call is not in the tick's time; only
         // for a tick that is timed (a sampled run leaves most untimed).
-        if !self.paused && self.bus.is_enabled() && self.tracker.is_enabled() {
+        if self.timing() && self.tracker.is_enabled() {
             self.tick_cpu_ns = span::thread_cpu_ns();
             self.tick_memory = self.tracker.memory_counters();
         }
@@ -621,13 +628,18 @@ impl HookTimer {
 /// (the buffer is allocated by `mmap`) took 50 µs, and made that tick the run's slowest.
 fn touched_buffer() -> Vec<PerformanceContract> {
     let mut buffer = Vec::with_capacity(BATCH + 64);
-    // One write a page is enough to fault it in (and costs nothing when the allocator
-    // hands back memory already touched).
-    let per_page = (4096 / std::mem::size_of::<PerformanceContract>()).max(1);
-    for slot in buffer.spare_capacity_mut().iter_mut().step_by(per_page) {
+    touch_spare(&mut buffer);
+    buffer
+}
+
+/// Faults in the pages of `v`'s spare capacity with one write each, so that the first
+/// pushes into them do not (a page fault costs several microseconds on a virtual
+/// machine), and costs next to nothing when the allocator hands back touched memory.
+pub(super) fn touch_spare<T>(v: &mut Vec<T>) {
+    let per_page = (4096 / std::mem::size_of::<T>().max(1)).max(1);
+    for slot in v.spare_capacity_mut().iter_mut().step_by(per_page) {
         *slot = std::mem::MaybeUninit::zeroed();
     }
-    buffer
 }
 
 /// Makes room for another batch, uncounted by the tracker's memory readings.
