@@ -76,51 +76,111 @@ impl SyntheticConfig {
 /// assert!(generate("SYN".into(), &SyntheticConfig { volatility: -1.0, ..SyntheticConfig::days(1) }).is_err());
 /// ```
 pub fn generate(symbol: Name, config: &SyntheticConfig) -> Result<CandleSeries, CandleError> {
-    let bad = |problem: String| CandleError { index: 0, problem };
-    if config.minutes == 0 {
-        return Err(bad("minutes is 0; generate at least two candles".into()));
-    }
-    if !(config.start_price.is_finite() && config.start_price > 0.0) {
-        return Err(bad(format!(
-            "start_price is {}; it must be a finite number above 0",
-            config.start_price
-        )));
-    }
-    if !config.drift.is_finite() {
-        return Err(bad(format!("drift is {}; it must be finite", config.drift)));
-    }
-    if !(config.volatility.is_finite() && config.volatility >= 0.0) {
-        return Err(bad(format!(
-            "volatility is {}; it must be finite and >= 0",
-            config.volatility
-        )));
-    }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
-    let dt = 1.0 / MINUTES_PER_YEAR;
-    let step = config.volatility * dt.sqrt();
-    let mean = (config.drift - config.volatility * config.volatility / 2.0) * dt;
-    let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
-    let mut price = config.start_price;
-    let candles = (0..config.minutes)
-        .map(|i| {
-            let open = price;
-            let close = open * (mean + step * normal()).exp();
-            let high = open.max(close) * (0.5 * step * normal().abs()).exp();
-            let low = open.min(close) * (-0.5 * step * normal().abs()).exp();
-            let volume = (2.0 + 0.5 * normal()).exp();
-            price = close;
-            Candle {
-                open_time: config.start + i as Millis * Interval::MINUTE.millis(),
-                open,
-                high,
-                low,
-                close,
-                volume,
-            }
-        })
-        .collect();
+    let candles = SyntheticCandles::new(config)?.collect();
     CandleSeries::new(symbol, candles, Some(Interval::MINUTE))
 }
+
+/// The candles of [`generate`] one at a time, oldest first, none kept: a run over years
+/// of minutes holds only the ones it still needs (see
+/// [`Backtest::synthetic`](crate::engine::Backtest::synthetic)). The same config gives
+/// the same candles as [`generate`].
+///
+/// ```
+/// use backtest_perf::engine::synthetic::{generate, SyntheticCandles, SyntheticConfig};
+/// let config = SyntheticConfig::days(1);
+/// let streamed: Vec<_> = SyntheticCandles::new(&config).unwrap().collect();
+/// assert_eq!(streamed, generate("SYN".into(), &config).unwrap().candles());
+/// assert!(SyntheticCandles::new(&SyntheticConfig { minutes: 0, ..config }).is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct SyntheticCandles {
+    rng: rand_chacha::ChaCha8Rng,
+    start: Millis,
+    minutes: usize,
+    next: usize,
+    price: f64,
+    step: f64,
+    mean: f64,
+}
+
+impl SyntheticCandles {
+    /// Checks the parameters (as [`generate`] does) and starts the path.
+    pub fn new(config: &SyntheticConfig) -> Result<Self, CandleError> {
+        let bad = |problem: String| CandleError { index: 0, problem };
+        if config.minutes == 0 {
+            return Err(bad("minutes is 0; generate at least two candles".into()));
+        }
+        if !(config.start_price.is_finite() && config.start_price > 0.0) {
+            return Err(bad(format!(
+                "start_price is {}; it must be a finite number above 0",
+                config.start_price
+            )));
+        }
+        if !config.drift.is_finite() {
+            return Err(bad(format!("drift is {}; it must be finite", config.drift)));
+        }
+        if !(config.volatility.is_finite() && config.volatility >= 0.0) {
+            return Err(bad(format!(
+                "volatility is {}; it must be finite and >= 0",
+                config.volatility
+            )));
+        }
+        let last_close = i64::try_from(config.minutes)
+            .ok()
+            .and_then(|m| m.checked_mul(Interval::MINUTE.millis()))
+            .and_then(|span| config.start.checked_add(span));
+        if last_close.is_none() {
+            return Err(bad(format!(
+                "{} minutes from {} run past the last time epoch milliseconds hold; generate fewer",
+                config.minutes, config.start
+            )));
+        }
+        let dt = 1.0 / MINUTES_PER_YEAR;
+        Ok(SyntheticCandles {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(config.seed),
+            start: config.start,
+            minutes: config.minutes,
+            next: 0,
+            price: config.start_price,
+            step: config.volatility * dt.sqrt(),
+            mean: (config.drift - config.volatility * config.volatility / 2.0) * dt,
+        })
+    }
+}
+
+impl Iterator for SyntheticCandles {
+    type Item = Candle;
+
+    fn next(&mut self) -> Option<Candle> {
+        if self.next >= self.minutes {
+            return None;
+        }
+        let mut normal = || -> f64 { StandardNormal.sample(&mut self.rng) };
+        let open = self.price;
+        let close = open * (self.mean + self.step * normal()).exp();
+        let high = open.max(close) * (0.5 * self.step * normal().abs()).exp();
+        let low = open.min(close) * (-0.5 * self.step * normal().abs()).exp();
+        let volume = (2.0 + 0.5 * normal()).exp();
+        self.price = close;
+        let i = self.next as Millis;
+        self.next += 1;
+        Some(Candle {
+            open_time: self.start + i * Interval::MINUTE.millis(),
+            open,
+            high,
+            low,
+            close,
+            volume,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.minutes - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for SyntheticCandles {}
 
 #[cfg(test)]
 mod tests {
