@@ -35,6 +35,31 @@ pub enum ExchangeError {
         /// The interval it serves.
         serves: Interval,
     },
+    /// A candle made during a streamed run is not valid (a synthetic path whose prices
+    /// overflowed). Fix: lower the drift or the volatility.
+    #[error("candle {index} of {symbol} is not valid: {problem}")]
+    Candle {
+        /// The symbol.
+        symbol: String,
+        /// The candle's position in the series, 0-based.
+        index: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A strategy asked a streamed run for more past candles than it keeps. Fix: ask for
+    /// fewer, or raise [`BacktestConfig::stream_lookback`](super::BacktestConfig::stream_lookback).
+    #[error(
+        "{asked} past candles of {symbol} were asked for; a streamed run keeps the last {kept} \
+         (raise BacktestConfig::stream_lookback, or backtest --lookback, to keep more)"
+    )]
+    LookbackTooLong {
+        /// The symbol.
+        symbol: String,
+        /// Candles asked for.
+        asked: usize,
+        /// Candles kept.
+        kept: usize,
+    },
 }
 
 /// A source of candles. Symbols are [`Name`]s (`"BTCUSDT".into()`), so that looking one

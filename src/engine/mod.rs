@@ -19,6 +19,7 @@ pub mod parallel;
 pub mod runner;
 pub mod signal;
 pub mod strategy;
+pub(crate) mod stream;
 pub mod synthetic;
 pub mod timing;
 

@@ -12,6 +12,8 @@ use super::signal::{
     pnl_percent,
 };
 use super::strategy::{Context, Strategy, average_price};
+use super::stream::{Source, Window};
+use super::synthetic::SyntheticConfig;
 use super::timing::{Hook, HookTimer, SlowHook};
 use crate::tracker::{BusTarget, RunInfo, Tracker, TrackerOptions, TrackerReport};
 use crate::{Name, PerformanceEmitter, performance_emitter};
@@ -42,6 +44,10 @@ pub struct BacktestConfig {
     /// Time 1 tick in this many (the first, then every N-th), with everything nested
     /// inside it; the others are counted, not timed. 1 (the default) times every tick.
     pub sample_every: u32,
+    /// Past candles a run over candles made as it goes ([`Backtest::synthetic`]) keeps:
+    /// the most a strategy may ask for at once (100,000 by default, 4.8 MB). A run over
+    /// a series held whole serves any number.
+    pub stream_lookback: usize,
 }
 
 impl Default for BacktestConfig {
@@ -52,6 +58,7 @@ impl Default for BacktestConfig {
             vwap_candles: 5,
             tracker: TrackerOptions::disabled(),
             sample_every: 1,
+            stream_lookback: 100_000,
         }
     }
 }
@@ -189,6 +196,18 @@ pub enum BacktestError {
 /// ```
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// Where a backtest's candles come from.
+enum Data<'a> {
+    Series {
+        exchange: &'a dyn Exchange,
+        series: &'a CandleSeries,
+    },
+    Synthetic {
+        symbol: Name,
+        config: SyntheticConfig,
+    },
+}
+
 /// One backtest: a symbol on an exchange over a frame.
 ///
 /// ```
@@ -205,8 +224,7 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 /// assert!(result.frames < 2 * 1_440 && result.summary.signals > 0);
 /// ```
 pub struct Backtest<'a> {
-    exchange: &'a dyn Exchange,
-    series: &'a CandleSeries,
+    data: Data<'a>,
     frame: Frame,
     config: BacktestConfig,
     bus: PerformanceEmitter,
@@ -228,13 +246,90 @@ impl<'a> Backtest<'a> {
     pub fn new(exchange: &'a dyn Exchange, symbol: &str) -> Result<Self, ExchangeError> {
         let series = exchange.series(Name::new(symbol))?;
         Ok(Backtest {
-            exchange,
-            series,
+            data: Data::Series { exchange, series },
             frame: Frame::of_series(series),
             config: BacktestConfig::default(),
             bus: performance_emitter().clone(),
             progress: None,
         })
+    }
+
+    /// A backtest of seeded synthetic candles made as the run goes: the same candles and
+    /// the same results as over a [`SyntheticExchange`](super::SyntheticExchange) of
+    /// `config`, but only a window of them is held at once (a few megabytes, where ten
+    /// years of minutes held whole take 252 MB). A strategy may look back on the last
+    /// [`BacktestConfig::stream_lookback`] candles. Fails, naming the parameter, as
+    /// [`generate`](super::synthetic::generate) does.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+    /// use backtest_perf::strategies::SmaCrossover;
+    /// use backtest_perf::PerformanceEmitter;
+    ///
+    /// let config = SyntheticConfig::days(3);
+    /// let streamed = Backtest::synthetic("SYN", config).unwrap().with_bus(PerformanceEmitter::new());
+    /// let exchange = SyntheticExchange::new("SYN".into(), config).unwrap();
+    /// let held = Backtest::new(&exchange, "SYN").unwrap().with_bus(PerformanceEmitter::new());
+    /// assert_eq!(streamed.frame(), held.frame());
+    /// let (a, b) = (
+    ///     streamed.run(&mut SmaCrossover::default()).unwrap(),
+    ///     held.run(&mut SmaCrossover::default()).unwrap(),
+    /// );
+    /// assert_eq!((a.frames, &a.closed), (b.frames, &b.closed));
+    /// assert!(Backtest::synthetic("SYN", SyntheticConfig { minutes: 0, ..config }).is_err());
+    /// ```
+    pub fn synthetic(
+        symbol: &str,
+        config: SyntheticConfig,
+    ) -> Result<Backtest<'static>, super::CandleError> {
+        let window = Window::synthetic(Name::new(symbol), &config, 1)?;
+        let frame = Frame {
+            start: window.close_time(0),
+            end: window.close_time(window.len() - 1),
+            interval: window.interval(),
+        };
+        Ok(Backtest {
+            data: Data::Synthetic {
+                symbol: Name::new(symbol),
+                config,
+            },
+            frame,
+            config: BacktestConfig::default(),
+            bus: performance_emitter().clone(),
+            progress: None,
+        })
+    }
+
+    /// The run's candles, from the start.
+    fn source(&self) -> Result<Source<'a>, ExchangeError> {
+        Ok(match &self.data {
+            Data::Series { exchange, series } => Source::Series {
+                exchange: *exchange,
+                series,
+            },
+            Data::Synthetic { symbol, config } => Source::Window(Box::new(
+                Window::synthetic(*symbol, config, self.config.stream_lookback).map_err(|e| {
+                    ExchangeError::Candle {
+                        symbol: symbol.to_string(),
+                        index: e.index,
+                        problem: e.problem,
+                    }
+                })?,
+            )),
+        })
+    }
+
+    /// The symbol traded.
+    ///
+    /// ```
+    /// use backtest_perf::engine::{Backtest, SyntheticConfig};
+    /// assert_eq!(Backtest::synthetic("SYN", SyntheticConfig::days(1)).unwrap().symbol(), "SYN");
+    /// ```
+    pub fn symbol(&self) -> Name {
+        match &self.data {
+            Data::Series { series, .. } => series.symbol(),
+            Data::Synthetic { symbol, .. } => *symbol,
+        }
     }
 
     /// Runs over `frame` instead.
@@ -328,7 +423,8 @@ impl<'a> Backtest<'a> {
     /// ```
     pub fn run(&self, strategy: &mut dyn Strategy) -> Result<BacktestResult, BacktestError> {
         let strategy_name = Name::new(strategy.name());
-        let symbol = self.series.symbol();
+        let mut source = self.source()?;
+        let symbol = source.symbol();
         let run = RunInfo {
             id: format!("{symbol}:{strategy_name}:{}", self.frame.start),
             symbol: Some(symbol.to_string()),
@@ -355,7 +451,7 @@ impl<'a> Backtest<'a> {
             tracker.clone(),
         );
         let mut result = BacktestResult {
-            symbol: self.series.symbol(),
+            symbol,
             strategy: strategy_name,
             frames: 0,
             closed: Vec::new(),
@@ -375,14 +471,15 @@ impl<'a> Backtest<'a> {
             if sample_every > 1 {
                 timer.set_timed(result.frames.is_multiple_of(sample_every));
             }
+            // Between ticks: a window makes the candles the tick may need.
+            source.advance(when)?;
             let tick = timer.start_tick();
             let mut next = when + self.frame.interval.millis();
             if last_call.is_none_or(|t| when - t >= throttle) {
                 last_call = Some(when);
                 let signal_started = timer.start_with(&tick);
                 let mut ctx = Context {
-                    exchange: self.exchange,
-                    series: self.series,
+                    source: &source,
                     when,
                     timer: &mut timer,
                     tracker: &tracker,
@@ -409,7 +506,9 @@ impl<'a> Backtest<'a> {
                 };
                 match signal {
                     Some(signal) => {
-                        if let Some(resume) = self.handle(signal, when, &mut timer, &mut result)? {
+                        if let Some(resume) =
+                            self.handle(signal, when, &mut source, &mut timer, &mut result)?
+                        {
                             next = next.max(self.frame.first_at_or_after(resume));
                         }
                         let _ = timer.finish(Hook::Tick, tick, when);
@@ -452,18 +551,13 @@ impl<'a> Backtest<'a> {
         &self,
         signal: Signal,
         when: Millis,
+        source: &mut Source<'_>,
         timer: &mut HookTimer,
         result: &mut BacktestResult,
     ) -> Result<Option<Millis>, ExchangeError> {
         let entry = match signal.price_open {
             Some(price) => Some(price),
-            None => average_price(
-                self.exchange,
-                self.series,
-                when,
-                self.config.vwap_candles,
-                timer,
-            )?,
+            None => average_price(source, when, self.config.vwap_candles, timer)?,
         };
         let checked = entry
             .ok_or(Rejection::NoPrice)
@@ -472,9 +566,7 @@ impl<'a> Backtest<'a> {
         // only close at a price from before it opened. (One with an entry price waits for
         // a candle to touch it; with none to come, it is cancelled as any untouched one.)
         let checked = checked.and_then(|entry| {
-            if signal.price_open.is_some()
-                || self.series.first_open_at_or_after(when) < self.series.candles().len()
-            {
+            if signal.price_open.is_some() || source.first_open_at_or_after(when) < source.len() {
                 Ok(entry)
             } else {
                 Err(Rejection::NoLaterCandle)
@@ -493,8 +585,12 @@ impl<'a> Backtest<'a> {
                 return Ok(None);
             }
         };
+        // The candles it replays over: a window makes any it has not made yet (only a
+        // position longer than the window's reach ahead has any left to make).
+        let (first, last) = self.reach(&signal, when, source);
+        source.load_to(last.saturating_add(1))?;
         let started = timer.start();
-        let outcome = self.replay(&signal, entry, when, timer);
+        let outcome = self.replay(&signal, entry, when, (first, last), source, timer);
         let _ = timer.finish(Hook::Backtest, started, when);
         Ok(Some(match outcome? {
             Outcome::Closed(closed) => {
@@ -510,6 +606,27 @@ impl<'a> Backtest<'a> {
         }))
     }
 
+    /// How long a signal given at `when` may wait for its entry, and may last.
+    fn wait_and_lifetime(&self, signal: &Signal) -> (Millis, Millis) {
+        let wait = if signal.price_open.is_some() {
+            self.config.entry_wait_minutes * 60_000
+        } else {
+            0
+        };
+        (wait, i64::from(signal.lifetime_minutes) * 60_000)
+    }
+
+    /// The positions of the candles a signal given at `when` replays over: every candle
+    /// that opens before the wait and the lifetime are over, and one more to tell whether
+    /// the data goes on past them.
+    fn reach(&self, signal: &Signal, when: Millis, source: &Source<'_>) -> (usize, usize) {
+        let (wait, lifetime) = self.wait_and_lifetime(signal);
+        (
+            source.first_open_at_or_after(when),
+            source.first_open_at_or_after(when + wait + lifetime),
+        )
+    }
+
     /// Waits for the entry (if the signal has a price) and follows the position candle by
     /// candle until it closes.
     fn replay(
@@ -517,23 +634,13 @@ impl<'a> Backtest<'a> {
         signal: &Signal,
         entry: f64,
         when: Millis,
+        (first, last): (usize, usize),
+        series: &Source<'_>,
         timer: &mut HookTimer,
     ) -> Result<Outcome, ExchangeError> {
-        let series = self.series;
-        let wait = if signal.price_open.is_some() {
-            self.config.entry_wait_minutes * 60_000
-        } else {
-            0
-        };
-        let lifetime = i64::from(signal.lifetime_minutes) * 60_000;
-        // Every candle that opens before the wait and the lifetime are over, and one more
-        // to tell whether the data goes on past them.
-        let first = series.first_open_at_or_after(when);
-        let last = series.first_open_at_or_after(when + wait + lifetime);
+        let (wait, lifetime) = self.wait_and_lifetime(signal);
         let fetched = timer.start();
-        let candles =
-            self.exchange
-                .get_candles(series.symbol(), series.interval(), when, last - first + 1);
+        let candles = series.from(when, last - first + 1);
         let _ = timer.finish(Hook::GetCandles, fetched, when);
         let candles = candles?;
 
@@ -585,10 +692,10 @@ impl<'a> Backtest<'a> {
         let data_goes_on = candles.last().is_some_and(|c| c.open_time >= expires);
         if !data_goes_on {
             // The data ended first: at the last close, when the last candle closed.
-            let last = series.candles().len() - 1;
+            let last = series.len() - 1;
             let price = match last_seen {
                 Some(i) => candles[i].close,
-                None => series.candles()[last].close,
+                None => series.candle(last)?.close,
             };
             return Ok(closed(
                 price,
@@ -603,7 +710,7 @@ impl<'a> Backtest<'a> {
         let (price, known_at) = match last_seen {
             Some(i) => (candles[i].close, series.close_time(first + i)),
             None => match series.closed_by(expires).checked_sub(1) {
-                Some(i) => (series.candles()[i].close, series.close_time(i)),
+                Some(i) => (series.candle(i)?.close, series.close_time(i)),
                 None => (entry, expires),
             },
         };

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::candle::{Candle, CandleSeries, Interval, Millis, to_utc};
-use super::exchange::{Exchange, ExchangeError};
+use super::candle::{Candle, Interval, Millis, to_utc};
+use super::exchange::ExchangeError;
 use super::signal::Signal;
+use super::stream::Source;
 use super::timing::{Hook, HookTimer};
 use crate::Name;
 use crate::tracker::Tracker;
@@ -151,8 +152,7 @@ pub fn unknown_param(strategy: &str, name: &str, params: &[(&'static str, String
 /// }
 /// ```
 pub struct Context<'r> {
-    pub(crate) exchange: &'r dyn Exchange,
-    pub(crate) series: &'r CandleSeries,
+    pub(crate) source: &'r Source<'r>,
     pub(crate) when: Millis,
     pub(crate) timer: &'r mut HookTimer,
     pub(crate) tracker: &'r Tracker,
@@ -196,7 +196,7 @@ impl<'r> Context<'r> {
     /// }
     /// ```
     pub fn symbol(&self) -> Name {
-        self.series.symbol()
+        self.source.symbol()
     }
 
     /// The candle interval of the data.
@@ -209,7 +209,7 @@ impl<'r> Context<'r> {
     /// }
     /// ```
     pub fn interval(&self) -> Interval {
-        self.series.interval()
+        self.source.interval()
     }
 
     /// The run's tracker: time your own steps with it, and they nest under the hook they
@@ -241,12 +241,7 @@ impl<'r> Context<'r> {
     /// ```
     pub fn candles(&mut self, limit: usize) -> Result<&'r [Candle], ExchangeError> {
         let started = self.timer.start();
-        let candles = self.exchange.get_closed_candles(
-            self.series.symbol(),
-            self.series.interval(),
-            self.when,
-            limit,
-        );
+        let candles = self.source.closed(self.when, limit);
         let _ = self.timer.finish(Hook::GetCandles, started, self.when);
         candles
     }
@@ -262,28 +257,19 @@ impl<'r> Context<'r> {
     /// }
     /// ```
     pub fn average_price(&mut self) -> Result<Option<f64>, ExchangeError> {
-        average_price(
-            self.exchange,
-            self.series,
-            self.when,
-            self.vwap_candles,
-            self.timer,
-        )
+        average_price(self.source, self.when, self.vwap_candles, self.timer)
     }
 }
 
 /// The VWAP of the last `n` candles closed by `when`, timed as `getAveragePrice`.
 pub(crate) fn average_price(
-    exchange: &dyn Exchange,
-    series: &CandleSeries,
+    source: &Source<'_>,
     when: Millis,
     n: usize,
     timer: &mut HookTimer,
 ) -> Result<Option<f64>, ExchangeError> {
     let started = timer.start();
-    let result = exchange
-        .get_closed_candles(series.symbol(), series.interval(), when, n)
-        .map(vwap);
+    let result = source.closed(when, n).map(vwap);
     let _ = timer.finish(Hook::GetAveragePrice, started, when);
     result
 }
