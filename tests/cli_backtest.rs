@@ -135,6 +135,55 @@ fn backtest_runs_the_chosen_strategies_on_synthetic_data_into_the_given_folder()
 }
 
 #[test]
+fn a_synthetic_run_keeps_lookback_candles_and_says_which_flag_to_raise() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |lookback: &str| {
+        bin()
+            .args([
+                "backtest",
+                "--synthetic",
+                "2",
+                "--strategy",
+                "sma-crossover",
+                "--param",
+                "slow=1500",
+                "--lookback",
+                lookback,
+                "--out",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run("1000");
+    assert_eq!(out.status.code(), Some(1));
+    // The first call with more than 1,000 closed candles: 1,001 minutes in.
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: strategy sma-crossover failed at 2024-01-01T16:41:00+00:00: 1501 past candles \
+         of SYNTH were asked for; a streamed run keeps the last 1000 (raise \
+         BacktestConfig::stream_lookback, or backtest --lookback, to keep more)\n"
+    );
+    let out = run("1501");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .args(["backtest", "--synthetic", "2", "--lookback", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("invalid value '0' for '--lookback <CANDLES>'")
+    );
+}
+
+#[test]
 fn an_unknown_strategy_lists_the_known_ones() {
     let out = bin()
         .args(["backtest", "--strategy", "nope"])

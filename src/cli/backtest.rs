@@ -10,7 +10,6 @@ use backtest_perf::engine::BacktestConfig;
 use backtest_perf::engine::parallel::{Job, default_threads, run_parallel};
 use backtest_perf::engine::{
     Backtest, BacktestResult, CsvExchange, Exchange, StrategyEntry, SyntheticConfig,
-    SyntheticExchange,
 };
 use backtest_perf::export::chrome_trace::write_chrome_trace;
 use backtest_perf::report::{Unit, coverage, default_columns, human, sampling, thousands};
@@ -34,8 +33,13 @@ pub enum Data {
     Bundled,
     /// A CSV file, and its candle interval when given (else the most common gap).
     Csv(PathBuf, Option<backtest_perf::engine::Interval>),
-    /// Seeded synthetic 1-minute candles.
-    Synthetic { days: usize, seed: u64 },
+    /// Seeded synthetic 1-minute candles, made as each run goes, keeping `lookback` past
+    /// candles for the strategies.
+    Synthetic {
+        days: usize,
+        seed: u64,
+        lookback: usize,
+    },
 }
 
 /// What `backtest` was asked to do.
@@ -123,6 +127,12 @@ pub struct BacktestCli {
     /// Seed of the synthetic candles.
     #[arg(long, default_value_t = 42, requires = "synthetic")]
     pub seed: u64,
+    /// Past candles a --synthetic run keeps for its strategies to look back on: the
+    /// candles are made as the run goes, and a strategy asking for more stops the run
+    /// (48 bytes a candle).
+    #[arg(long, value_name = "CANDLES", default_value_t = 100_000, requires = "synthetic",
+          value_parser = clap::value_parser!(u64).range(1..=5_256_000))]
+    pub lookback: u64,
     /// The symbol's name (default: the file name, SYNTH, or EURUSD for the bundled data).
     #[arg(long)]
     pub symbol: Option<String>,
@@ -202,6 +212,7 @@ impl BacktestArgs {
             (None, Some(days)) => Data::Synthetic {
                 days: days as usize,
                 seed: cli.seed,
+                lookback: cli.lookback as usize,
             },
             (None, None) => Data::Bundled,
         };
@@ -276,11 +287,30 @@ pub fn select(
     Ok(chosen)
 }
 
-fn load(args: &BacktestArgs) -> Result<(Box<dyn Exchange>, String), CliError> {
+/// The run's candles: a series read whole, or synthetic candles made as each run goes
+/// (ten years of minutes held whole would take 252 MB).
+enum Loaded {
+    Exchange(Box<dyn Exchange>, String),
+    Synthetic(SyntheticConfig, String),
+}
+
+impl Loaded {
+    /// A backtest of the candles, with `config`.
+    fn backtest(&self, config: &BacktestConfig) -> Result<Backtest<'_>, CliError> {
+        let backtest = match self {
+            Loaded::Exchange(exchange, symbol) => Backtest::new(exchange.as_ref(), symbol)?,
+            Loaded::Synthetic(synthetic, symbol) => Backtest::synthetic(symbol, *synthetic)
+                .map_err(|e| CliError::Synthetic(e.problem))?,
+        };
+        Ok(backtest.with_config(config.clone()))
+    }
+}
+
+fn load(args: &BacktestArgs) -> Result<Loaded, CliError> {
     Ok(match &args.data {
         Data::Bundled => {
             let symbol = args.symbol.clone().unwrap_or_else(|| BUNDLED_SYMBOL.into());
-            (
+            Loaded::Exchange(
                 Box::new(CsvExchange::from_text(BUNDLED_NAME, BUNDLED_CSV, &symbol)?),
                 symbol,
             )
@@ -288,20 +318,18 @@ fn load(args: &BacktestArgs) -> Result<(Box<dyn Exchange>, String), CliError> {
         Data::Csv(path, interval) => {
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("DATA");
             let symbol = args.symbol.clone().unwrap_or_else(|| stem.to_string());
-            (
+            Loaded::Exchange(
                 Box::new(CsvExchange::open_with_interval(path, &symbol, *interval)?),
                 symbol,
             )
         }
-        Data::Synthetic { days, seed } => {
+        Data::Synthetic { days, seed, .. } => {
             let symbol = args.symbol.clone().unwrap_or_else(|| "SYNTH".into());
             let config = SyntheticConfig {
                 seed: *seed,
                 ..SyntheticConfig::days(*days)
             };
-            let exchange = SyntheticExchange::new((&symbol).into(), config)
-                .map_err(|e| CliError::Synthetic(e.problem))?;
-            (Box::new(exchange), symbol)
+            Loaded::Synthetic(config, symbol)
         }
     })
 }
@@ -410,8 +438,8 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     }
     // The reports' folder is checked before any backtest runs, not after all of them.
     backtest_perf::dump::check_writable(&args.out)?;
-    let (exchange, symbol) = load(args)?;
-    let template = Backtest::new(exchange.as_ref(), &symbol)?;
+    let loaded = load(args)?;
+    let template = loaded.backtest(&BacktestConfig::default())?;
     let frames = template.frame().count() * entries.len() as u64;
     let mut tracker = if args.trace && !args.timeline {
         TrackerOptions::default()
@@ -432,6 +460,10 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let config = BacktestConfig {
         tracker,
         sample_every: args.sample,
+        stream_lookback: match args.data {
+            Data::Synthetic { lookback, .. } => lookback,
+            _ => BacktestConfig::default().stream_lookback,
+        },
         ..BacktestConfig::default()
     };
     let bar = super::progress_bar(
@@ -442,8 +474,7 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     let jobs: Vec<Job> = entries
         .iter()
         .map(|entry| {
-            let mut backtest =
-                Backtest::new(exchange.as_ref(), &symbol)?.with_config(config.clone());
+            let mut backtest = loaded.backtest(&config)?;
             if let Some(bar) = &bar {
                 let bar = bar.clone();
                 backtest = backtest.with_progress(Arc::new(move |n| bar.inc(n)));
