@@ -184,6 +184,60 @@ fn a_synthetic_run_keeps_lookback_candles_and_says_which_flag_to_raise() {
 }
 
 #[test]
+fn the_json_report_holds_every_trade_of_the_run() {
+    use backtest_perf::PerformanceEmitter;
+    use backtest_perf::engine::{Backtest, SyntheticConfig};
+    let dir = tempfile::tempdir().unwrap();
+    succeeded(
+        bin()
+            .args([
+                "backtest",
+                "--synthetic",
+                "5",
+                "--strategy",
+                "rsi-reversion",
+                "--format",
+                "json",
+                "--out",
+            ])
+            .arg(dir.path()),
+    );
+    let text = std::fs::read_to_string(dir.path().join("rsi-reversion.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let result = Backtest::synthetic("SYNTH", SyntheticConfig::days(5))
+        .unwrap()
+        .with_bus(PerformanceEmitter::new())
+        .run(&mut backtest_perf::strategies::RsiReversion::default())
+        .unwrap();
+    let trades = &report["trades"];
+    assert_eq!((result.closed.len(), result.cancelled.len()), (77, 3));
+    assert_eq!(
+        trades["closed"],
+        serde_json::to_value(&result.closed).unwrap()
+    );
+    assert_eq!(
+        trades["cancelled"],
+        serde_json::to_value(&result.cancelled).unwrap()
+    );
+    assert_eq!(trades["rejected"], serde_json::json!([]));
+    assert_eq!(
+        trades["summary"]["signals"],
+        serde_json::json!(result.summary.signals)
+    );
+    assert_eq!(
+        trades["summary"]["totalPnlIs"],
+        "the sum of per-trade percentages, not compounded"
+    );
+    // The report's keys are sorted, the trades' among them.
+    let keys: Vec<&String> = report.as_object().unwrap().keys().collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    let at = |key: &str| text.find(&format!("\n  \"{key}\": ")).unwrap();
+    assert!(at("totalEvents") < at("trades") && at("trades") < at("wallDuration"));
+}
+
+#[test]
 fn an_unknown_strategy_lists_the_known_ones() {
     let out = bin()
         .args(["backtest", "--strategy", "nope"])

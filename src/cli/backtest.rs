@@ -398,12 +398,8 @@ fn write_report_json(
         .collect();
     let mut summary = serde_json::to_value(result.summary).map_err(failed)?;
     summary["totalPnlIs"] = "the sum of per-trade percentages, not compounded".into();
-    value["trades"] = serde_json::json!({
-        "closed": result.closed,
-        "rejected": rejected,
-        "cancelled": result.cancelled,
-        "summary": summary,
-    });
+    // Its place among the sorted keys; the trades are written from `result` directly.
+    value["trades"] = serde_json::Value::Null;
     // The hooks over their thresholds, with the profile's samples while each ran.
     value["slowHooks"] = serde_json::json!({
         "total": result.slow_hooks_total,
@@ -411,8 +407,57 @@ fn write_report_json(
     });
     // The process's resources while the runs went on (all strategies ran at once).
     value["resources"] = serde_json::to_value(resources).map_err(failed)?;
-    let text = serde_json::to_string_pretty(&value).map_err(failed)?;
-    Ok(backtest_perf::dump::write_atomic(out, &file_name, &text)?)
+    let serde_json::Value::Object(report) = value else {
+        return Err(failed(serde::ser::Error::custom(
+            "the report is not a JSON object",
+        )));
+    };
+    let whole = WithTrades {
+        report: &report,
+        trades: Trades {
+            cancelled: &result.cancelled,
+            closed: &result.closed,
+            rejected,
+            summary,
+        },
+    };
+    Ok(backtest_perf::dump::write_atomic_with(
+        out,
+        &file_name,
+        |file| serde_json::to_writer_pretty(file, &whole).map_err(std::io::Error::from),
+    )?)
+}
+
+/// The JSON report written as it is serialized, its trades straight from the run's
+/// result: ten years of minutes make about 50,000 trades a strategy, which as a JSON tree
+/// and then one string took 160 MB. Keys come out sorted, as from a tree.
+struct WithTrades<'a> {
+    report: &'a serde_json::Map<String, serde_json::Value>,
+    trades: Trades<'a>,
+}
+
+/// The trades, fields in sorted order like the rest of the report.
+#[derive(serde::Serialize)]
+struct Trades<'a> {
+    cancelled: &'a [backtest_perf::engine::CancelledSignal],
+    closed: &'a [backtest_perf::engine::ClosedSignal],
+    rejected: Vec<serde_json::Value>,
+    summary: serde_json::Value,
+}
+
+impl serde::Serialize for WithTrades<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.report.len()))?;
+        for (key, value) in self.report {
+            if key == "trades" {
+                map.serialize_entry(key, &self.trades)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// Runs the backtests, prints a summary and the performance table per strategy, and

@@ -195,6 +195,29 @@ pub fn write_atomic(dir: &Path, file_name: &str, text: &str) -> Result<PathBuf, 
 /// assert_eq!(std::fs::read(&path).unwrap(), [1, 2, 3]);
 /// ```
 pub fn write_atomic_bytes(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<PathBuf, DumpError> {
+    write_atomic_with(dir, file_name, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] for a file written piece by piece (through a buffer), so that a large
+/// report is never held whole in memory. If `write` fails, nothing is left behind.
+///
+/// ```
+/// use std::io::Write;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = backtest_perf::dump::write_atomic_with(dir.path(), "n.txt", |w| {
+///     (1..=3).try_for_each(|n| write!(w, "{n} "))
+/// })
+/// .unwrap();
+/// assert_eq!(std::fs::read_to_string(&path).unwrap(), "1 2 3 ");
+/// let failed = backtest_perf::dump::write_atomic_with(dir.path(), "f.txt", |_| Err(std::io::Error::other("no")));
+/// assert!(failed.is_err());
+/// assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only n.txt");
+/// ```
+pub fn write_atomic_with(
+    dir: &Path,
+    file_name: &str,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<PathBuf, DumpError> {
     std::fs::create_dir_all(dir).map_err(|source| DumpError::CreateFolder {
         path: dir.to_path_buf(),
         source,
@@ -209,8 +232,12 @@ pub fn write_atomic_bytes(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<P
     // A report is an ordinary file (the temporary file would otherwise stay private).
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-    let mut file = builder.tempfile_in(dir).map_err(write_err)?;
-    file.write_all(bytes).map_err(write_err)?;
+    let file = builder.tempfile_in(dir).map_err(write_err)?;
+    let mut buffered = std::io::BufWriter::with_capacity(1 << 16, file);
+    write(&mut buffered).map_err(write_err)?;
+    let file = buffered
+        .into_inner()
+        .map_err(|e| write_err(e.into_error()))?;
     file.as_file().sync_all().map_err(write_err)?;
     file.persist(&path).map_err(|e| write_err(e.error))?;
     Ok(path)
