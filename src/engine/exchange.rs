@@ -1,5 +1,7 @@
 //! Exchanges: where candles come from. [`CsvExchange`], [`SyntheticExchange`] and
-//! [`MemoryExchange`] all serve candle series held in memory.
+//! [`MemoryExchange`] all serve candle series held in memory;
+//! [`Backtest::synthetic`](super::Backtest::synthetic) makes synthetic candles as a run
+//! goes instead, holding only a window of them.
 
 use std::collections::HashMap;
 use std::path::Path;

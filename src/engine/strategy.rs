@@ -228,7 +228,8 @@ impl<'r> Context<'r> {
     }
 
     /// The last `limit` closed candles, oldest first (fewer near the start of the data).
-    /// Fetched from the exchange and timed as `getCandles`.
+    /// Fetched from the exchange (in a [`Backtest::synthetic`](super::Backtest::synthetic)
+    /// run, from the candles made so far) and timed as `getCandles`.
     ///
     /// ```
     /// # use backtest_perf::engine::{Context, Signal, StrategyError};
