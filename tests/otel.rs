@@ -178,6 +178,15 @@ fn an_otlp_json_file_appears_whole_when_the_export_finishes() {
         .find(|a| a["key"] == "performance.slow")
         .unwrap();
     assert_eq!(slow["value"]["boolValue"], true);
+    // An ordinary file, readable by a collector running as another user, like the reports.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    }
     // Only the temporary file's rename made it: nothing else is left in the folder.
     let names: Vec<_> = std::fs::read_dir(dir.path().join("traces"))
         .unwrap()

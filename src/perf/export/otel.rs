@@ -622,10 +622,12 @@ impl OtlpJsonFileExporter {
             }
             None => PathBuf::from("."),
         };
-        let file = tempfile::Builder::new()
-            .prefix(".spans-")
-            .suffix(".partial")
-            .tempfile_in(dir)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".spans-").suffix(".partial");
+        // An ordinary file once in place, as every report is (a temporary file is private).
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let file = builder.tempfile_in(dir)?;
         Ok(OtlpJsonFileExporter {
             path: path.to_path_buf(),
             file: Mutex::new(Some(BufWriter::with_capacity(1 << 16, file))),
