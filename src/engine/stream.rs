@@ -27,6 +27,7 @@ pub(crate) enum Source<'a> {
 }
 
 impl Source<'_> {
+    #[inline]
     pub(crate) fn symbol(&self) -> Name {
         match self {
             Source::Series { series, .. } => series.symbol(),
@@ -34,6 +35,7 @@ impl Source<'_> {
         }
     }
 
+    #[inline]
     pub(crate) fn interval(&self) -> Interval {
         match self {
             Source::Series { series, .. } => series.interval(),
@@ -41,6 +43,7 @@ impl Source<'_> {
         }
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         match self {
             Source::Series { series, .. } => series.candles().len(),
@@ -48,6 +51,7 @@ impl Source<'_> {
         }
     }
 
+    #[inline]
     pub(crate) fn close_time(&self, index: usize) -> Millis {
         match self {
             Source::Series { series, .. } => series.close_time(index),
@@ -55,6 +59,7 @@ impl Source<'_> {
         }
     }
 
+    #[inline]
     pub(crate) fn closed_by(&self, when: Millis) -> usize {
         match self {
             Source::Series { series, .. } => series.closed_by(when),
@@ -62,6 +67,7 @@ impl Source<'_> {
         }
     }
 
+    #[inline]
     pub(crate) fn first_open_at_or_after(&self, since: Millis) -> usize {
         match self {
             Source::Series { series, .. } => series.first_open_at_or_after(since),
@@ -70,6 +76,7 @@ impl Source<'_> {
     }
 
     /// Gets ready for a tick at `when` (a window makes and drops candles).
+    #[inline]
     pub(crate) fn advance(&mut self, when: Millis) -> Result<(), ExchangeError> {
         match self {
             Source::Series { .. } => Ok(()),
@@ -78,6 +85,7 @@ impl Source<'_> {
     }
 
     /// Makes the candles before position `end` (a window; a series has them all).
+    #[inline]
     pub(crate) fn load_to(&mut self, end: usize) -> Result<(), ExchangeError> {
         match self {
             Source::Series { .. } => Ok(()),
@@ -86,6 +94,7 @@ impl Source<'_> {
     }
 
     /// The last `limit` candles closed by `when`: what a strategy may see then.
+    #[inline]
     pub(crate) fn closed(&self, when: Millis, limit: usize) -> Result<&[Candle], ExchangeError> {
         match self {
             Source::Series { exchange, series } => {
@@ -97,6 +106,7 @@ impl Source<'_> {
 
     /// At most `limit` candles opening at or after `since`; a window made them first
     /// ([`load_to`](Self::load_to)).
+    #[inline]
     pub(crate) fn from(&self, since: Millis, limit: usize) -> Result<&[Candle], ExchangeError> {
         match self {
             Source::Series { exchange, series } => {
@@ -110,6 +120,7 @@ impl Source<'_> {
     }
 
     /// Candle `index`, made already.
+    #[inline]
     pub(crate) fn candle(&self, index: usize) -> Result<&Candle, ExchangeError> {
         match self {
             Source::Series { series, .. } => {
@@ -162,25 +173,30 @@ impl Window {
         })
     }
 
+    #[inline]
     pub(crate) fn symbol(&self) -> Name {
         self.symbol
     }
 
+    #[inline]
     pub(crate) fn interval(&self) -> Interval {
         self.interval
     }
 
     /// Candles in the whole series.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// When candle `index` closes: one interval after it opened (the series is regular).
+    #[inline]
     pub(crate) fn close_time(&self, index: usize) -> Millis {
         self.first_open + (index as Millis + 1) * self.interval.millis()
     }
 
     /// Candles closed by `when` (as [`CandleSeries::closed_by`](super::CandleSeries::closed_by)).
+    #[inline]
     pub(crate) fn closed_by(&self, when: Millis) -> usize {
         let first = self.close_time(0);
         if when < first {
@@ -193,6 +209,7 @@ impl Window {
 
     /// The first candle opening at or after `since` (as
     /// [`CandleSeries::first_open_at_or_after`](super::CandleSeries::first_open_at_or_after)).
+    #[inline]
     pub(crate) fn first_open_at_or_after(&self, since: Millis) -> usize {
         if since <= self.first_open {
             return 0;
@@ -246,6 +263,7 @@ impl Window {
     }
 
     /// Candles `from..to`, which [`load_to`](Self::load_to) made.
+    #[inline]
     pub(crate) fn slice(&self, from: usize, to: usize) -> Result<&[Candle], ExchangeError> {
         if from < self.base {
             return Err(ExchangeError::LookbackTooLong {
@@ -269,6 +287,7 @@ impl Window {
     /// asking for more than the window keeps, with more to see, is an error whatever the
     /// window holds at the moment, so that a run never depends on when it last dropped
     /// candles.
+    #[inline]
     pub(crate) fn closed(&self, when: Millis, limit: usize) -> Result<&[Candle], ExchangeError> {
         let to = self.closed_by(when);
         let from = to.saturating_sub(limit);
