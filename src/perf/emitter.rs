@@ -17,6 +17,12 @@
 //!
 //! # Cost
 //!
+//! The chain of previous timestamps is kept by the bus, or, while a storage service is
+//! the first subscriber (as [`PerformanceService::attached`](crate::PerformanceService::attached)
+//! makes it), by the storage itself, for the keys it stores: the event is then chained
+//! and stored under one lock. Either way the event every subscriber sees is the same.
+//! When the chain changes hands, each key's next event has no previous timestamp.
+//!
 //! With no subscribers, `emit` validates the event and returns: it allocates nothing and
 //! takes no lock. Such an event is seen by no one, so it does not count as the previous
 //! event of its series either. With tracking switched off ([`set_enabled(false)`](PerformanceEmitter::set_enabled)),
@@ -149,6 +155,43 @@ pub struct SubscriberId(u64);
 /// Every subscriber is a sink: listeners are sinks that queue events for a worker.
 type Subscriber = Arc<dyn Sink>;
 
+/// A sink that keeps the `previousTimestamp` chain of the keys it stores (the storage):
+/// while it is the bus's first subscriber, it fills each event's previous timestamp and
+/// takes the event in under one lock, and the bus keeps no chain of its own. That saves
+/// `emit` a lock and its release (about 14 of 56 ns with storage alone).
+pub(crate) trait Chaining: Send + Sync {
+    /// Fills `event`'s empty previous timestamp from the last of its key and type (as
+    /// [`fill_previous`] does), records it as the last, and takes the event in.
+    fn chain_event(&self, event: &mut PerformanceContract);
+    /// [`chain_event`](Self::chain_event) for a batch, one lock per key.
+    fn chain_batch(&self, events: &mut [PerformanceContract], grouping: &KeyedBatch<'_>);
+}
+
+/// The current subscribers, in order, and the first one if it keeps the chain.
+pub(crate) struct Subscribers {
+    list: Vec<(SubscriberId, Subscriber)>,
+    chainer: Option<Arc<dyn Chaining>>,
+}
+
+impl std::ops::Deref for Subscribers {
+    type Target = [(SubscriberId, Subscriber)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.list
+    }
+}
+
+impl Subscribers {
+    /// Those that get each event after the chain is filled: all but a chaining first one.
+    #[inline]
+    fn after_chain(&self) -> &[(SubscriberId, Subscriber)] {
+        match self.chainer {
+            Some(_) => self.list.get(1..).unwrap_or_default(),
+            None => &self.list,
+        }
+    }
+}
+
 const SERIES_SHARDS: usize = 16;
 
 /// Keys whose `previousTimestamp` chain the bus keeps, per shard of 16. Past it a shard
@@ -234,9 +277,10 @@ fn chain_step(
 pub(crate) struct EmitterInner {
     enabled: AtomicBool,
     subscriber_count: AtomicUsize,
-    subscribers: ArcSwap<Vec<(SubscriberId, Subscriber)>>,
-    /// Serializes subscribe and unsubscribe; emit never takes it.
-    edit: Mutex<()>,
+    subscribers: ArcSwap<Subscribers>,
+    /// Serializes subscribe and unsubscribe, and holds the subscribers that can keep the
+    /// chain; emit never takes it.
+    edit: Mutex<Vec<(SubscriberId, Arc<dyn Chaining>)>>,
     next_id: AtomicU64,
     rejected: AtomicU64,
     listener_failures: AtomicU64,
@@ -247,7 +291,7 @@ pub(crate) struct EmitterInner {
 /// later than this one (clock stepped back, or producers on several threads racing) would
 /// give a negative wait: it is left empty instead.
 #[inline]
-fn fill_previous(event: &mut PerformanceContract, last: Option<f64>) {
+pub(crate) fn fill_previous(event: &mut PerformanceContract, last: Option<f64>) {
     if event.previous_timestamp.is_none() {
         event.previous_timestamp = last.filter(|&previous| previous <= event.timestamp);
     }
@@ -307,8 +351,11 @@ impl PerformanceEmitter {
             inner: Arc::new(EmitterInner {
                 enabled: AtomicBool::new(true),
                 subscriber_count: AtomicUsize::new(0),
-                subscribers: ArcSwap::from_pointee(Vec::new()),
-                edit: Mutex::new(()),
+                subscribers: ArcSwap::from_pointee(Subscribers {
+                    list: Vec::new(),
+                    chainer: None,
+                }),
+                edit: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 rejected: AtomicU64::new(0),
                 listener_failures: AtomicU64::new(0),
@@ -383,10 +430,7 @@ impl PerformanceEmitter {
         }
         debug_assert!(event.validate().is_ok());
         let subscribers = inner.subscribers.load();
-        self.chain(&mut event);
-        for (_, subscriber) in subscribers.iter() {
-            subscriber.on_event(&event);
-        }
+        self.chain_and_deliver(&mut event, &subscribers);
     }
 
     #[allow(clippy::result_large_err)]
@@ -396,11 +440,21 @@ impl PerformanceEmitter {
         if let Err(reason) = event.validate() {
             return Err(self.reject(event, reason, &subscribers));
         }
-        self.chain(&mut event);
-        for (_, subscriber) in subscribers.iter() {
-            subscriber.on_event(&event);
-        }
+        self.chain_and_deliver(&mut event, &subscribers);
         Ok(())
+    }
+
+    /// Fills the event's previous timestamp (the first subscriber does, if it keeps the
+    /// chain) and hands it to every subscriber.
+    #[inline]
+    fn chain_and_deliver(&self, event: &mut PerformanceContract, subscribers: &Subscribers) {
+        match &subscribers.chainer {
+            Some(chainer) => chainer.chain_event(event),
+            None => self.chain(event),
+        }
+        for (_, subscriber) in subscribers.after_chain() {
+            subscriber.on_event(event);
+        }
     }
 
     /// Emits many events at once: the same contract as calling [`emit`](Self::emit) for
@@ -456,7 +510,7 @@ impl PerformanceEmitter {
     fn deliver_batch(
         &self,
         events: &mut Vec<PerformanceContract>,
-        subscribers: &[(SubscriberId, Subscriber)],
+        subscribers: &Subscribers,
         group: fn(&[PerformanceContract]) -> KeyedBatch<'static>,
     ) -> usize {
         if subscribers.is_empty() || events.is_empty() {
@@ -467,9 +521,12 @@ impl PerformanceEmitter {
         // huge batch does not double its memory.
         for slice in events.chunks_mut(GROUPED_AT_ONCE) {
             let grouping = group(slice);
-            self.chain_batch(slice, &grouping);
+            match &subscribers.chainer {
+                Some(chainer) => chainer.chain_batch(slice, &grouping),
+                None => self.chain_batch(slice, &grouping),
+            }
             let batch = grouping.with_events(slice);
-            for (_, subscriber) in subscribers.iter() {
+            for (_, subscriber) in subscribers.after_chain() {
                 subscriber.on_keyed_batch(&batch);
             }
         }
@@ -534,7 +591,8 @@ impl PerformanceEmitter {
         }
     }
 
-    /// Keys whose `previousTimestamp` chain the bus keeps now.
+    /// Keys whose `previousTimestamp` chain the bus keeps now (none while a storage is
+    /// its first subscriber: the storage keeps its keys' chain then).
     ///
     /// ```
     /// assert_eq!(backtest_perf::PerformanceEmitter::new().chain_len(), 0);
@@ -719,15 +777,61 @@ impl PerformanceEmitter {
     }
 
     pub(crate) fn add(&self, subscriber: Subscriber) -> SubscriberId {
-        let _edit = self.inner.edit.lock();
+        self.add_subscriber(subscriber, None)
+    }
+
+    /// Adds a sink that keeps the chain of the keys it stores: while it is the first
+    /// subscriber, it fills the previous timestamps (see [`Chaining`]).
+    pub(crate) fn add_chaining(
+        &self,
+        subscriber: Subscriber,
+        chaining: Arc<dyn Chaining>,
+    ) -> SubscriberId {
+        self.add_subscriber(subscriber, Some(chaining))
+    }
+
+    fn add_subscriber(
+        &self,
+        subscriber: Subscriber,
+        chaining: Option<Arc<dyn Chaining>>,
+    ) -> SubscriberId {
+        let mut chainers = self.inner.edit.lock();
         let id = SubscriberId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
-        let mut next = Vec::clone(&self.inner.subscribers.load());
+        if let Some(chaining) = chaining {
+            chainers.push((id, chaining));
+        }
+        let mut next = self.inner.subscribers.load().list.clone();
         next.push((id, subscriber));
+        self.publish(next, &chainers);
+        id
+    }
+
+    /// Makes `list` the subscribers (the caller holds the edit lock). When the chain
+    /// moves between the bus and a first subscriber that keeps it, the bus's own chain
+    /// is forgotten: it is either unused from now on, or missed the events since it last
+    /// was (a wait measured from it would be too long); the next event of each key then
+    /// has no previous timestamp.
+    fn publish(
+        &self,
+        list: Vec<(SubscriberId, Subscriber)>,
+        chainers: &[(SubscriberId, Arc<dyn Chaining>)],
+    ) {
+        let chainer = list.first().and_then(|(first, _)| {
+            chainers
+                .iter()
+                .find(|(id, _)| id == first)
+                .map(|(_, c)| c.clone())
+        });
+        let moved = self.inner.subscribers.load().chainer.is_some() || chainer.is_some();
         self.inner
             .subscriber_count
-            .store(next.len(), Ordering::Release);
-        self.inner.subscribers.store(Arc::new(next));
-        id
+            .store(list.len(), Ordering::Release);
+        self.inner
+            .subscribers
+            .store(Arc::new(Subscribers { list, chainer }));
+        if moved {
+            self.forget_chain(None);
+        }
     }
 
     /// Removes a subscriber; returns whether it was there.
@@ -739,16 +843,14 @@ impl PerformanceEmitter {
     /// assert_eq!(bus.subscriber_count(), 1);
     /// ```
     pub fn remove(&self, id: SubscriberId) -> bool {
-        let _edit = self.inner.edit.lock();
+        let mut chainers = self.inner.edit.lock();
         let current = self.inner.subscribers.load();
         if !current.iter().any(|(i, _)| *i == id) {
             return false;
         }
         let next: Vec<_> = current.iter().filter(|(i, _)| *i != id).cloned().collect();
-        self.inner
-            .subscriber_count
-            .store(next.len(), Ordering::Release);
-        self.inner.subscribers.store(Arc::new(next));
+        chainers.retain(|(i, _)| *i != id);
+        self.publish(next, &chainers);
         true
     }
 

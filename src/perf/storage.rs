@@ -41,7 +41,9 @@ use std::sync::{Arc, Weak};
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::emitter::{EmitterInner, PerformanceEmitter, Sink, SubscriberId};
+use super::emitter::{
+    Chaining, EmitterInner, PerformanceEmitter, Sink, SubscriberId, fill_previous,
+};
 use super::event::{InvalidEvent, MetricType, PerformanceContract};
 use super::key::{KeyedBatch, Prehashed, StorageKey};
 use super::stats::Aggregate;
@@ -96,6 +98,9 @@ struct MetricState {
     merged: bool,
     /// Operations of this type that ran untimed (sampling).
     untimed: u64,
+    /// The timestamp of the type's last event: the `previousTimestamp` of its next (see
+    /// [`Chaining`]).
+    last_timestamp: Option<f64>,
 }
 
 #[derive(Default)]
@@ -133,6 +138,7 @@ impl KeyStorage {
                     first_seq: self.pushed,
                     merged: false,
                     untimed: 0,
+                    last_timestamp: None,
                 });
                 let last = self.metrics.len() - 1;
                 &mut self.metrics[last]
@@ -144,7 +150,19 @@ impl KeyStorage {
     /// counting what falls off the window.
     #[inline]
     fn push(&mut self, event: &PerformanceContract, max: usize) {
-        self.metric(event.metric_type).aggregate.record(event);
+        let state = self.metric(event.metric_type);
+        state.aggregate.record(event);
+        state.last_timestamp = Some(event.timestamp);
+        self.push_window(event, max);
+    }
+
+    /// [`push`](Self::push), the event's empty previous timestamp filled first from the
+    /// type's last one.
+    #[inline]
+    fn chain_and_push(&mut self, event: &mut PerformanceContract, max: usize) {
+        let state = self.metric(event.metric_type);
+        fill_previous(event, state.last_timestamp.replace(event.timestamp));
+        state.aggregate.record(event);
         self.push_window(event, max);
     }
 
@@ -153,10 +171,31 @@ impl KeyStorage {
     #[inline]
     fn push_run(&mut self, events: &[PerformanceContract], max: usize) {
         for event in events {
-            self.metric(event.metric_type).aggregate.record(event);
+            let state = self.metric(event.metric_type);
+            state.aggregate.record(event);
+            state.last_timestamp = Some(event.timestamp);
             // The sequence number of the next event: a type first seen here starts at it.
             self.pushed += 1;
         }
+        self.push_run_window(events, max);
+    }
+
+    /// [`push_run`](Self::push_run), each event's empty previous timestamp filled first
+    /// as [`chain_and_push`](Self::chain_and_push) does.
+    #[inline]
+    fn chain_and_push_run(&mut self, events: &mut [PerformanceContract], max: usize) {
+        for event in events.iter_mut() {
+            let state = self.metric(event.metric_type);
+            fill_previous(event, state.last_timestamp.replace(event.timestamp));
+            state.aggregate.record(event);
+            self.pushed += 1;
+        }
+        self.push_run_window(events, max);
+    }
+
+    /// The window's part of a run: one copy of the newest `max` events.
+    #[inline]
+    fn push_run_window(&mut self, events: &[PerformanceContract], max: usize) {
         let kept = &events[events.len().saturating_sub(max)..];
         let overflow = (self.events.len() + kept.len()).saturating_sub(max);
         // The oldest fall off the front (`Copy` events: nothing to drop).
@@ -364,7 +403,10 @@ impl StorageService {
         if subscription.is_some() {
             return false;
         }
-        *subscription = Some((bus.downgrade(), bus.add_sink(self.clone())));
+        // The storage keeps the wait-time chain of its keys itself: as the bus's first
+        // subscriber (as usual), it spares the bus's own chain and its lock.
+        let id = bus.add_chaining(self.clone(), self.clone());
+        *subscription = Some((bus.downgrade(), id));
         true
     }
 
@@ -678,6 +720,30 @@ impl Sink for StorageService {
     }
 }
 
+impl Chaining for StorageService {
+    fn chain_event(&self, event: &mut PerformanceContract) {
+        let max = self.config.max_events;
+        self.with_key(StorageKey::of(event), |storage| {
+            storage.chain_and_push(event, max);
+        });
+    }
+
+    fn chain_batch(&self, events: &mut [PerformanceContract], grouping: &KeyedBatch<'_>) {
+        let max = self.config.max_events;
+        if let Some(key) = grouping.single_key() {
+            self.with_key(key, |storage| storage.chain_and_push_run(events, max));
+            return;
+        }
+        for (key, members) in grouping.indexes() {
+            self.with_key(key, |storage| {
+                for i in members {
+                    storage.chain_and_push(&mut events[i], max);
+                }
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,7 +828,9 @@ mod tests {
         let bus = PerformanceEmitter::new();
         let storage = StorageService::new(StorageConfig::default());
         storage.attach(&bus);
-        assert_eq!(Arc::strong_count(&storage), 2);
+        // The bus holds it as a sink, among the sinks that can keep the wait-time chain,
+        // and as the one that keeps it now.
+        assert_eq!(Arc::strong_count(&storage), 4);
         drop(bus);
         assert_eq!(Arc::strong_count(&storage), 1);
         storage.detach();
@@ -862,15 +930,74 @@ mod tests {
             max_keys: 1,
         });
         storage.attach(&bus);
+        let newest_previous = |storage: &StorageService| {
+            storage.snapshot(StorageKey::new("A", "s")).unwrap().events[0].previous_timestamp
+        };
         bus.emit(event("A", "s", 1.0)).unwrap();
         storage.clear(StorageKey::new("A", "s"));
         bus.emit(event("A", "s", 5.0)).unwrap();
-        bus.emit(event("B", "s", 6.0)).unwrap(); // evicts A
+        assert_eq!(newest_previous(&storage), None, "cleared");
+        bus.emit(event("A", "s", 7.0)).unwrap();
+        assert_eq!(newest_previous(&storage), Some(5.0));
+        bus.emit(event("B", "s", 8.0)).unwrap(); // evicts A
         bus.emit(event("A", "s", 9.0)).unwrap(); // evicts B
-        let snapshot = storage.snapshot(StorageKey::new("A", "s")).unwrap();
-        assert_eq!(snapshot.events[0].previous_timestamp, None);
-        assert_eq!(bus.chain_len(), 1);
-        storage.clear_all();
+        assert_eq!(newest_previous(&storage), None, "evicted");
+        bus.emit(event("A", "s", 12.0)).unwrap();
+        assert_eq!(newest_previous(&storage), Some(9.0));
+        // The storage, first on the bus, keeps the chain: the bus keeps none.
         assert_eq!(bus.chain_len(), 0);
+    }
+
+    #[test]
+    fn the_chain_moves_between_the_bus_and_a_first_storage_with_no_wrong_wait() {
+        use std::sync::Mutex as StdMutex;
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let listen = |bus: &PerformanceEmitter| {
+            let seen = seen.clone();
+            bus.listen(move |e: &PerformanceContract| {
+                seen.lock().unwrap().push(e.previous_timestamp)
+            })
+        };
+        let take = |bus: &PerformanceEmitter| {
+            bus.flush();
+            std::mem::take(&mut *seen.lock().unwrap())
+        };
+        // A listener first: the bus keeps the chain.
+        let bus = PerformanceEmitter::new();
+        let _first = listen(&bus);
+        let storage = StorageService::new(StorageConfig::default());
+        storage.attach(&bus);
+        bus.emit(event("A", "s", 1.0)).unwrap();
+        bus.emit(event("A", "s", 2.0)).unwrap();
+        assert_eq!(take(&bus), [None, Some(1.0)]);
+        assert_eq!(bus.chain_len(), 1);
+        // The storage first: it fills the chain, the bus keeps none; its batches too.
+        let bus = PerformanceEmitter::new();
+        let storage = StorageService::new(StorageConfig::default());
+        storage.attach(&bus);
+        let _second = listen(&bus);
+        bus.emit(event("A", "s", 1.0)).unwrap();
+        let mut batch = vec![
+            event("A", "s", 2.0),
+            event("B", "s", 2.5),
+            event("A", "s", 3.0),
+        ];
+        bus.emit_batch(&mut batch);
+        assert_eq!(take(&bus), [None, Some(1.0), None, Some(2.0)]);
+        assert_eq!(bus.chain_len(), 0);
+        // Detached, the bus takes the chain over from nothing: no wait measured from an
+        // event it never chained.
+        storage.detach();
+        bus.emit(event("A", "s", 4.0)).unwrap();
+        bus.emit(event("A", "s", 5.0)).unwrap();
+        assert_eq!(take(&bus), [None, Some(4.0)]);
+        // Attached again behind the listener: the bus goes on chaining.
+        storage.attach(&bus);
+        bus.emit(event("A", "s", 6.0)).unwrap();
+        assert_eq!(take(&bus), [Some(5.0)]);
+        assert_eq!(
+            storage.snapshot(StorageKey::new("A", "s")).unwrap().events[0].previous_timestamp,
+            Some(5.0)
+        );
     }
 }
