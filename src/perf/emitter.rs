@@ -822,14 +822,16 @@ impl PerformanceEmitter {
                 .find(|(id, _)| id == first)
                 .map(|(_, c)| c.clone())
         });
-        let moved = self.inner.subscribers.load().chainer.is_some() || chainer.is_some();
+        // The bus's own chain is unused from now on (a first subscriber keeps it), or was
+        // until now (one did): either way it is forgotten.
+        let forget = self.inner.subscribers.load().chainer.is_some() || chainer.is_some();
         self.inner
             .subscriber_count
             .store(list.len(), Ordering::Release);
         self.inner
             .subscribers
             .store(Arc::new(Subscribers { list, chainer }));
-        if moved {
+        if forget {
             self.forget_chain(None);
         }
     }
