@@ -94,8 +94,11 @@ impl Hist {
     #[inline]
     fn record_n(&mut self, ns: u64, n: u64, total_after: u64) {
         if let Hist::Narrow(h) = self {
-            let after = h.count_at(ns).as_u64().saturating_add(n);
-            if after <= NARROW_LIMIT && total_after < SMALL_LIMIT {
+            // No bucket holds more than the total: while it fits 16 bits, so does every
+            // bucket, and the bucket need not be read first.
+            let fits = total_after <= NARROW_LIMIT
+                || h.count_at(ns).as_u64().saturating_add(n) <= NARROW_LIMIT;
+            if fits && total_after < SMALL_LIMIT {
                 // Auto-resizing up to HISTOGRAM_MAX_NS, and the count fits 16 bits:
                 // recording cannot fail.
                 let _ = h.record_n(ns, u16::try_from(n).unwrap_or(u16::MAX));
