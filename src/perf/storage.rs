@@ -403,11 +403,25 @@ impl StorageService {
         if subscription.is_some() {
             return false;
         }
+        // Its keys' last timestamps are from before (another bus, or events it missed
+        // while detached): a wait measured from them would be wrong.
+        self.forget_last_timestamps();
         // The storage keeps the wait-time chain of its keys itself: as the bus's first
         // subscriber (as usual), it spares the bus's own chain and its lock.
         let id = bus.add_chaining(self.clone(), self.clone());
         *subscription = Some((bus.downgrade(), id));
         true
+    }
+
+    /// Forgets every key's last timestamps: the next event of each has no previous one.
+    fn forget_last_timestamps(&self) {
+        for shard in &self.shards {
+            for (_, storage) in shard.lock().iter_mut() {
+                for state in &mut storage.metrics {
+                    state.last_timestamp = None;
+                }
+            }
+        }
     }
 
     /// Unsubscribes from the bus it was attached to; stored events stay.
@@ -999,5 +1013,14 @@ mod tests {
             storage.snapshot(StorageKey::new("A", "s")).unwrap().events[0].previous_timestamp,
             Some(5.0)
         );
+        // Attached first to a new bus, it chains from what it sees there, not from the
+        // events it stored from the old one.
+        storage.detach();
+        let bus = PerformanceEmitter::new();
+        storage.attach(&bus);
+        let _third = listen(&bus);
+        bus.emit(event("A", "s", 7.0)).unwrap();
+        bus.emit(event("A", "s", 8.0)).unwrap();
+        assert_eq!(take(&bus), [None, Some(7.0)]);
     }
 }
