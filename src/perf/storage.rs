@@ -226,6 +226,11 @@ impl KeyStorage {
             state.aggregate.merge(&m.aggregate);
             state.merged = true;
             state.untimed = state.untimed.saturating_add(m.untimed);
+            // The two threads' events interleaved in time: the later one is the last.
+            state.last_timestamp = match (state.last_timestamp, m.last_timestamp) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
         }
         for event in &other.events {
             self.push_window(event, max);
@@ -960,6 +965,17 @@ mod tests {
         assert_eq!(newest_previous(&storage), Some(9.0));
         // The storage, first on the bus, keeps the chain: the bus keeps none.
         assert_eq!(bus.chain_len(), 0);
+    }
+
+    #[test]
+    fn a_key_made_by_two_threads_at_once_chains_from_the_later_event() {
+        let (mut first, mut second) = (KeyStorage::default(), KeyStorage::default());
+        first.push(&event("A", "s", 5.0), 10);
+        second.push(&event("A", "s", 7.0), 10);
+        first.absorb(second, 10);
+        let mut next = event("A", "s", 9.0);
+        first.chain_and_push(&mut next, 10);
+        assert_eq!(next.previous_timestamp, Some(7.0));
     }
 
     #[test]
