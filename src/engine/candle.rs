@@ -441,12 +441,7 @@ impl CandleSeries {
     #[inline]
     pub fn closed_by(&self, when: Millis) -> usize {
         if self.regular {
-            let first = self.close_time(0);
-            if when < first {
-                return 0;
-            }
-            return (((when - first) / self.interval.millis()) as usize + 1)
-                .min(self.candles.len());
+            return self.as_regular().closed_by(when);
         }
         self.close_times.partition_point(|&t| t <= when)
     }
@@ -462,14 +457,60 @@ impl CandleSeries {
     #[inline]
     pub fn first_open_at_or_after(&self, since: Millis) -> usize {
         if self.regular {
-            let first = self.candles[0].open_time;
-            if since <= first {
-                return 0;
-            }
-            let step = self.interval.millis();
-            return (((since - first + step - 1) / step) as usize).min(self.candles.len());
+            return self.as_regular().first_open_at_or_after(since);
         }
         self.candles.partition_point(|c| c.open_time < since)
+    }
+
+    /// The positions of a regular series (every gap the interval).
+    #[inline]
+    fn as_regular(&self) -> Regular {
+        Regular {
+            first_open: self.candles[0].open_time,
+            interval: self.interval,
+            len: self.candles.len(),
+        }
+    }
+}
+
+/// A regular series' positions by arithmetic: `len` candles, the first opening at
+/// `first_open`, each one `interval` after the one before and closing one `interval`
+/// after it opened. A [`CandleSeries`] whose gaps all equal its interval and a run's
+/// window of candles made as it goes both answer with it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Regular {
+    pub(crate) first_open: Millis,
+    pub(crate) interval: Interval,
+    pub(crate) len: usize,
+}
+
+impl Regular {
+    /// When candle `index` closes.
+    #[inline]
+    pub(crate) fn close_time(self, index: usize) -> Millis {
+        self.first_open + (index as Millis + 1) * self.interval.millis()
+    }
+
+    /// Candles closed by `when`.
+    #[inline]
+    pub(crate) fn closed_by(self, when: Millis) -> usize {
+        let first = self.close_time(0);
+        if when < first {
+            return 0;
+        }
+        (((when - first) / self.interval.millis()) as usize)
+            .saturating_add(1)
+            .min(self.len)
+    }
+
+    /// The first candle opening at or after `since`.
+    #[inline]
+    pub(crate) fn first_open_at_or_after(self, since: Millis) -> usize {
+        if since <= self.first_open {
+            return 0;
+        }
+        let step = self.interval.millis();
+        (((since - self.first_open).saturating_add(step - 1) / step) as usize).min(self.len)
     }
 }
 

@@ -6,7 +6,7 @@
 //! Positions are the series' own (0 is its first candle), as in a
 //! [`CandleSeries`](super::CandleSeries): only the candles in memory change.
 
-use super::candle::{Candle, CandleSeries, Interval, Millis};
+use super::candle::{Candle, CandleSeries, Interval, Millis, Regular};
 use super::exchange::{Exchange, ExchangeError};
 use super::synthetic::{SyntheticCandles, SyntheticConfig};
 use crate::Name;
@@ -143,9 +143,7 @@ impl Source<'_> {
 #[derive(Debug)]
 pub(crate) struct Window {
     symbol: Name,
-    interval: Interval,
-    first_open: Millis,
-    len: usize,
+    positions: Regular,
     source: SyntheticCandles,
     /// Candles `base..base + buf.len()` of the series.
     buf: Vec<Candle>,
@@ -163,9 +161,11 @@ impl Window {
     ) -> Result<Self, super::CandleError> {
         Ok(Window {
             symbol,
-            interval: Interval::MINUTE,
-            first_open: config.start,
-            len: config.minutes,
+            positions: Regular {
+                first_open: config.start,
+                interval: Interval::MINUTE,
+                len: config.minutes,
+            },
             source: SyntheticCandles::new(config)?,
             buf: Vec::new(),
             base: 0,
@@ -180,42 +180,32 @@ impl Window {
 
     #[inline]
     pub(crate) fn interval(&self) -> Interval {
-        self.interval
+        self.positions.interval
     }
 
     /// Candles in the whole series.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.positions.len
     }
 
     /// When candle `index` closes: one interval after it opened (the series is regular).
     #[inline]
     pub(crate) fn close_time(&self, index: usize) -> Millis {
-        self.first_open + (index as Millis + 1) * self.interval.millis()
+        self.positions.close_time(index)
     }
 
     /// Candles closed by `when` (as [`CandleSeries::closed_by`](super::CandleSeries::closed_by)).
     #[inline]
     pub(crate) fn closed_by(&self, when: Millis) -> usize {
-        let first = self.close_time(0);
-        if when < first {
-            return 0;
-        }
-        (((when - first) / self.interval.millis()) as usize)
-            .saturating_add(1)
-            .min(self.len)
+        self.positions.closed_by(when)
     }
 
     /// The first candle opening at or after `since` (as
     /// [`CandleSeries::first_open_at_or_after`](super::CandleSeries::first_open_at_or_after)).
     #[inline]
     pub(crate) fn first_open_at_or_after(&self, since: Millis) -> usize {
-        if since <= self.first_open {
-            return 0;
-        }
-        let step = self.interval.millis();
-        (((since - self.first_open).saturating_add(step - 1) / step) as usize).min(self.len)
+        self.positions.first_open_at_or_after(since)
     }
 
     fn loaded_end(&self) -> usize {
@@ -225,7 +215,7 @@ impl Window {
     /// Makes the candles before position `end` (or to the series' end), each checked as
     /// a [`CandleSeries`](super::CandleSeries) checks its candles.
     pub(crate) fn load_to(&mut self, end: usize) -> Result<(), ExchangeError> {
-        let end = end.min(self.len);
+        let end = end.min(self.len());
         self.buf.reserve(end.saturating_sub(self.loaded_end()));
         while self.loaded_end() < end {
             let index = self.loaded_end();
