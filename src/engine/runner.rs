@@ -759,5 +759,5 @@ fn room_ahead<T>(results: &mut Vec<T>) {
         return;
     }
     results.reserve(results.len().max(4 * AHEAD));
-    super::timing::touch_spare(results);
+    crate::tracker::memory::touch_spare(results);
 }

@@ -628,18 +628,8 @@ impl HookTimer {
 /// (the buffer is allocated by `mmap`) took 50 µs, and made that tick the run's slowest.
 fn touched_buffer() -> Vec<PerformanceContract> {
     let mut buffer = Vec::with_capacity(BATCH + 64);
-    touch_spare(&mut buffer);
+    crate::tracker::memory::touch_spare(&mut buffer);
     buffer
-}
-
-/// Faults in the pages of `v`'s spare capacity with one write each, so that the first
-/// pushes into them do not (a page fault costs several microseconds on a virtual
-/// machine), and costs next to nothing when the allocator hands back touched memory.
-pub(super) fn touch_spare<T>(v: &mut Vec<T>) {
-    let per_page = (4096 / std::mem::size_of::<T>().max(1)).max(1);
-    for slot in v.spare_capacity_mut().iter_mut().step_by(per_page) {
-        *slot = std::mem::MaybeUninit::zeroed();
-    }
 }
 
 /// Makes room for another batch, uncounted by the tracker's memory readings.

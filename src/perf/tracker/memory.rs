@@ -21,6 +21,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+/// Faults in the pages of `v`'s spare capacity with one write each, so that the first
+/// pushes into them do not (a page fault costs several microseconds on a virtual
+/// machine), and costs next to nothing when the allocator hands back touched memory.
+pub(crate) fn touch_spare<T>(v: &mut Vec<T>) {
+    let per_page = (4096 / std::mem::size_of::<T>().max(1)).max(1);
+    for slot in v.spare_capacity_mut().iter_mut().step_by(per_page) {
+        *slot = std::mem::MaybeUninit::zeroed();
+    }
+}
+
 thread_local! {
     static ALLOCATED: Cell<u64> = const { Cell::new(0) };
     static FREED: Cell<u64> = const { Cell::new(0) };
