@@ -193,6 +193,7 @@ fn bench_prints_one_json_line_with_every_field() {
         "yearBacktestSampled32Ms",
         "yearBacktestExportersMs",
         "yearBacktestExportersWrittenMs",
+        "yearBacktestExportersAloneMs",
         "yearBacktestExportersSpans",
         "otelJsonNsPerSpan",
         "otelProtobufNsPerSpan",

@@ -42,12 +42,15 @@ pub struct BenchResult {
     pub year_backtest_on_ms: Option<f64>,
     pub year_backtest_sampled_32_ms: Option<f64>,
     /// The same year with tracking on and the exporters a user runs: Prometheus and
-    /// every span to an OTLP-JSON file (sampled as OTEL_TRACES_SAMPLER says); median of 3
+    /// every span to an OTLP-JSON file (sampled as OTEL_TRACES_SAMPLER says); median of 5
     /// runs, ms, until the backtest returned (spans are built and written on a worker
     /// thread meanwhile), and until the spans and the Prometheus textfile are all written
-    /// (null without the `prometheus` and `otel` features).
+    /// (null without the `prometheus` and `otel` features). Each run follows one with
+    /// tracking on alone, in the same process and memory state, whose median is
+    /// `year_backtest_exporters_alone_ms`: the ratio of the two is the exporters' cost.
     pub year_backtest_exporters_ms: Option<f64>,
     pub year_backtest_exporters_written_ms: Option<f64>,
+    pub year_backtest_exporters_alone_ms: Option<f64>,
     /// Traces kept in that run's OTLP file ratio (1 unless OTEL_TRACES_SAMPLER says less).
     pub year_backtest_exporters_spans: Option<u64>,
     /// CPU per span of turning events into span trees and writing them as OTLP-JSON
@@ -169,10 +172,10 @@ pub fn run(
     } else {
         (None, None, None)
     };
-    let (exporters, written, spans) = if args.backtest {
+    let (exporters, written, alone, spans) = if args.backtest {
         year_backtest_exporters()
     } else {
-        (None, None, None)
+        (None, None, None, None)
     };
     let (json_ns, protobuf_ns) = if args.backtest {
         span_costs()
@@ -193,6 +196,7 @@ pub fn run(
         year_backtest_sampled_32_ms: sampled,
         year_backtest_exporters_ms: exporters,
         year_backtest_exporters_written_ms: written,
+        year_backtest_exporters_alone_ms: alone,
         year_backtest_exporters_spans: spans,
         otel_json_ns_per_span: json_ns,
         otel_protobuf_ns_per_span: protobuf_ns,
@@ -239,35 +243,51 @@ fn year_backtests() -> (Option<f64>, Option<f64>, Option<f64>) {
     )
 }
 
-/// The year backtest with tracking on, Prometheus and an OTLP-JSON file of its spans.
+/// What [`year_backtest_exporters`] measures: medians, ms, and the spans of a run.
+type ExportersTimes = (Option<f64>, Option<f64>, Option<f64>, Option<u64>);
+
+/// The year backtest with tracking on, Prometheus and an OTLP-JSON file of its spans,
+/// each run after one with tracking on alone: both see the same process and memory
+/// (a run's freed memory shapes the next one's page faults).
 #[cfg(all(feature = "prometheus", feature = "otel"))]
-fn year_backtest_exporters() -> (Option<f64>, Option<f64>, Option<u64>) {
+fn year_backtest_exporters() -> ExportersTimes {
     use backtest_perf::engine::{Backtest, SyntheticConfig, SyntheticExchange};
     use backtest_perf::export::otel::{OtlpJsonFileExporter, Sampler, SpanExport};
     use backtest_perf::export::prometheus::PrometheusExporter;
     use backtest_perf::strategies::SmaCrossover;
     use backtest_perf::thresholds::Thresholds;
+    const NONE: ExportersTimes = (None, None, None, None);
     let Ok(exchange) = SyntheticExchange::new(Name::new("YEAR"), SyntheticConfig::days(365)) else {
-        return (None, None, None);
+        return NONE;
     };
     let Ok(dir) = tempfile::tempdir() else {
-        return (None, None, None);
+        return NONE;
     };
     let Ok(sampler) = Sampler::from_env() else {
-        return (None, None, None);
+        return NONE;
     };
     let bus = PerformanceEmitter::new();
     let service = PerformanceService::attached(&bus);
+    let mut alone = Vec::new();
     let mut times = Vec::new();
     let mut written = Vec::new();
     let mut spans = 0;
-    for _ in 0..3 {
+    for _ in 0..5 {
+        service.clear_all();
+        let Ok(backtest) = Backtest::new(&exchange, "YEAR") else {
+            return NONE;
+        };
+        let backtest = backtest.with_bus(bus.clone());
+        let t0 = Instant::now();
+        let _ = std::hint::black_box(backtest.run(&mut SmaCrossover::default()));
+        alone.push(t0.elapsed().as_secs_f64() * 1000.0);
+
         service.clear_all();
         let Ok(file) = OtlpJsonFileExporter::create(&dir.path().join("spans.jsonl")) else {
-            return (None, None, None);
+            return NONE;
         };
         let Ok(backtest) = Backtest::new(&exchange, "YEAR") else {
-            return (None, None, None);
+            return NONE;
         };
         let backtest = backtest.with_bus(bus.clone());
         let t0 = Instant::now();
@@ -285,13 +305,14 @@ fn year_backtest_exporters() -> (Option<f64>, Option<f64>, Option<u64>) {
     (
         Some(median(&mut times)),
         Some(median(&mut written)),
+        Some(median(&mut alone)),
         Some(spans),
     )
 }
 
 #[cfg(not(all(feature = "prometheus", feature = "otel")))]
-fn year_backtest_exporters() -> (Option<f64>, Option<f64>, Option<u64>) {
-    (None, None, None)
+fn year_backtest_exporters() -> ExportersTimes {
+    (None, None, None, None)
 }
 
 /// CPU per span on one thread: 100,000 ticks of four operations each (tick, getSignal
