@@ -556,6 +556,33 @@ pub enum InvalidEvent {
     IdTooLarge(u64),
 }
 
+/// Asks the CPU for the cache lines of the event slot at `slot`, with intent to write,
+/// before an event is copied there. A store into a slot far out in memory (a window
+/// slot last written a window ago, a queue slot another thread last read) held up the
+/// next locked instruction, a lock's release, until it reached the cache: about 20 ns
+/// an event. A hint only: any address will do, nothing is read.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub(crate) fn prefetch_slot(slot: *const PerformanceContract) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+        let first = slot.cast::<i8>();
+        // SAFETY: a prefetch only hints the cache: it reads nothing the program sees,
+        // never faults, and takes any address (even one past an allocation), so the
+        // wrapping pointers need not point into one.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_ET0>(first);
+            _mm_prefetch::<_MM_HINT_ET0>(first.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_ET0>(
+                first.wrapping_add(std::mem::size_of::<PerformanceContract>() - 1),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slot;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

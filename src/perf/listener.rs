@@ -50,7 +50,7 @@ use futures::future::BoxFuture;
 use parking_lot::{Condvar, Mutex};
 
 use super::emitter::{EmitterInner, PerformanceEmitter, Sink, SubscriberId};
-use super::event::PerformanceContract;
+use super::event::{PerformanceContract, prefetch_slot};
 
 /// What a listener callback may return: `()` or `Result<(), E>` with a displayable error.
 ///
@@ -276,6 +276,8 @@ impl ListenerShared {
             }
         }
         queue.events.extend_from_slice(events);
+        // The next slot was last read by the worker, on another core.
+        prefetch_slot(queue.events.as_ptr_range().end);
         queue.enqueued += events.len() as u64;
         let wake = match queue.worker {
             Worker::Busy => false,

@@ -44,7 +44,7 @@ use parking_lot::Mutex;
 use super::emitter::{
     Chaining, EmitterInner, PerformanceEmitter, Sink, SubscriberId, fill_previous,
 };
-use super::event::{InvalidEvent, MetricType, PerformanceContract};
+use super::event::{InvalidEvent, MetricType, PerformanceContract, prefetch_slot};
 use super::key::{KeyedBatch, Prehashed, StorageKey};
 use super::stats::Aggregate;
 
@@ -101,6 +101,17 @@ struct MetricState {
     /// The timestamp of the type's last event: the `previousTimestamp` of its next (see
     /// [`Chaining`]).
     last_timestamp: Option<f64>,
+}
+
+/// Prefetches the window slot the key's next event will be copied into. That slot was
+/// last written a whole window ago and sits far out in memory: copying into it cold made
+/// the storage's lock release wait for it on every event (see [`prefetch_slot`]).
+#[inline(always)]
+fn prefetch_next_slot(window: &VecDeque<PerformanceContract>) {
+    let (front, back) = window.as_slices();
+    let newest = if back.is_empty() { front } else { back };
+    // One past the newest event: the next slot, unless the ring wraps there.
+    prefetch_slot(newest.as_ptr_range().end);
 }
 
 #[derive(Default)]
@@ -215,6 +226,7 @@ impl KeyStorage {
         }
         self.events.push_back(*event);
         self.pushed += 1;
+        prefetch_next_slot(&self.events);
     }
 
     /// Takes in everything `other` holds (another thread's state for the same new key).
