@@ -278,6 +278,11 @@ pub(crate) struct EmitterInner {
     enabled: AtomicBool,
     subscriber_count: AtomicUsize,
     subscribers: ArcSwap<Subscribers>,
+    /// Unique among the process's buses: names the bus a thread's cached list is of.
+    bus_id: u64,
+    /// Raised after each change of `subscribers`: a thread's cached list is current while
+    /// its generation is.
+    generation: AtomicU64,
     /// Serializes subscribe and unsubscribe, and holds the subscribers that can keep the
     /// chain; emit never takes it.
     edit: Mutex<Vec<(SubscriberId, Arc<dyn Chaining>)>>,
@@ -297,9 +302,60 @@ pub(crate) fn fill_previous(event: &mut PerformanceContract, last: Option<f64>) 
     }
 }
 
+/// Bus ids: a thread's cached subscriber list names its bus by one, never reused.
+static NEXT_BUS_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's copy of the subscriber list of the bus it emitted on last: (bus id,
+    /// generation, list). Checking it takes two plain loads; `ArcSwap::load` takes two
+    /// locked instructions an event, each of which waits until the thread's earlier
+    /// stores (the event just copied into a window or a queue) reached the cache.
+    static SUBSCRIBERS: std::cell::RefCell<Option<(u64, u64, Arc<Subscribers>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl EmitterInner {
+    /// Calls `f` with the current subscribers, from this thread's cached copy while it
+    /// is current. A sink that emits on a bus from inside `f` finds the copy taken and
+    /// loads the list itself.
+    #[inline]
+    fn with_subscribers<R>(&self, f: impl FnOnce(&Subscribers) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = SUBSCRIBERS
+            .try_with(|cache| match cache.try_borrow_mut() {
+                Ok(mut cache) => match cache.take() {
+                    Some((bus, g, list)) if bus == self.bus_id && g == generation => Some(list),
+                    _ => None,
+                },
+                Err(_) => None,
+            })
+            .ok()
+            .flatten();
+        let list = cached.unwrap_or_else(|| self.subscribers.load_full());
+        let result = f(&list);
+        let _ = SUBSCRIBERS.try_with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut() {
+                *cache = Some((self.bus_id, generation, list));
+            }
+        });
+        result
+    }
+}
+
 impl Drop for EmitterInner {
     /// Listeners of a bus that is gone can never receive anything: end their workers.
     fn drop(&mut self) {
+        // This thread's copy of the list goes with the bus (other threads' go when they
+        // next emit, or end).
+        let _ = SUBSCRIBERS.try_with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut()
+                && cache
+                    .as_ref()
+                    .is_some_and(|(bus, _, _)| *bus == self.bus_id)
+            {
+                *cache = None;
+            }
+        });
         for (_, subscriber) in self.subscribers.load().iter() {
             subscriber.on_bus_dropped();
         }
@@ -355,6 +411,8 @@ impl PerformanceEmitter {
                     list: Vec::new(),
                     chainer: None,
                 }),
+                bus_id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
+                generation: AtomicU64::new(0),
                 edit: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 rejected: AtomicU64::new(0),
@@ -429,19 +487,19 @@ impl PerformanceEmitter {
             return;
         }
         debug_assert!(event.validate().is_ok());
-        let subscribers = inner.subscribers.load();
-        self.chain_and_deliver(&mut event, &subscribers);
+        inner.with_subscribers(|subscribers| self.chain_and_deliver(&mut event, subscribers));
     }
 
     #[allow(clippy::result_large_err)]
     #[inline(never)]
     fn deliver(&self, mut event: PerformanceContract) -> Result<(), Rejected> {
-        let subscribers = self.inner.subscribers.load();
-        if let Err(reason) = event.validate() {
-            return Err(self.reject(event, reason, &subscribers));
-        }
-        self.chain_and_deliver(&mut event, &subscribers);
-        Ok(())
+        self.inner.with_subscribers(|subscribers| {
+            if let Err(reason) = event.validate() {
+                return Err(self.reject(event, reason, subscribers));
+            }
+            self.chain_and_deliver(&mut event, subscribers);
+            Ok(())
+        })
     }
 
     /// Fills the event's previous timestamp (the first subscriber does, if it keeps the
@@ -482,15 +540,16 @@ impl PerformanceEmitter {
             events.clear();
             return 0;
         }
-        let subscribers = self.inner.subscribers.load();
-        events.retain(|event| match event.validate() {
-            Ok(()) => true,
-            Err(reason) => {
-                self.reject(*event, reason, &subscribers);
-                false
-            }
-        });
-        self.deliver_batch(events, &subscribers, KeyedBatch::grouping)
+        self.inner.with_subscribers(|subscribers| {
+            events.retain(|event| match event.validate() {
+                Ok(()) => true,
+                Err(reason) => {
+                    self.reject(*event, reason, subscribers);
+                    false
+                }
+            });
+            self.deliver_batch(events, subscribers, KeyedBatch::grouping)
+        })
     }
 
     /// [`emit_batch`](Self::emit_batch) for events measured by this crate's own timers,
@@ -503,8 +562,9 @@ impl PerformanceEmitter {
             return 0;
         }
         debug_assert!(events.iter().all(|e| e.validate().is_ok()));
-        let subscribers = self.inner.subscribers.load();
-        self.deliver_batch(events, &subscribers, KeyedBatch::one_key)
+        self.inner.with_subscribers(|subscribers| {
+            self.deliver_batch(events, subscribers, KeyedBatch::one_key)
+        })
     }
 
     fn deliver_batch(
@@ -831,6 +891,7 @@ impl PerformanceEmitter {
         self.inner
             .subscribers
             .store(Arc::new(Subscribers { list, chainer }));
+        self.inner.generation.fetch_add(1, Ordering::Release);
         if forget {
             self.forget_chain(None);
         }
@@ -991,6 +1052,90 @@ mod tests {
         PerformanceContract::new(MetricType::Tick, 1.0, timestamp)
             .with_symbol("BTCUSDT")
             .with_strategy("s")
+    }
+
+    #[test]
+    fn a_subscriber_added_on_another_thread_gets_this_threads_next_event() {
+        let bus = PerformanceEmitter::new();
+        let first = Arc::new(Collect::default());
+        bus.add_sink(first.clone());
+        bus.emit(tick(1.0)).unwrap(); // this thread now holds a copy of the list
+        let second = Arc::new(Collect::default());
+        std::thread::scope(|s| {
+            s.spawn(|| bus.add_sink(second.clone()));
+        });
+        bus.emit(tick(2.0)).unwrap();
+        let mut batch = vec![tick(3.0)];
+        bus.emit_batch(&mut batch);
+        let seen = |c: &Collect| c.0.lock().iter().map(|e| e.timestamp).collect::<Vec<_>>();
+        assert_eq!(seen(&first), [1.0, 2.0, 3.0]);
+        assert_eq!(seen(&second), [2.0, 3.0]);
+        std::thread::scope(|s| {
+            s.spawn(|| bus.remove(SubscriberId(1)));
+        });
+        bus.emit(tick(4.0)).unwrap();
+        assert_eq!(seen(&first), [1.0, 2.0, 3.0], "removed on another thread");
+        assert_eq!(seen(&second), [2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn a_new_bus_never_delivers_to_a_dropped_bus_subscribers() {
+        let old = Arc::new(Collect::default());
+        for _ in 0..100 {
+            let bus = PerformanceEmitter::new();
+            bus.add_sink(old.clone());
+            bus.emit(tick(1.0)).unwrap();
+            drop(bus);
+            // Perhaps at the same address, with the same generation.
+            let bus = PerformanceEmitter::new();
+            bus.emit(tick(2.0)).unwrap();
+            let mut batch = vec![tick(3.0)];
+            bus.emit_batch(&mut batch);
+        }
+        assert!(old.0.lock().iter().all(|e| e.timestamp == 1.0));
+        assert_eq!(old.0.lock().len(), 100);
+    }
+
+    #[test]
+    fn a_sink_that_emits_while_it_is_handed_an_event_is_delivered_in_turn() {
+        /// Emits a `getSignal` on a second bus for every tick it gets.
+        struct Relay(PerformanceEmitter);
+        impl Sink for Relay {
+            fn on_event(&self, event: &PerformanceContract) {
+                if event.metric_type == MetricType::Tick {
+                    let _ = self.0.emit(PerformanceContract {
+                        metric_type: MetricType::GetSignal,
+                        ..*event
+                    });
+                }
+            }
+        }
+        let (outer, inner) = (PerformanceEmitter::new(), PerformanceEmitter::new());
+        let relayed = Arc::new(Collect::default());
+        inner.add_sink(relayed.clone());
+        outer.add_sink(Arc::new(Relay(inner.clone())));
+        let direct = Arc::new(Collect::default());
+        outer.add_sink(direct.clone());
+        for t in 1..=3 {
+            outer.emit(tick(f64::from(t))).unwrap();
+        }
+        inner.emit(tick(9.0)).unwrap();
+        assert_eq!(direct.0.lock().len(), 3);
+        let relayed: Vec<_> = relayed
+            .0
+            .lock()
+            .iter()
+            .map(|e| (e.metric_type, e.timestamp))
+            .collect();
+        assert_eq!(
+            relayed,
+            [
+                (MetricType::GetSignal, 1.0),
+                (MetricType::GetSignal, 2.0),
+                (MetricType::GetSignal, 3.0),
+                (MetricType::Tick, 9.0)
+            ]
+        );
     }
 
     #[test]
