@@ -494,7 +494,9 @@ impl PerformanceEmitter {
     #[inline(never)]
     fn deliver(&self, mut event: PerformanceContract) -> Result<(), Rejected> {
         self.inner.with_subscribers(|subscribers| {
-            if let Err(reason) = event.validate() {
+            if !event.is_valid()
+                && let Err(reason) = event.validate()
+            {
                 return Err(self.reject(event, reason, subscribers));
             }
             self.chain_and_deliver(&mut event, subscribers);
@@ -541,13 +543,15 @@ impl PerformanceEmitter {
             return 0;
         }
         self.inner.with_subscribers(|subscribers| {
-            events.retain(|event| match event.validate() {
-                Ok(()) => true,
-                Err(reason) => {
-                    self.reject(*event, reason, subscribers);
-                    false
-                }
-            });
+            if !events.iter().all(PerformanceContract::is_valid) {
+                events.retain(|event| match event.validate() {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        self.reject(*event, reason, subscribers);
+                        false
+                    }
+                });
+            }
             self.deliver_batch(events, subscribers, KeyedBatch::grouping)
         })
     }
