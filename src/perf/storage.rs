@@ -211,6 +211,7 @@ impl KeyStorage {
         let overflow = (self.events.len() + kept.len()).saturating_sub(max);
         // The oldest fall off the front (`Copy` events: nothing to drop).
         self.events.drain(..overflow);
+        self.make_room(kept.len(), max);
         self.events.extend(kept);
         self.dropped += (overflow + events.len() - kept.len()) as u64;
     }
@@ -224,9 +225,24 @@ impl KeyStorage {
             self.events.pop_front();
             self.dropped += 1;
         }
+        self.make_room(1, max);
         self.events.push_back(*event);
         self.pushed += 1;
         prefetch_next_slot(&self.events);
+    }
+
+    /// Room in the window for `more` events: grown by doubling, but never past `max`
+    /// slots, so a full window of the default 10,000 events takes 10,000 slots (doubling
+    /// from 8,192 took 16,384: 0.8 MB more a key for nothing).
+    #[inline]
+    fn make_room(&mut self, more: usize, max: usize) {
+        let needed = self.events.len() + more;
+        if needed > self.events.capacity() {
+            let target = (self.events.capacity() * 2)
+                .max(16)
+                .clamp(needed, max.max(needed));
+            self.events.reserve_exact(target - self.events.len());
+        }
     }
 
     /// Takes in everything `other` holds (another thread's state for the same new key).
@@ -977,6 +993,33 @@ mod tests {
         assert_eq!(newest_previous(&storage), Some(9.0));
         // The storage, first on the bus, keeps the chain: the bus keeps none.
         assert_eq!(bus.chain_len(), 0);
+    }
+
+    #[test]
+    fn a_full_window_takes_as_many_slots_as_it_keeps_events() {
+        let max = 10_000;
+        let mut one_by_one = KeyStorage::default();
+        let mut in_runs = KeyStorage::default();
+        let events: Vec<_> = (0..25_000).map(|t| event("A", "s", f64::from(t))).collect();
+        for e in &events {
+            one_by_one.push(e, max);
+        }
+        for run in events.chunks(1024) {
+            in_runs.push_run(run, max);
+        }
+        for storage in [&one_by_one, &in_runs] {
+            assert_eq!(
+                (storage.events.len(), storage.events.capacity()),
+                (max, max)
+            );
+            assert_eq!(storage.events.front().map(|e| e.timestamp), Some(15_000.0));
+            assert_eq!(storage.dropped, 15_000);
+        }
+        let mut small = KeyStorage::default();
+        for e in &events[..3] {
+            small.push(e, max);
+        }
+        assert_eq!(small.events.capacity(), 16, "grown from 16 slots");
     }
 
     #[test]
