@@ -8,8 +8,9 @@
 //!   feeds no listener);
 //! - `tracing`: a span per hook with a minimal timing layer;
 //! - this crate: `emit` (storage with whole-run aggregates and window, one listener),
-//!   the engine's path (`emit_batch` of 1,024), and that path from two producer threads on
-//!   different keys.
+//!   `emit_batch` of 1,024 events of the four keys interleaved, the engine's path (a
+//!   buffer per key, handed over at 1,024 events), and batches from two producer threads
+//!   on different keys.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -188,6 +189,22 @@ fn peers(c: &mut Criterion) {
             for chunk in batch.chunks(1024) {
                 buffer.extend_from_slice(chunk);
                 bus.emit_batch(&mut buffer);
+            }
+        })
+    });
+    // As the engine batches: a buffer per (symbol, strategy), each handed over at 1,024
+    // events, so every batch is one key's (found in one look) and its events are
+    // delivered under one lock of that key.
+    let mut buffers: Vec<Vec<PerformanceContract>> =
+        (0..4).map(|_| Vec::with_capacity(1024)).collect();
+    group.bench_function("backtest_perf_emit_batch_per_key", |b| {
+        b.iter(|| {
+            for (i, e) in batch.iter().enumerate() {
+                let buffer = &mut buffers[i % 4];
+                buffer.push(*e);
+                if buffer.len() == 1024 {
+                    bus.emit_batch(buffer);
+                }
             }
         })
     });
