@@ -42,7 +42,7 @@ pub struct BenchResult {
     pub year_backtest_on_ms: Option<f64>,
     pub year_backtest_sampled_32_ms: Option<f64>,
     /// The same year with tracking on and the exporters a user runs: Prometheus and
-    /// every span to an OTLP-JSON file (sampled as OTEL_TRACES_SAMPLER says); median of 5
+    /// every span to an OTLP-JSON file (sampled as OTEL_TRACES_SAMPLER says); median of 9
     /// runs, ms, until the backtest returned (spans are built and written on a worker
     /// thread meanwhile), and until the spans and the Prometheus textfile are all written
     /// (null without the `prometheus` and `otel` features). Each run follows one with
@@ -272,7 +272,7 @@ fn year_backtest_exporters() -> ExportersTimes {
     let mut times = Vec::new();
     let mut written = Vec::new();
     let mut spans = 0;
-    for _ in 0..5 {
+    for _ in 0..9 {
         service.clear_all();
         let Ok(backtest) = Backtest::new(&exchange, "YEAR") else {
             return NONE;
