@@ -851,11 +851,17 @@ impl Spares {
             .clamp(SPARES_AT_FIRST, MAX_SPARES)
     }
 
+    /// An empty chunk whose pages are faulted in (by the calling thread).
+    fn touched() -> Vec<PerformanceContract> {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        crate::tracker::memory::touch_spare(&mut chunk);
+        chunk
+    }
+
     /// On the worker: makes ready chunks until as many as wanted are.
     fn top_up(&self) {
         while self.chunks.lock().len() < self.wanted() {
-            let mut chunk = Vec::with_capacity(CHUNK);
-            crate::tracker::memory::touch_spare(&mut chunk);
+            let chunk = Spares::touched();
             self.chunks.lock().push(chunk);
         }
     }
@@ -1053,10 +1059,8 @@ impl SpanExport {
         let Ok(thread) = spawned else {
             return self;
         };
-        let mut first = Vec::with_capacity(CHUNK);
-        crate::tracker::memory::touch_spare(&mut first);
         let intake = Arc::new(Intake {
-            chunk: Mutex::new(first),
+            chunk: Mutex::new(Spares::touched()),
             to_worker,
             spares,
         });
