@@ -93,34 +93,39 @@ impl Hist {
     /// total [`SMALL_LIMIT`].
     #[inline]
     fn record_n(&mut self, ns: u64, n: u64, total_after: u64) {
-        if let Hist::Narrow(h) = self {
+        match self {
             // No bucket holds more than the total: while it fits 16 bits, so does every
-            // bucket, and the bucket need not be read first.
-            let fits = total_after <= NARROW_LIMIT
-                || h.count_at(ns).as_u64().saturating_add(n) <= NARROW_LIMIT;
-            if fits && total_after < SMALL_LIMIT {
-                // Auto-resizing up to HISTOGRAM_MAX_NS, and the count fits 16 bits:
-                // recording cannot fail.
+            // bucket, and the bucket need not be read first. Auto-resizing up to
+            // HISTOGRAM_MAX_NS, with counts that fit: recording cannot fail.
+            Hist::Narrow(h)
+                if total_after < SMALL_LIMIT
+                    && (total_after <= NARROW_LIMIT
+                        || h.count_at(ns).as_u64().saturating_add(n) <= NARROW_LIMIT) =>
+            {
                 let _ = h.record_n(ns, u16::try_from(n).unwrap_or(u16::MAX));
-                return;
             }
-            *self = if total_after < SMALL_LIMIT {
-                Hist::Small(convert(h))
-            } else {
-                Hist::Large(convert(h))
-            };
-        }
-        if let Hist::Small(h) = self {
-            if total_after < SMALL_LIMIT {
-                // Every count below SMALL_LIMIT fits 32 bits: recording cannot fail.
+            // Every count below SMALL_LIMIT fits 32 bits.
+            Hist::Small(h) if total_after < SMALL_LIMIT => {
                 let _ = h.record_n(ns, u32::try_from(n).unwrap_or(u32::MAX));
-                return;
             }
-            *self = Hist::Large(convert(h));
+            Hist::Large(h) => {
+                let _ = h.record_n(ns, n);
+            }
+            _ => self.widen_and_record_n(ns, n, total_after),
         }
-        if let Hist::Large(h) = self {
-            let _ = h.record_n(ns, n);
-        }
+    }
+
+    /// [`record_n`](Self::record_n) into wider counters: a few times in a histogram's
+    /// life, kept out of the inlined path.
+    #[cold]
+    #[inline(never)]
+    fn widen_and_record_n(&mut self, ns: u64, n: u64, total_after: u64) {
+        *self = if total_after < SMALL_LIMIT {
+            Hist::Small(self.converted())
+        } else {
+            Hist::Large(self.converted())
+        };
+        self.record_n(ns, n, total_after);
     }
 
     /// The same counts with counters of type `B`, which must hold every count.
@@ -190,9 +195,10 @@ impl PartialEq for Latencies {
 }
 
 impl Latencies {
-    /// Records one duration; `count_before` is how many the aggregate holds before it.
+    /// Records one duration; `total_after` is how many the aggregate holds with it (or
+    /// more: a bound that is too high only widens the counters sooner).
     #[inline]
-    fn record(&mut self, ms: f64, count_before: u64) {
+    fn record(&mut self, ms: f64, total_after: u64) {
         let ns = to_ns(ms);
         if let Ok(i) = usize::try_from(ns)
             && i < LOW
@@ -200,13 +206,12 @@ impl Latencies {
             let low = self.low.get_or_insert_with(|| Box::new([0; LOW]));
             if low[i] == u16::MAX {
                 low[i] = 0;
-                self.hist
-                    .record_n(ns, u64::from(u16::MAX), count_before.saturating_add(1));
+                self.hist.record_n(ns, u64::from(u16::MAX), total_after);
             }
             low[i] += 1;
             return;
         }
-        self.hist.record_n(ns, 1, count_before.saturating_add(1));
+        self.hist.record_n(ns, 1, total_after);
     }
 
     /// The histogram with the short durations folded in (borrowed when there are none).
@@ -361,8 +366,26 @@ impl Aggregate {
     /// ```
     #[inline]
     pub fn record(&mut self, event: &PerformanceContract) {
+        self.record_moments(event);
+        self.record_latency(event.duration, self.count);
+    }
+
+    /// The histogram's part of [`record`](Self::record), for a duration already counted
+    /// by [`record_moments`](Self::record_moments); `count_after` is the count with it
+    /// (or any larger count the aggregate holds now).
+    ///
+    /// A run of events records its moments first and its histogram counts in a pass of
+    /// their own: each count is a cache miss, and a short loop of nothing else keeps
+    /// several of them in flight at once.
+    #[inline]
+    pub(crate) fn record_latency(&mut self, ms: f64, count_after: u64) {
+        self.latencies.record(ms, count_after);
+    }
+
+    /// Everything [`record`](Self::record) keeps but the histogram.
+    #[inline]
+    pub(crate) fn record_moments(&mut self, event: &PerformanceContract) {
         let d = event.duration;
-        self.latencies.record(d, self.count);
         self.count += 1;
         self.total.add(d);
         self.self_total.add(event.self_time());
