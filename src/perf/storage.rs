@@ -188,12 +188,11 @@ impl KeyStorage {
     fn push_run(&mut self, events: &[PerformanceContract], max: usize) {
         for event in events {
             let state = self.metric(event.metric_type);
-            state.aggregate.record_moments(event);
+            state.aggregate.record(event);
             state.last_timestamp = Some(event.timestamp);
             // The sequence number of the next event: a type first seen here starts at it.
             self.pushed += 1;
         }
-        self.record_latencies(events);
         self.push_run_window(events, max);
     }
 
@@ -204,22 +203,10 @@ impl KeyStorage {
         for event in events.iter_mut() {
             let state = self.metric(event.metric_type);
             fill_previous(event, state.last_timestamp.replace(event.timestamp));
-            state.aggregate.record_moments(event);
+            state.aggregate.record(event);
             self.pushed += 1;
         }
-        self.record_latencies(events);
         self.push_run_window(events, max);
-    }
-
-    /// The histogram counts of a run whose moments are recorded, in a pass of their own
-    /// (see [`Aggregate::record_latency`]).
-    #[inline]
-    fn record_latencies(&mut self, events: &[PerformanceContract]) {
-        for event in events {
-            let state = self.metric(event.metric_type);
-            let count = state.aggregate.count();
-            state.aggregate.record_latency(event.duration, count);
-        }
     }
 
     /// The window's part of a run: one copy of the newest `max` events.

@@ -195,10 +195,9 @@ impl PartialEq for Latencies {
 }
 
 impl Latencies {
-    /// Records one duration; `total_after` is how many the aggregate holds with it (or
-    /// more: a bound that is too high only widens the counters sooner).
+    /// Records one duration; `count_before` is how many the aggregate holds before it.
     #[inline]
-    fn record(&mut self, ms: f64, total_after: u64) {
+    fn record(&mut self, ms: f64, count_before: u64) {
         let ns = to_ns(ms);
         if let Ok(i) = usize::try_from(ns)
             && i < LOW
@@ -206,12 +205,13 @@ impl Latencies {
             let low = self.low.get_or_insert_with(|| Box::new([0; LOW]));
             if low[i] == u16::MAX {
                 low[i] = 0;
-                self.hist.record_n(ns, u64::from(u16::MAX), total_after);
+                self.hist
+                    .record_n(ns, u64::from(u16::MAX), count_before.saturating_add(1));
             }
             low[i] += 1;
             return;
         }
-        self.hist.record_n(ns, 1, total_after);
+        self.hist.record_n(ns, 1, count_before.saturating_add(1));
     }
 
     /// The histogram with the short durations folded in (borrowed when there are none).
@@ -366,26 +366,8 @@ impl Aggregate {
     /// ```
     #[inline]
     pub fn record(&mut self, event: &PerformanceContract) {
-        self.record_moments(event);
-        self.record_latency(event.duration, self.count);
-    }
-
-    /// The histogram's part of [`record`](Self::record), for a duration already counted
-    /// by [`record_moments`](Self::record_moments); `count_after` is the count with it
-    /// (or any larger count the aggregate holds now).
-    ///
-    /// A run of events records its moments first and its histogram counts in a pass of
-    /// their own: each count is a cache miss, and a short loop of nothing else keeps
-    /// several of them in flight at once.
-    #[inline]
-    pub(crate) fn record_latency(&mut self, ms: f64, count_after: u64) {
-        self.latencies.record(ms, count_after);
-    }
-
-    /// Everything [`record`](Self::record) keeps but the histogram.
-    #[inline]
-    pub(crate) fn record_moments(&mut self, event: &PerformanceContract) {
         let d = event.duration;
+        self.latencies.record(d, self.count);
         self.count += 1;
         self.total.add(d);
         self.self_total.add(event.self_time());
