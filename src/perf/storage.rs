@@ -105,9 +105,9 @@ struct MetricState {
 
 /// A window grows by doubling up to this many slots (128 KB), then to its whole
 /// `max_events` at once. The memory of a slot is touched only when an event is written
-/// there, so a window that will not fill costs no more memory that way; doubling on to
-/// 10,000 slots copied 14,000 slots into new memory, faulting in 450 pages, and took 10%
-/// of a year's run sampled 1 tick in 32.
+/// there, so a window that will not fill costs no more memory that way. Doubling on to
+/// 10,000 slots copied about 14,000 slots into new memory on the run's thread: a year's
+/// run with tracking on took about 100 more page faults (456 against 350).
 const DOUBLING_UP_TO: usize = 1024;
 
 /// Prefetches the window slot the key's next event will be copied into. That slot was
