@@ -4,7 +4,9 @@
 //!
 //! * **Off the emitting thread.** Each listener has an unbounded queue and one worker
 //!   thread. `emit` only copies the event into the queue, so a slow listener never slows
-//!   the engine. The queue depth is observable ([`Subscription::queue_depth`]).
+//!   the engine. The queue depth is observable ([`Subscription::queue_depth`]). The queue
+//!   of an unbounded listener is a lane per producing thread, which takes an event
+//!   without a lock; a bounded one is a single queue under a lock.
 //! * **Strictly sequential, in order.** The worker calls the callback for one event at a
 //!   time, in emit order (per producing thread); for an async callback the next call
 //!   starts only after the previous future completed. Async callbacks run on a
@@ -22,6 +24,9 @@
 //!
 //! A waiting worker wakes at least every millisecond while events flow and is woken at
 //! once by a large backlog or a flush, so producers never pay for a wake-up on the hot path.
+//! After 100 ms without events it sleeps until a producer wakes it; a producer that
+//! reads the worker's state without a lock can, rarely, miss that it just fell asleep,
+//! so a sleeping worker with lanes also looks again by itself every 50 ms.
 //!
 //! ```
 //! use backtest_perf::{MetricType, PerformanceContract, PerformanceEmitter};
@@ -40,7 +45,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -51,6 +56,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::emitter::{EmitterInner, PerformanceEmitter, Sink, SubscriberId};
 use super::event::{PerformanceContract, prefetch_slot};
+use super::lane::{self, Consumer, Lanes, Targets};
 
 /// What a listener callback may return: `()` or `Result<(), E>` with a displayable error.
 ///
@@ -143,17 +149,25 @@ impl Callback {
 
 /// After this many events wait in the queue, a napping worker is woken at once.
 const WAKE_BACKLOG: usize = 4096;
+/// After this many events wait in one lane, a napping worker is woken at once.
+const LANE_WAKE_BACKLOG: u64 = lane::RING_EVENTS as u64 / 2;
 /// How long a worker naps between looks at its queue while events flow.
 const NAP: Duration = Duration::from_millis(1);
 /// Naps with nothing to do before the worker sleeps until a producer wakes it.
 const NAPS_BEFORE_SLEEP: u32 = 100;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Worker {
     Busy,
     Napping,
     Asleep,
 }
+
+/// How long a sleeping worker of a listener with lanes sleeps before it looks again by
+/// itself. A producer reads the worker's state without a lock, so in a rare race it
+/// misses that the worker just fell asleep; this bounds how late such events can be.
+const LANE_SLEEP: Duration = Duration::from_millis(50);
 
 struct Queue {
     events: Vec<PerformanceContract>,
@@ -184,6 +198,15 @@ pub(crate) struct ListenerShared {
     drained: tokio::sync::Notify,
     emitter: Weak<EmitterInner>,
     id: Mutex<Option<SubscriberId>>,
+    /// An unbounded listener's lanes, one per producing thread (see [`super::lane`]);
+    /// a bounded one queues under the lock.
+    lanes: Option<Lanes>,
+    /// Names this listener's lanes in the producing threads.
+    lane_id: u64,
+    /// `queue.worker`, readable without the lock (written under it).
+    worker_state: CachePadded<AtomicU8>,
+    /// Events taken from `queue` and handled (those from lanes are counted per lane).
+    queue_handled: AtomicU64,
 }
 
 /// A listener is a sink that queues what it is handed for its worker thread.
@@ -237,6 +260,50 @@ impl ListenerShared {
     /// with a large backlog. A bounded queue first makes room as its bound says.
     #[inline]
     fn enqueue(&self, events: &[PerformanceContract]) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(lanes) = &self.lanes
+            && let Some(backlog) = lane::push(self.lane_id, lanes, events)
+        {
+            let wake = match self.worker_state.load(Ordering::Relaxed) {
+                state if state == Worker::Busy as u8 => false,
+                // A lane holds more than a queue's backlog: a napping worker is woken
+                // once its ring is half full, not every 4,096 events (a wake is a
+                // system call on this thread).
+                state if state == Worker::Napping as u8 => backlog >= LANE_WAKE_BACKLOG,
+                _ => true,
+            };
+            if wake {
+                self.wake_worker();
+            }
+            return;
+        }
+        self.enqueue_locked(events);
+    }
+
+    /// Wakes a napping or sleeping worker.
+    #[cold]
+    #[inline(never)]
+    fn wake_worker(&self) {
+        let mut queue = self.queue.lock();
+        if queue.worker != Worker::Busy {
+            self.set_worker(&mut queue, Worker::Busy);
+            drop(queue);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Records the worker's state (under the queue's lock), also where producers with
+    /// lanes read it without the lock.
+    fn set_worker(&self, queue: &mut Queue, worker: Worker) {
+        queue.worker = worker;
+        self.worker_state.store(worker as u8, Ordering::SeqCst);
+    }
+
+    /// [`enqueue`](Self::enqueue) under the queue's lock: a bounded listener's events,
+    /// and those of a thread whose lanes cannot be reached.
+    fn enqueue_locked(&self, events: &[PerformanceContract]) {
         let mut queue = self.queue.lock();
         if self.closed.load(Ordering::Relaxed) {
             return;
@@ -252,7 +319,7 @@ impl ListenerShared {
                 {
                     queue.flush_requested = true;
                     if queue.worker != Worker::Busy {
-                        queue.worker = Worker::Busy;
+                        self.set_worker(&mut queue, Worker::Busy);
                         self.wake.notify_one();
                     }
                     self.space.wait(&mut queue);
@@ -285,7 +352,7 @@ impl ListenerShared {
             Worker::Asleep => true,
         };
         if wake {
-            queue.worker = Worker::Busy;
+            self.set_worker(&mut queue, Worker::Busy);
             drop(queue);
             self.wake.notify_one();
         }
@@ -307,6 +374,9 @@ impl ListenerShared {
         self.closed.store(true, Ordering::SeqCst);
         queue.events = Vec::new();
         drop(queue);
+        if let Some(lanes) = &self.lanes {
+            lanes.close();
+        }
         self.wake.notify_one();
         self.space.notify_all();
         self.drained.notify_waiters();
@@ -317,22 +387,24 @@ impl ListenerShared {
     /// worker counts the event, then closes, so a flush that returns sees both (checking
     /// the count alone let a flush return before the close, and the close alone before
     /// the count, which once failed a doc test under load).
-    fn is_drained(&self, target: u64) -> bool {
+    fn is_drained(&self, queued: u64, lanes: Option<&Targets>) -> bool {
         if self.closed.load(Ordering::SeqCst) {
             return true;
         }
         if self.once && self.fired.load(Ordering::SeqCst) {
             return false;
         }
-        self.handled.load(Ordering::SeqCst) + self.dropped.load(Ordering::SeqCst) >= target
+        self.queue_handled.load(Ordering::SeqCst) + self.dropped.load(Ordering::SeqCst) >= queued
+            && lanes.is_none_or(Targets::reached)
     }
 
     pub(crate) async fn flush_async(&self) {
+        let lanes = self.lanes.as_ref().map(Lanes::targets);
         let target = {
             let mut queue = self.queue.lock();
             queue.flush_requested = true;
             if queue.worker != Worker::Busy {
-                queue.worker = Worker::Busy;
+                self.set_worker(&mut queue, Worker::Busy);
                 self.wake.notify_one();
             }
             queue.enqueued
@@ -341,7 +413,7 @@ impl ListenerShared {
         loop {
             let mut notified = pin!(self.drained.notified());
             notified.as_mut().enable();
-            if self.is_drained(target) {
+            if self.is_drained(target, lanes.as_ref()) {
                 break;
             }
             notified.await;
@@ -355,22 +427,47 @@ impl ListenerShared {
             return 0; // what was still queued was discarded
         }
         let enqueued = self.queue.lock().enqueued;
-        let done = self.handled.load(Ordering::SeqCst) + self.dropped.load(Ordering::SeqCst);
-        enqueued.saturating_sub(done) as usize
+        let done = self.queue_handled.load(Ordering::SeqCst) + self.dropped.load(Ordering::SeqCst);
+        let in_lanes = self.lanes.as_ref().map_or(0, Lanes::depth);
+        usize::try_from(enqueued.saturating_sub(done).saturating_add(in_lanes))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Events waiting in the worker's lanes, after picking up lanes opened since.
+    fn lane_backlog(&self, lanes: &mut Vec<Consumer>, seen: &mut usize) -> u64 {
+        match &self.lanes {
+            Some(all) => {
+                all.pick_up(lanes, seen);
+                lanes.iter().map(Consumer::waiting).sum()
+            }
+            None => 0,
+        }
     }
 
     /// Takes the next batch into `batch`; `false` once the listener is closed.
     ///
     /// A small batch is taken only after one nap, so that the worker does not take the
     /// queue's lock (and steal its cache line from the producer) for every few events.
-    fn next_batch(&self, batch: &mut Vec<PerformanceContract>) -> bool {
+    fn next_batch(
+        &self,
+        batch: &mut Vec<PerformanceContract>,
+        lanes: &mut Vec<Consumer>,
+        seen: &mut usize,
+    ) -> bool {
         let mut queue = self.queue.lock();
         let mut naps = 0;
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 return false;
             }
-            let ready = queue.events.len() >= WAKE_BACKLOG || queue.flush_requested || naps > 0;
+            let in_lanes = self.lane_backlog(lanes, seen);
+            let waiting = (queue.events.len() as u64).saturating_add(in_lanes);
+            let ready = waiting >= WAKE_BACKLOG as u64 || queue.flush_requested || naps > 0;
+            if ready && in_lanes > 0 && queue.events.is_empty() {
+                self.set_worker(&mut queue, Worker::Busy);
+                queue.flush_requested = false;
+                return true;
+            }
             if ready && !queue.events.is_empty() {
                 // The emptied batch goes back to the producers: give it the capacity of the
                 // queue it replaces, so that a lagging listener's two buffers settle at one
@@ -381,7 +478,7 @@ impl ListenerShared {
                     batch.reserve_exact(capacity - batch.len());
                 }
                 std::mem::swap(&mut queue.events, batch);
-                queue.worker = Worker::Busy;
+                self.set_worker(&mut queue, Worker::Busy);
                 queue.flush_requested = false;
                 if self.bound.is_some() {
                     self.space.notify_all();
@@ -389,11 +486,17 @@ impl ListenerShared {
                 return true;
             }
             if naps < NAPS_BEFORE_SLEEP {
-                queue.worker = Worker::Napping;
+                self.set_worker(&mut queue, Worker::Napping);
                 self.wake.wait_for(&mut queue, NAP);
             } else {
-                queue.worker = Worker::Asleep;
-                self.wake.wait(&mut queue);
+                self.set_worker(&mut queue, Worker::Asleep);
+                if self.lanes.is_none() {
+                    self.wake.wait(&mut queue);
+                } else if self.lane_backlog(lanes, seen) == 0 {
+                    // Looked again after saying so: a producer that pushed before it
+                    // could see the worker asleep is found here, or within LANE_SLEEP.
+                    self.wake.wait_for(&mut queue, LANE_SLEEP);
+                }
             }
             naps += 1;
         }
@@ -429,44 +532,17 @@ fn run_worker(shared: Arc<ListenerShared>, mut callback: Callback) {
     WORKER_OF.with(|w| w.set(Arc::as_ptr(&shared) as usize));
     let mut runtime = None;
     let mut batch = Vec::new();
-    while shared.next_batch(&mut batch) {
+    let mut lanes = Vec::new();
+    let mut seen = 0;
+    while shared.next_batch(&mut batch, &mut lanes, &mut seen) {
+        for lane in &mut lanes {
+            lane.drain(|event| shared.handle(&mut callback, &mut runtime, event));
+        }
         for event in batch.drain(..) {
-            if shared.closed.load(Ordering::Relaxed) {
+            if !shared.handle(&mut callback, &mut runtime, &event) {
                 break;
             }
-            let outcome = match &mut callback {
-                Callback::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(&event)))
-                    .unwrap_or_else(|p| Err(panic_text(p))),
-                Callback::Async(f) => match catch_unwind(AssertUnwindSafe(|| f(event))) {
-                    Err(p) => Err(panic_text(p)),
-                    Ok(future) => {
-                        let rt = runtime.get_or_insert_with(|| {
-                            tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()
-                        });
-                        match rt {
-                            Ok(rt) => rt
-                                .block_on(AssertUnwindSafe(future).catch_unwind())
-                                .unwrap_or_else(|p| Err(panic_text(p))),
-                            Err(e) => Err(format!("could not start a tokio runtime: {e}")),
-                        }
-                    }
-                },
-            };
-            if let Err(why) = outcome {
-                shared.count_failure(&why);
-            }
-            if shared.once {
-                // Off the bus, then counted, then closed: a flush of a once-listener that
-                // fired returns only when it is closed (see `is_drained`), and by then the
-                // count and the callback's effects are visible.
-                shared.remove_from_bus();
-                shared.handled.fetch_add(1, Ordering::SeqCst);
-                shared.close();
-                continue;
-            }
-            shared.handled.fetch_add(1, Ordering::SeqCst);
+            shared.queue_handled.fetch_add(1, Ordering::SeqCst);
         }
         // Once a batch, not once an event: a flush waits for whole batches anyway, and
         // waking it takes a lock.
@@ -476,6 +552,58 @@ fn run_worker(shared: Arc<ListenerShared>, mut callback: Callback) {
         batch.clear();
     }
     shared.drained.notify_waiters();
+}
+
+type Runtime = Option<std::io::Result<tokio::runtime::Runtime>>;
+
+impl ListenerShared {
+    /// Calls the callback with one event and counts it; `false` (and no call) once the
+    /// listener is closed.
+    fn handle(
+        &self,
+        callback: &mut Callback,
+        runtime: &mut Runtime,
+        event: &PerformanceContract,
+    ) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let outcome = match callback {
+            Callback::Sync(f) => {
+                catch_unwind(AssertUnwindSafe(|| f(event))).unwrap_or_else(|p| Err(panic_text(p)))
+            }
+            Callback::Async(f) => match catch_unwind(AssertUnwindSafe(|| f(*event))) {
+                Err(p) => Err(panic_text(p)),
+                Ok(future) => {
+                    let rt = runtime.get_or_insert_with(|| {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                    });
+                    match rt {
+                        Ok(rt) => rt
+                            .block_on(AssertUnwindSafe(future).catch_unwind())
+                            .unwrap_or_else(|p| Err(panic_text(p))),
+                        Err(e) => Err(format!("could not start a tokio runtime: {e}")),
+                    }
+                }
+            },
+        };
+        if let Err(why) = outcome {
+            self.count_failure(&why);
+        }
+        if self.once {
+            // Off the bus, then counted, then closed: a flush of a once-listener that
+            // fired returns only when it is closed (see `is_drained`), and by then the
+            // count and the callback's effects are visible.
+            self.remove_from_bus();
+            self.handled.fetch_add(1, Ordering::SeqCst);
+            self.close();
+            return true;
+        }
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        true
+    }
 }
 
 pub(crate) fn subscribe(
@@ -515,6 +643,10 @@ pub(crate) fn subscribe_bounded(
         drained: tokio::sync::Notify::new(),
         emitter: emitter.downgrade(),
         id: Mutex::new(None),
+        lanes: bound.is_none().then(Lanes::default),
+        lane_id: lane::next_listener_id(),
+        worker_state: CachePadded::new(AtomicU8::new(Worker::Busy as u8)),
+        queue_handled: AtomicU64::new(0),
     });
     let worker = shared.clone();
     let spawned = std::thread::Builder::new()

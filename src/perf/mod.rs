@@ -11,6 +11,7 @@ pub mod event;
 pub mod export;
 pub mod facade;
 pub mod key;
+mod lane;
 pub mod listener;
 pub mod monitor;
 pub mod name;
