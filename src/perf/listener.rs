@@ -200,7 +200,7 @@ pub(crate) struct ListenerShared {
     id: Mutex<Option<SubscriberId>>,
     /// An unbounded listener's lanes, one per producing thread (see [`super::lane`]);
     /// a bounded one queues under the lock.
-    lanes: Option<Lanes>,
+    lanes: Option<Arc<Lanes>>,
     /// Names this listener's lanes in the producing threads.
     lane_id: u64,
     /// `queue.worker`, readable without the lock (written under it).
@@ -399,7 +399,7 @@ impl ListenerShared {
     }
 
     pub(crate) async fn flush_async(&self) {
-        let lanes = self.lanes.as_ref().map(Lanes::targets);
+        let lanes = self.lanes.as_ref().map(|lanes| lanes.targets());
         let target = {
             let mut queue = self.queue.lock();
             queue.flush_requested = true;
@@ -428,7 +428,7 @@ impl ListenerShared {
         }
         let enqueued = self.queue.lock().enqueued;
         let done = self.queue_handled.load(Ordering::SeqCst) + self.dropped.load(Ordering::SeqCst);
-        let in_lanes = self.lanes.as_ref().map_or(0, Lanes::depth);
+        let in_lanes = self.lanes.as_ref().map_or(0, |lanes| lanes.depth());
         usize::try_from(enqueued.saturating_sub(done).saturating_add(in_lanes))
             .unwrap_or(usize::MAX)
     }
@@ -643,7 +643,7 @@ pub(crate) fn subscribe_bounded(
         drained: tokio::sync::Notify::new(),
         emitter: emitter.downgrade(),
         id: Mutex::new(None),
-        lanes: bound.is_none().then(Lanes::default),
+        lanes: bound.is_none().then(Arc::default),
         lane_id: lane::next_listener_id(),
         worker_state: CachePadded::new(AtomicU8::new(Worker::Busy as u8)),
         queue_handled: AtomicU64::new(0),
