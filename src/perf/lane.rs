@@ -5,9 +5,10 @@
 //! locked instruction is on that path, and that is the point: on x86 a locked instruction
 //! (taking or releasing a lock) waits until every earlier store reached the cache, and an
 //! event copied into a queue slot that the worker last read on the other core takes a
-//! while to get there. Queued under a lock, a listener cost `emit` about 20 ns an event;
-//! in a lane, about 3 (see the note of the commit that made lanes). Producers on several
-//! threads never share a lock or a cache line either.
+//! while to get there. In a throwaway simulation (a locked store per event, then the
+//! queue), a locked queue added 11 ns an event and a ring 2-3; `emit` with storage and a
+//! listener went from a median of 66-69 to 49 ns. Producers on several threads never
+//! share a lock or a cache line either.
 //!
 //! Order: the worker takes each lane's events in order, so one thread's events reach the
 //! callback in emit order, which is what the listener contract promises; nothing orders
@@ -52,7 +53,8 @@ struct LaneState {
     /// The listener closed: the producer's end is dropped the next time its thread
     /// opens a lane.
     closed: AtomicBool,
-    /// The producing thread ended (its end was dropped): once empty, the lane is retired.
+    /// The producer's end was dropped, not pooled (the listener closed or is gone): once
+    /// empty, the lane is retired.
     producer_gone: AtomicBool,
 }
 
