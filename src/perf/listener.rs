@@ -601,7 +601,11 @@ impl ListenerShared {
             self.close();
             return true;
         }
-        self.handled.fetch_add(1, Ordering::SeqCst);
+        // Only the worker writes the count: a load and a store do, where an atomic add was
+        // a locked instruction an event on the worker's core.
+        let handled = self.handled.load(Ordering::Relaxed);
+        self.handled
+            .store(handled.saturating_add(1), Ordering::Release);
         true
     }
 }
