@@ -27,8 +27,9 @@ use parking_lot::Mutex;
 
 use super::event::PerformanceContract;
 
-/// Events a lane's ring holds: 1.3 MB of address space, of which a page takes memory
-/// only once an event was written there. Past it, events wait in the overflow list.
+/// Events a lane's ring holds: 2 MB of address space (128-byte events), of which a page
+/// takes memory only once an event was written there; about what the locked queue's two
+/// buffers grew to while its worker napped. Past it, events wait in the overflow list.
 pub(crate) const RING_EVENTS: usize = 16_384;
 
 /// Listener ids for lanes: unique in the process, never reused.
