@@ -216,9 +216,7 @@ impl Producer {
         list.extend_from_slice(events);
         self.state.overflowing.store(true, Ordering::SeqCst);
     }
-}
 
-impl Producer {
     /// Its thread ended: back to the listener's pool, unless the listener is gone.
     fn release(self) {
         if self.state.closed.load(Ordering::SeqCst) {

@@ -286,10 +286,13 @@ impl ListenerShared {
     #[cold]
     #[inline(never)]
     fn wake_worker(&self) {
-        let mut queue = self.queue.lock();
+        self.wake_if_idle(&mut self.queue.lock());
+    }
+
+    /// Under the queue's lock: wakes the worker unless it is busy.
+    fn wake_if_idle(&self, queue: &mut Queue) {
         if queue.worker != Worker::Busy {
-            self.set_worker(&mut queue, Worker::Busy);
-            drop(queue);
+            self.set_worker(queue, Worker::Busy);
             self.wake.notify_one();
         }
     }
@@ -318,10 +321,7 @@ impl ListenerShared {
                     && !self.closed.load(Ordering::Relaxed)
                 {
                     queue.flush_requested = true;
-                    if queue.worker != Worker::Busy {
-                        self.set_worker(&mut queue, Worker::Busy);
-                        self.wake.notify_one();
-                    }
+                    self.wake_if_idle(&mut queue);
                     self.space.wait(&mut queue);
                 }
                 if self.closed.load(Ordering::Relaxed) {
@@ -403,10 +403,7 @@ impl ListenerShared {
         let target = {
             let mut queue = self.queue.lock();
             queue.flush_requested = true;
-            if queue.worker != Worker::Busy {
-                self.set_worker(&mut queue, Worker::Busy);
-                self.wake.notify_one();
-            }
+            self.wake_if_idle(&mut queue);
             queue.enqueued
         };
         self.flush_waiters.fetch_add(1, Ordering::SeqCst);
