@@ -36,11 +36,9 @@ mod report;
 pub mod timeline;
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -271,12 +269,11 @@ impl RunInfo {
     }
 }
 
-static TRACKER_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// An open operation, kept on its thread's stack until it ends. Small, since it is
-/// copied on the way in and out: what is rarely there sits behind one box.
-struct Frame {
-    tracker: u64,
+/// An open operation, held by its [`Span`] until it ends (the thread's span stack of
+/// [`crate::span`] holds its place in the nesting). Small, since it moves with the span:
+/// what is rarely there sits behind one box.
+struct Frame<'t> {
+    inner: &'t Inner,
     /// Its place on the thread's span stack: id, parent, depth and start.
     open: span::Open,
     name: Cow<'static, str>,
@@ -287,11 +284,6 @@ struct Frame {
 struct Extras {
     meta: Option<Value>,
     memory: Option<(u64, u64)>,
-}
-
-thread_local! {
-    /// Open operations on this thread, innermost last.
-    static OPEN: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Where a tracker's operations go on the bus: each becomes one event of a custom metric
@@ -307,7 +299,6 @@ pub struct BusTarget {
 }
 
 struct Inner {
-    id: u64,
     /// Whether it keeps a report (`false`: it only puts operations on the bus).
     recording: bool,
     bus: Option<BusTarget>,
@@ -519,7 +510,6 @@ impl Tracker {
         let state = Mutex::new(report::State::new(&options));
         Tracker {
             inner: Some(Arc::new(Inner {
-                id: TRACKER_IDS.fetch_add(1, Ordering::Relaxed),
                 recording,
                 bus,
                 run,
@@ -844,36 +834,24 @@ fn begin<'t>(inner: &'t Arc<Inner>, name: Cow<'static, str>, meta: Option<Value>
     let memory = inner.memory_now();
     let extras = (meta.is_some() || memory.is_some()).then(|| Box::new(Extras { meta, memory }));
     let open = span::enter_at(inner.now());
-    let id = open.id;
-    OPEN.with(|frames| {
-        frames.borrow_mut().push(Frame {
-            tracker: inner.id,
+    drop(own);
+    Span {
+        open: Some(Frame {
+            inner,
             open,
             name,
             extras,
-        })
-    });
-    drop(own);
-    Span {
-        open: Some((inner, id)),
+        }),
         _on_this_thread: PhantomData,
     }
 }
 
 #[inline(never)]
-fn end(inner: &Inner, id: u64, extra: Option<Value>) {
+fn end(frame: Frame<'_>, extra: Option<Value>) {
+    let inner = frame.inner;
     let end_ns = inner.now();
     let _own = memory::Uncounted::begin();
-    let frame = OPEN.with(|frames| {
-        let mut frames = frames.borrow_mut();
-        let i = frames
-            .iter()
-            .rposition(|f| f.tracker == inner.id && f.open.id == id)?;
-        Some(frames.remove(i))
-    });
-    // A span is !Send and its frame is removed only here: it is always found.
-    let Some(frame) = frame else { return };
-    let (start_ns, depth) = (frame.open.start_ns, frame.open.depth);
+    let (id, start_ns, depth) = (frame.open.id, frame.open.start_ns, frame.open.depth);
     let closed = span::exit_at(frame.open, end_ns);
     inner.emit(&frame.name, &closed, end_ns);
     let (meta, memory) = frame.extras.map_or((None, None), |e| (e.meta, e.memory));
@@ -904,17 +882,17 @@ fn end(inner: &Inner, id: u64, extra: Option<Value>) {
 /// ```
 #[must_use = "the operation ends when this is dropped; bind it to a variable"]
 pub struct Span<'t> {
-    /// The tracker and the operation's id; `None` when disabled (one null word).
-    open: Option<(&'t Inner, u64)>,
+    /// The open operation; `None` when disabled.
+    open: Option<Frame<'t>>,
     /// Nesting lives in a thread-local stack: a span must end where it started.
     _on_this_thread: PhantomData<*const ()>,
 }
 
 impl std::fmt::Debug for Span<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.open {
+        match &self.open {
             None => f.write_str("Span(disabled)"),
-            Some((_, id)) => write!(f, "Span({id})"),
+            Some(frame) => write!(f, "Span({})", frame.open.id),
         }
     }
 }
@@ -935,8 +913,8 @@ impl Span<'_> {
     /// ```
     #[inline(always)]
     pub fn end(mut self) {
-        if let Some((inner, id)) = self.open.take() {
-            end(inner, id, None);
+        if let Some(frame) = self.open.take() {
+            end(frame, None);
         }
     }
 
@@ -950,8 +928,8 @@ impl Span<'_> {
     /// assert_eq!((meta["a"].as_i64(), meta["b"].as_i64()), (Some(1), Some(2)));
     /// ```
     pub fn end_with(mut self, meta: Value) {
-        if let Some((inner, id)) = self.open.take() {
-            end(inner, id, Some(meta));
+        if let Some(frame) = self.open.take() {
+            end(frame, Some(meta));
         }
     }
 }
@@ -959,8 +937,8 @@ impl Span<'_> {
 impl Drop for Span<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        if let Some((inner, id)) = self.open.take() {
-            end(inner, id, None);
+        if let Some(frame) = self.open.take() {
+            end(frame, None);
         }
     }
 }
