@@ -171,7 +171,8 @@ pub fn parse_line(line: &str, names: &mut NameBudget) -> Result<PerformanceContr
     let mut json = serde_json::Deserializer::from_str(line);
     let raw: RawEvent = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
+        // "." is the whole line, "?" a key that did not parse: no field to name.
+        if path == "." || path == "?" {
             e.into_inner().to_string()
         } else {
             format!("{path}: {}", e.into_inner())
@@ -372,6 +373,11 @@ mod tests {
                 "when: input contains invalid characters at line 1 column 66",
             ),
             ("not json", "expected ident at line 1 column 2"),
+            ("{bad", "key must be a string at line 1 column 2"),
+            (
+                r#"{"metricType":"tick","#,
+                "EOF while parsing a value at line 1 column 21",
+            ),
             (
                 r#"{"metricType":"tick","duration":1,"timestamp":1} trailing"#,
                 "trailing characters at line 1 column 50: a line holds one event and nothing after it (one JSON object per line)",
