@@ -200,6 +200,25 @@ fn bench_prints_one_json_line_with_every_field() {
     ];
     expected.sort();
     assert_eq!(keys, expected);
+    // The README's example line has the same fields, in the same order.
+    let readme = include_str!("../README.md");
+    let example = readme
+        .lines()
+        .find(|l| l.starts_with("{\"events\":"))
+        .expect("the README shows a bench line");
+    let field_order = |line: &str| -> Vec<String> {
+        let mut fields = Vec::new();
+        let mut rest = line;
+        while let Some(at) = rest.find("\":") {
+            let start = rest[..at].rfind('"').unwrap() + 1;
+            fields.push(rest[start..at].to_string());
+            rest = &rest[at + 2..];
+        }
+        fields
+    };
+    assert_eq!(field_order(example), field_order(&text));
+    let example: Value = serde_json::from_str(example).unwrap();
+    assert_eq!(example["events"], json!(1_000_000));
     assert_eq!(doc["events"], json!(20000));
     assert!(doc["eventsPerS"].as_f64().unwrap() > 0.0);
     assert!(doc["keyStateKbPerType"].as_f64().unwrap() > 0.0);

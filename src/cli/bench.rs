@@ -51,7 +51,8 @@ pub struct BenchResult {
     pub year_backtest_exporters_ms: Option<f64>,
     pub year_backtest_exporters_written_ms: Option<f64>,
     pub year_backtest_exporters_alone_ms: Option<f64>,
-    /// Traces kept in that run's OTLP file ratio (1 unless OTEL_TRACES_SAMPLER says less).
+    /// The spans one such run exported (all of them unless OTEL_TRACES_SAMPLER keeps
+    /// fewer).
     pub year_backtest_exporters_spans: Option<u64>,
     /// CPU per span of turning events into span trees and writing them as OTLP-JSON
     /// lines, and as OTLP protobuf (what the OTLP/HTTP exporter sends), on one thread, ns.
