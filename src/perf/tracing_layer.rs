@@ -87,45 +87,110 @@ struct Timing {
 const RECENT: usize = 8;
 
 thread_local! {
-    static RECENT_NAMES: RefCell<Vec<Name>> = const { RefCell::new(Vec::new()) };
+    static RECENT_NAMES: RefCell<Recent> = const { RefCell::new(Recent::EMPTY) };
     /// Span names (`&'static str`) by address, and their metric types.
     static METRICS: RefCell<Vec<(usize, usize, MetricType)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether two short texts are equal, by two overlapping word loads for lengths 4 to 16
-/// (symbols and strategy names) rather than a call to `memcmp` per candidate.
-#[inline]
-fn same_text(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
+/// A text of at most 24 bytes by value: its length and three words that together hold
+/// every byte (overlapping where the text is shorter), so two such texts are equal
+/// exactly when their `Short`s are. Symbols and strategy names nearly always fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Short {
+    len: u64,
+    words: [u64; 3],
+}
+
+impl Short {
+    /// Matches no text: no text is that long.
+    const NONE: Short = Short {
+        len: u64::MAX,
+        words: [0; 3],
+    };
+
+    #[inline]
+    fn of(text: &[u8]) -> Option<Short> {
+        // The 8 (or 4) bytes at `at`, little-endian; in range for the lengths below.
+        let word = |at: usize| {
+            text.get(at..at + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let half = |at: usize| {
+            text.get(at..at + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, |b| u64::from(u32::from_le_bytes(b)))
+        };
+        let len = text.len();
+        let words = match len {
+            17..=24 => [word(0), word(8), word(len - 8)],
+            8..=16 => [word(0), word(len - 8), 0],
+            4..=7 => [half(0), half(len - 4), 0],
+            0..=3 => [
+                text.iter()
+                    .rev()
+                    .fold(0, |w, &byte| (w << 8) | u64::from(byte)),
+                0,
+                0,
+            ],
+            _ => return None,
+        };
+        Some(Short {
+            len: len as u64,
+            words,
+        })
     }
-    fn word<const W: usize>(s: &[u8], at: usize) -> [u8; W] {
-        s.get(at..at + W)
-            .and_then(|w| w.try_into().ok())
-            .unwrap_or([0; W])
+}
+
+/// The names a thread saw last, by their text's value, replaced in turn.
+struct Recent {
+    keys: [Short; RECENT],
+    names: [Option<Name>; RECENT],
+    next: usize,
+}
+
+impl Recent {
+    const EMPTY: Recent = Recent {
+        keys: [Short::NONE; RECENT],
+        names: [None; RECENT],
+        next: 0,
+    };
+
+    /// The name of `key`: every slot compared, without a branch per slot (the symbols
+    /// of successive spans take turns, and a search that stopped at the first match
+    /// mispredicted where it stopped).
+    #[inline]
+    fn find(&self, key: &Short) -> Option<Name> {
+        let mut hit = RECENT;
+        for (i, k) in self.keys.iter().enumerate() {
+            if k == key {
+                hit = i;
+            }
+        }
+        self.names.get(hit).copied().flatten()
     }
-    match n {
-        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
-        4..=7 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
-        _ => a == b,
+
+    fn insert(&mut self, key: Short, name: Name) {
+        let at = self.next % RECENT;
+        if let (Some(k), Some(n)) = (self.keys.get_mut(at), self.names.get_mut(at)) {
+            *k = key;
+            *n = Some(name);
+        }
+        self.next = (at + 1) % RECENT;
     }
 }
 
 fn recent_name(text: &str) -> Name {
+    let Some(key) = Short::of(text.as_bytes()) else {
+        return Name::new(text);
+    };
     RECENT_NAMES.with(|recent| {
         let mut recent = recent.borrow_mut();
-        if let Some(i) = recent
-            .iter()
-            .position(|n| same_text(n.as_str().as_bytes(), text.as_bytes()))
-        {
-            return recent[i];
+        if let Some(name) = recent.find(&key) {
+            return name;
         }
         let name = Name::new(text);
-        if recent.len() == RECENT {
-            recent.pop();
-        }
-        recent.insert(0, name);
+        recent.insert(key, name);
         name
     })
 }
@@ -231,6 +296,11 @@ where
             strategy_name: timing.strategy,
             ..closed.event(metric_of(span.name()), end_ns)
         };
+        // The registry's guards go first: releasing them (locked instructions) after the
+        // event's stores into storage made them wait for those stores.
+        drop(extensions);
+        drop(parent);
+        drop(span);
         // A span's own measurement with the process clock: valid by construction.
         self.bus.emit_measured(event);
     }
@@ -238,21 +308,55 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::same_text;
+    use super::{Short, recent_name};
 
     #[test]
-    fn short_texts_compare_byte_for_byte() {
-        for n in 0..=20usize {
+    fn short_texts_are_equal_exactly_when_their_values_are() {
+        for n in 0..=24usize {
             let a: Vec<u8> = (0..n).map(|i| b'A' + i as u8).collect();
-            assert!(same_text(&a, &a.clone()), "length {n}");
+            assert_eq!(Short::of(&a), Short::of(&a.clone()), "length {n}");
             // A difference at any position is seen.
             for at in 0..n {
                 let mut b = a.clone();
                 b[at] = b'z';
-                assert!(!same_text(&a, &b), "length {n}, byte {at}");
+                assert_ne!(Short::of(&a), Short::of(&b), "length {n}, byte {at}");
             }
-            let longer = [a.as_slice(), b"x"].concat();
-            assert!(!same_text(&a, &longer), "length {n} against {}", n + 1);
+            let longer = [a.as_slice(), b"A"].concat();
+            assert_ne!(
+                Short::of(&a),
+                Short::of(&longer),
+                "length {n} against {}",
+                n + 1
+            );
+        }
+        // Zero bytes are text too, not padding.
+        assert_ne!(Short::of(b"ab"), Short::of(b"ab\0"));
+        assert_ne!(Short::of(b""), Short::of(b"\0"));
+        assert_eq!(Short::of(&[b'x'; 25]), None);
+    }
+
+    #[test]
+    fn recent_names_are_the_interned_names_of_their_texts() {
+        let long = "a-strategy-name-longer-than-twenty-four-bytes";
+        for text in [
+            "BTCUSDT",
+            "ETHUSDT",
+            "",
+            "sma",
+            long,
+            "donchian-breakout",
+            "BTCUSDT",
+            long,
+        ] {
+            assert_eq!(recent_name(text).as_str(), text);
+        }
+        // Past the eight kept, the oldest are found again through the interner.
+        for i in 0..20 {
+            let text = format!("SYM{i}");
+            assert_eq!(recent_name(&text).as_str(), text);
+        }
+        for text in ["BTCUSDT", "SYM0", "SYM19", "donchian-breakout"] {
+            assert_eq!(recent_name(text).as_str(), text);
         }
     }
 }
