@@ -88,6 +88,7 @@ const RECENT: usize = 8;
 
 thread_local! {
     static RECENT_NAMES: RefCell<Recent> = const { RefCell::new(Recent::EMPTY) };
+    static LONG_NAMES: RefCell<Vec<Name>> = const { RefCell::new(Vec::new()) };
     /// Span names (`&'static str`) by address, and their metric types.
     static METRICS: RefCell<Vec<(usize, usize, MetricType)>> = const { RefCell::new(Vec::new()) };
 }
@@ -142,7 +143,9 @@ impl Short {
     }
 }
 
-/// The names a thread saw last, by their text's value, replaced in turn.
+/// The names a thread saw last, by their text's value, replaced in turn. Nothing in it
+/// needs dropping, so the thread-local holding it is reached without a destructor's
+/// bookkeeping (a `Vec` in it made the layer 4% slower).
 struct Recent {
     keys: [Short; RECENT],
     names: [Option<Name>; RECENT],
@@ -180,9 +183,25 @@ impl Recent {
     }
 }
 
+/// The name of a text longer than a [`Short`] holds: the thread's recent long names,
+/// newest first, compared as text.
+#[cold]
+fn long_name(text: &str) -> Name {
+    LONG_NAMES.with(|long| {
+        let mut long = long.borrow_mut();
+        if let Some(name) = long.iter().find(|n| n.as_str() == text) {
+            return *name;
+        }
+        let name = Name::new(text);
+        long.truncate(RECENT - 1);
+        long.insert(0, name);
+        name
+    })
+}
+
 fn recent_name(text: &str) -> Name {
     let Some(key) = Short::of(text.as_bytes()) else {
-        return Name::new(text);
+        return long_name(text);
     };
     RECENT_NAMES.with(|recent| {
         let mut recent = recent.borrow_mut();
@@ -308,7 +327,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{Short, recent_name};
+    use super::{LONG_NAMES, Short, recent_name};
 
     #[test]
     fn short_texts_are_equal_exactly_when_their_values_are() {
@@ -338,7 +357,9 @@ mod tests {
     #[test]
     fn recent_names_are_the_interned_names_of_their_texts() {
         let long = "a-strategy-name-longer-than-twenty-four-bytes";
+        let longer = "another-strategy-name-longer-than-twenty-four-bytes";
         for text in [
+            longer,
             "BTCUSDT",
             "ETHUSDT",
             "",
@@ -355,8 +376,21 @@ mod tests {
             let text = format!("SYM{i}");
             assert_eq!(recent_name(&text).as_str(), text);
         }
-        for text in ["BTCUSDT", "SYM0", "SYM19", "donchian-breakout"] {
+        for text in [
+            "BTCUSDT",
+            "SYM0",
+            "SYM19",
+            "donchian-breakout",
+            longer,
+            long,
+        ] {
             assert_eq!(recent_name(text).as_str(), text);
         }
+        // Long names too are kept up to eight.
+        for i in 0..20 {
+            let text = format!("a-long-strategy-name-number-{i}");
+            assert_eq!(recent_name(&text).as_str(), text);
+        }
+        LONG_NAMES.with(|long| assert_eq!(long.borrow().len(), 8));
     }
 }
