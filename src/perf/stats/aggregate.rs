@@ -364,7 +364,9 @@ impl Aggregate {
     /// a.record(&PerformanceContract::new(MetricType::Tick, 3.0, 20.0).with_previous_timestamp(5.0).with_self_duration(1.0));
     /// assert_eq!((a.self_total(), a.wait_mean(), a.wait_min(), a.wait_max()), (1.0, 15.0, 15.0, 15.0));
     /// ```
-    #[inline]
+    // Always inlined: in the storage's loop over a batch, the call's prologue and spills
+    // were 12 of 477 instructions an event (cachegrind).
+    #[inline(always)]
     pub fn record(&mut self, event: &PerformanceContract) {
         let d = event.duration;
         self.latencies.record(d, self.count);
