@@ -207,9 +207,11 @@ pub struct SpanTrees {
     sampler: Sampler,
     salt: u64,
     scope: InstrumentationScope,
-    waiting: HashMap<u64, Vec<PerformanceContract>>,
+    /// Subtrees by the id of the parent they wait for. Looked up twice an event: foldhash
+    /// rather than SipHash.
+    waiting: HashMap<u64, Vec<PerformanceContract>, foldhash::fast::RandomState>,
     waiting_spans: usize,
-    names: HashMap<StorageKey, (Value, Value)>,
+    names: HashMap<StorageKey, (Value, Value), crate::key::Prehashed>,
     next_free_id: u64,
     report: SpanExportReport,
 }
@@ -224,9 +226,9 @@ impl SpanTrees {
             scope: InstrumentationScope::builder(SCOPE)
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             waiting_spans: 0,
-            names: HashMap::new(),
+            names: HashMap::default(),
             // Events without an id get one above every id the bus hands out.
             next_free_id: crate::event::MAX_ID + 1,
             report: SpanExportReport::default(),
