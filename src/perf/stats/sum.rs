@@ -43,6 +43,15 @@ impl Sum {
         self.total = t;
     }
 
+    /// Adds another sum's total, keeping both compensations.
+    ///
+    /// ```
+    /// use backtest_perf::stats::Sum;
+    /// let mut a: Sum = [1e16, 1.0].into_iter().collect();
+    /// let b: Sum = [-1e16, 1.0].into_iter().collect();
+    /// a.merge(&b);
+    /// assert_eq!(a.value(), 2.0);
+    /// ```
     pub fn merge(&mut self, other: &Sum) {
         self.add(other.total);
         self.compensation += other.compensation;
