@@ -23,3 +23,4 @@ pub mod thresholds;
 #[cfg(feature = "tracing-layer")]
 pub mod tracing_layer;
 pub mod tracker;
+mod window;

@@ -34,7 +34,6 @@
 //! assert_eq!(snapshot.metrics[0].aggregate.count(), 3, "the whole run");
 //! ```
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -44,9 +43,10 @@ use parking_lot::Mutex;
 use super::emitter::{
     Chaining, EmitterInner, PerformanceEmitter, Sink, SubscriberId, fill_previous,
 };
-use super::event::{InvalidEvent, MetricType, PerformanceContract, prefetch_slot};
+use super::event::{InvalidEvent, MetricType, PerformanceContract};
 use super::key::{KeyedBatch, Prehashed, StorageKey};
 use super::stats::Aggregate;
+use super::window::Window;
 
 /// Number of shards once `max_keys` reaches [`SHARDED_FROM_KEYS`].
 pub const SHARDS: usize = 16;
@@ -103,28 +103,10 @@ struct MetricState {
     last_timestamp: Option<f64>,
 }
 
-/// A window grows by doubling up to this many slots (128 KB), then to its whole
-/// `max_events` at once. The memory of a slot is touched only when an event is written
-/// there, so a window that will not fill costs no more memory that way. Doubling on to
-/// 10,000 slots copied about 14,000 slots into new memory on the run's thread: a year's
-/// run with tracking on took about 100 more page faults (456 against 350).
-const DOUBLING_UP_TO: usize = 1024;
-
-/// Prefetches the window slot the key's next event will be copied into. That slot was
-/// last written a whole window ago and sits far out in memory: copying into it cold made
-/// the storage's lock release wait for it on every event (see [`prefetch_slot`]).
-#[inline(always)]
-fn prefetch_next_slot(window: &VecDeque<PerformanceContract>) {
-    let (front, back) = window.as_slices();
-    let newest = if back.is_empty() { front } else { back };
-    // One past the newest event: the next slot, unless the ring wraps there.
-    prefetch_slot(newest.as_ptr_range().end);
-}
-
 #[derive(Default)]
 struct KeyStorage {
-    /// Oldest at the front, newest at the back.
-    events: VecDeque<PerformanceContract>,
+    /// The newest events.
+    events: Window,
     /// A handful of types per key: a linear scan beats hashing.
     metrics: Vec<MetricState>,
     /// Where each built-in type is in `metrics` (plus one; 0: not yet), so the engine's
@@ -216,49 +198,19 @@ impl KeyStorage {
         self.push_run_window(events, max);
     }
 
-    /// The window's part of a run: one copy of the newest `max` events.
+    /// The window's part of a run: one or two copies of the newest `max` events.
     #[inline]
     fn push_run_window(&mut self, events: &[PerformanceContract], max: usize) {
-        let kept = &events[events.len().saturating_sub(max)..];
-        let overflow = (self.events.len() + kept.len()).saturating_sub(max);
-        // The oldest fall off the front (`Copy` events: nothing to drop).
-        self.events.drain(..overflow);
-        self.make_room(kept.len(), max);
-        self.events.extend(kept);
-        self.dropped += (overflow + events.len() - kept.len()) as u64;
+        self.dropped += self.events.extend(events, max);
     }
 
     /// Keeps the event in the window only (its aggregate is counted elsewhere).
     #[inline]
     fn push_window(&mut self, event: &PerformanceContract, max: usize) {
-        if self.events.len() >= max {
-            // Not read: the oldest event is cold in memory, and `first_seq` tells which
-            // types it could have belonged to.
-            self.events.pop_front();
-            self.dropped += 1;
-        }
-        self.make_room(1, max);
-        self.events.push_back(*event);
+        // The oldest event that falls off is not read: it is cold in memory, and
+        // `first_seq` tells which types it could have belonged to.
+        self.dropped += u64::from(self.events.push(event, max));
         self.pushed += 1;
-        prefetch_next_slot(&self.events);
-    }
-
-    /// Room in the window for `more` events: grown by doubling up to
-    /// [`DOUBLING_UP_TO`] slots, then to `max` at once, and never past `max` slots, so a
-    /// full window of the default 10,000 events takes 10,000 slots (doubling from 8,192
-    /// took 16,384: 0.8 MB more a key for nothing).
-    #[inline]
-    fn make_room(&mut self, more: usize, max: usize) {
-        let needed = self.events.len() + more;
-        if needed > self.events.capacity() {
-            let doubled = if self.events.capacity() >= DOUBLING_UP_TO {
-                max
-            } else {
-                (self.events.capacity() * 2).max(16)
-            };
-            let target = doubled.clamp(needed, max.max(needed));
-            self.events.reserve_exact(target - self.events.len());
-        }
     }
 
     /// Takes in everything `other` holds (another thread's state for the same new key).
@@ -276,7 +228,7 @@ impl KeyStorage {
                 (a, b) => a.or(b),
             };
         }
-        for event in &other.events {
+        for event in other.events.iter() {
             self.push_window(event, max);
         }
     }
@@ -1030,7 +982,10 @@ mod tests {
                 (storage.events.len(), storage.events.capacity()),
                 (max, max)
             );
-            assert_eq!(storage.events.front().map(|e| e.timestamp), Some(15_000.0));
+            assert_eq!(
+                storage.events.iter().next().map(|e| e.timestamp),
+                Some(15_000.0)
+            );
             assert_eq!(storage.dropped, 15_000);
         }
         let mut small = KeyStorage::default();
@@ -1039,7 +994,7 @@ mod tests {
         }
         assert_eq!(small.events.capacity(), 16, "grown from 16 slots");
         let mut past_doubling = KeyStorage::default();
-        for e in &events[..DOUBLING_UP_TO + 1] {
+        for e in &events[..crate::perf::window::DOUBLING_UP_TO + 1] {
             past_doubling.push(e, max);
         }
         assert_eq!(
