@@ -34,6 +34,9 @@ use super::event::{MAX_ID, MetricType, PerformanceContract};
 struct ProcessClock {
     clock: quanta::Clock,
     origin: u64,
+    /// Nanoseconds per raw tick, times 2^32: quanta's calibration, taken once, so that a
+    /// reading converts with one multiplication and a fixed shift.
+    ns_per_tick_q32: u64,
     origin_epoch_ms: f64,
 }
 
@@ -42,12 +45,15 @@ fn process_clock() -> &'static ProcessClock {
     CLOCK.get_or_init(|| {
         let clock = quanta::Clock::new();
         let origin = clock.raw();
+        // What 2^32 ticks last in ns (2^32 itself when the clock counts ns already).
+        let ns_per_tick_q32 = clock.delta_as_nanos(0, 1 << 32);
         let origin_epoch_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         ProcessClock {
             clock,
             origin,
+            ns_per_tick_q32,
             origin_epoch_ms,
         }
     })
@@ -63,7 +69,9 @@ fn process_clock() -> &'static ProcessClock {
 #[inline]
 pub fn now_ns() -> u64 {
     let clock = process_clock();
-    clock.clock.delta_as_nanos(clock.origin, clock.clock.raw())
+    let ticks = clock.clock.raw().saturating_sub(clock.origin);
+    // The product fits u128; the result fits u64 until 2^64 ns (584 years) have passed.
+    ((u128::from(ticks) * u128::from(clock.ns_per_tick_q32)) >> 32) as u64
 }
 
 /// `n` as a float, for counts and nanoseconds on the hot path: `n as f64` up to 2^63 - 1
