@@ -487,40 +487,11 @@ impl HookTimer {
         }
         let (start_ns, depth) = (open.start_ns, open.depth);
         let closed = span::exit_at(open, end_ns);
-        let mut thread_cpu_ms = None;
-        if self.tracker.is_enabled() {
-            // The tracker's bookkeeping (the metadata below) is not the hook's memory.
-            let _own = crate::tracker::memory::Uncounted::begin();
-            let cpu_start = if hook == Hook::Tick {
-                self.tick_cpu_ns.take()
-            } else {
-                None
-            };
-            // The second system call only for a tick that is listed: over its threshold
-            // (a slow hook), or kept by the tracker (a warm-up or among the slowest).
-            let listed = |closed: &span::Closed| {
-                closed.parent.is_some()
-                    || closed.duration_ns > self.thresholds_ns[hook as usize]
-                    || self.tracker.would_keep_root(closed.duration_ns)
-            };
-            thread_cpu_ms = cpu_start.filter(|_| listed(&closed)).and_then(|cpu_start| {
-                span::thread_cpu_ns().map(|cpu_end| cpu_end.saturating_sub(cpu_start) as f64 / 1e6)
-            });
-            let meta = thread_cpu_ms.map(|cpu_ms| serde_json::json!({ "threadCpuMs": cpu_ms }));
-            let memory_at_start = match hook {
-                Hook::GetSignal => self.signal_memory.take(),
-                Hook::Tick => self.tick_memory.take(),
-                _ => None,
-            };
-            self.tracker.record_measured_with_memory(
-                hook.name(),
-                start_ns,
-                depth,
-                &closed,
-                meta,
-                memory_at_start,
-            );
-        }
+        let thread_cpu_ms = if self.tracker.is_enabled() {
+            self.track(hook, start_ns, depth, &closed)
+        } else {
+            None
+        };
         if closed.duration_ns > self.thresholds_ns[hook as usize] {
             self.slow_hook(hook, (start_ns, end_ns), closed.duration_ns, thread_cpu_ms);
         }
@@ -543,6 +514,52 @@ impl HookTimer {
         if hook == Hook::Tick && self.buffer.len() >= BATCH {
             self.flush();
         }
+    }
+
+    /// Hands a timed hook to the run's tracker (its timeline and slow operations), with
+    /// the thread's CPU time of a listed tick; returns that CPU time, ms. Out of line:
+    /// only a run with a timeline or memory tracking comes here, and inlined, its
+    /// registers made every hook's recording save and restore more of them.
+    #[inline(never)]
+    fn track(
+        &mut self,
+        hook: Hook,
+        start_ns: u64,
+        depth: u32,
+        closed: &span::Closed,
+    ) -> Option<f64> {
+        // The tracker's bookkeeping (the metadata below) is not the hook's memory.
+        let _own = crate::tracker::memory::Uncounted::begin();
+        let cpu_start = if hook == Hook::Tick {
+            self.tick_cpu_ns.take()
+        } else {
+            None
+        };
+        // The second system call only for a tick that is listed: over its threshold
+        // (a slow hook), or kept by the tracker (a warm-up or among the slowest).
+        let listed = |closed: &span::Closed| {
+            closed.parent.is_some()
+                || closed.duration_ns > self.thresholds_ns[hook as usize]
+                || self.tracker.would_keep_root(closed.duration_ns)
+        };
+        let thread_cpu_ms = cpu_start.filter(|_| listed(closed)).and_then(|cpu_start| {
+            span::thread_cpu_ns().map(|cpu_end| cpu_end.saturating_sub(cpu_start) as f64 / 1e6)
+        });
+        let meta = thread_cpu_ms.map(|cpu_ms| serde_json::json!({ "threadCpuMs": cpu_ms }));
+        let memory_at_start = match hook {
+            Hook::GetSignal => self.signal_memory.take(),
+            Hook::Tick => self.tick_memory.take(),
+            _ => None,
+        };
+        self.tracker.record_measured_with_memory(
+            hook.name(),
+            start_ns,
+            depth,
+            closed,
+            meta,
+            memory_at_start,
+        );
+        thread_cpu_ms
     }
 
     /// Reads the allocation counters as the signal function starts, when the tracker
