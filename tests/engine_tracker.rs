@@ -165,3 +165,100 @@ fn user_steps_reach_the_bus_nested_and_sampling_keeps_counts_exact() {
         );
     }
 }
+
+/// An exchange of a user's own that times work inside its candle queries.
+struct TimedLookups {
+    inner: SyntheticExchange,
+    bus: PerformanceEmitter,
+}
+
+impl backtest_perf::engine::Exchange for TimedLookups {
+    fn series(
+        &self,
+        symbol: backtest_perf::Name,
+    ) -> Result<&backtest_perf::engine::CandleSeries, backtest_perf::engine::ExchangeError> {
+        self.bus
+            .time("lookup", "TRK", "measured", || self.inner.series(symbol))
+    }
+    fn symbols(&self) -> Vec<backtest_perf::Name> {
+        self.inner.symbols()
+    }
+}
+
+/// This crate's exchanges time nothing inside a candle fetch, so the engine closes each
+/// fetch without pushing it on the thread's stack; an exchange of the user's own may time
+/// work inside one, and that work nests under the fetch. Both ways, a fetch sits under
+/// its getSignal and self times add up to the ticks' durations.
+#[test]
+fn candle_fetches_nest_alike_from_this_crates_exchanges_and_a_users() {
+    use backtest_perf::PerformanceService;
+    for user_exchange in [false, true] {
+        let bus = PerformanceEmitter::new();
+        let service = PerformanceService::attached_with(
+            &bus,
+            backtest_perf::StorageConfig {
+                max_events: 100_000,
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        let timed = TimedLookups {
+            inner: exchange(),
+            bus: bus.clone(),
+        };
+        let plain = exchange();
+        let exchange: &dyn backtest_perf::engine::Exchange =
+            if user_exchange { &timed } else { &plain };
+        let result = Backtest::new(exchange, "TRK")
+            .unwrap()
+            .with_bus(bus.clone())
+            .run(&mut Measured)
+            .unwrap();
+        let data = service.get_data("TRK", "measured");
+        let by_id = |id: u64| data.events.iter().find(|e| e.id == Some(id)).unwrap();
+        let of = |metric: MetricType| -> Vec<_> {
+            data.events
+                .iter()
+                .filter(|e| e.metric_type == metric)
+                .collect()
+        };
+        let fetches = of(MetricType::GetCandles);
+        assert_eq!(fetches.len() as u64, result.frames);
+        for fetch in &fetches {
+            let signal = by_id(fetch.parent_id.unwrap());
+            assert_eq!(signal.metric_type, MetricType::GetSignal);
+        }
+        // The lookups timed inside a fetch (one each); those of `Backtest::new`, outside
+        // any hook, have no parent.
+        let inside: Vec<_> = of(MetricType::custom("lookup"))
+            .into_iter()
+            .filter(|e| e.parent_id.is_some())
+            .collect();
+        assert_eq!(inside.len(), if user_exchange { fetches.len() } else { 0 });
+        for lookup in inside {
+            let fetch = by_id(lookup.parent_id.unwrap());
+            assert_eq!(fetch.metric_type, MetricType::GetCandles);
+            assert!(fetch.self_time() <= fetch.duration - lookup.duration + 1e-9);
+        }
+        let ticks = &data.metric_stats[&MetricType::Tick];
+        let nested_self: f64 = data
+            .metric_stats
+            .iter()
+            .map(|(metric, m)| {
+                let outside = data
+                    .events
+                    .iter()
+                    .filter(|e| e.metric_type == *metric && e.parent_id.is_none())
+                    .filter(|e| e.metric_type != MetricType::Tick)
+                    .map(|e| e.self_time())
+                    .sum::<f64>();
+                m.self_duration - outside
+            })
+            .sum();
+        assert!(
+            (nested_self - ticks.total_duration).abs() < 1e-6,
+            "{nested_self} vs {}",
+            ticks.total_duration
+        );
+    }
+}

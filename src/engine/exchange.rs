@@ -150,6 +150,18 @@ pub trait Exchange: Send + Sync {
         Ok(&series.candles()[to.saturating_sub(limit)..to])
     }
 
+    /// Whether serving candles runs nothing that is timed itself (no
+    /// [`time`](crate::time) call or tracker step inside [`series`](Self::series) or
+    /// the candle queries): the engine then closes each candle fetch it times without
+    /// pushing it on the thread's span stack, which costs less. Only this crate's
+    /// exchanges say so; the default, `false`, is right for every other, and an exchange
+    /// that says `true` and times work inside a fetch gets that work's self time counted
+    /// in the fetch's parent as well.
+    #[doc(hidden)]
+    fn serves_untimed(&self) -> bool {
+        false
+    }
+
     /// The series, if it serves `interval`.
     ///
     /// ```
@@ -235,6 +247,9 @@ impl MemoryExchange {
 }
 
 impl Exchange for MemoryExchange {
+    fn serves_untimed(&self) -> bool {
+        true
+    }
     fn series(&self, symbol: Name) -> Result<&CandleSeries, ExchangeError> {
         self.series
             .get(&symbol)
@@ -334,6 +349,9 @@ impl SyntheticExchange {
 }
 
 impl Exchange for CsvExchange {
+    fn serves_untimed(&self) -> bool {
+        true
+    }
     fn series(&self, symbol: Name) -> Result<&CandleSeries, ExchangeError> {
         self.0.series(symbol)
     }
@@ -343,6 +361,9 @@ impl Exchange for CsvExchange {
 }
 
 impl Exchange for SyntheticExchange {
+    fn serves_untimed(&self) -> bool {
+        true
+    }
     fn series(&self, symbol: Name) -> Result<&CandleSeries, ExchangeError> {
         self.0.series(symbol)
     }

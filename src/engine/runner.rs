@@ -306,6 +306,7 @@ impl<'a> Backtest<'a> {
             Data::Series { exchange, series } => Source::Series {
                 exchange: *exchange,
                 series,
+                untimed: exchange.serves_untimed(),
             },
             Data::Synthetic { symbol, config } => Source::Window(Box::new(
                 Window::synthetic(*symbol, config, self.config.stream_lookback).map_err(|e| {
@@ -473,11 +474,11 @@ impl<'a> Backtest<'a> {
             }
             // Between ticks: a window makes the candles the tick may need.
             source.advance(when)?;
-            let tick = timer.start_tick();
             let mut next = when + self.frame.interval.millis();
             if last_call.is_none_or(|t| when - t >= throttle) {
                 last_call = Some(when);
-                let signal_started = timer.start_with(&tick);
+                // The tick and the signal function start together.
+                let (tick, signal_started) = timer.start_tick_and_signal();
                 let mut ctx = Context {
                     source: &source,
                     when,
@@ -486,14 +487,21 @@ impl<'a> Backtest<'a> {
                     vwap_candles: self.config.vwap_candles,
                 };
                 ctx.timer.mark_signal_memory();
-                let signal = strategy.get_signal(&mut ctx);
-                // The tick and the signal function start together; they end together too
-                // unless a signal is then handled.
-                let asked = timer.finish(Hook::GetSignal, signal_started, when);
-                let signal = match signal {
-                    Ok(signal) => signal,
+                // The tick ends with the signal function unless a signal is then handled.
+                match strategy.get_signal(&mut ctx) {
+                    Ok(None) => timer.finish_signal_and_tick(signal_started, tick, when),
+                    Ok(Some(signal)) => {
+                        let _ = timer.finish(Hook::GetSignal, signal_started, when);
+                        if let Some(resume) =
+                            self.handle(signal, when, &mut source, &mut timer, &mut result)?
+                        {
+                            next = next.max(self.frame.first_at_or_after(resume));
+                        }
+                        let _ = timer.finish(Hook::Tick, tick, when);
+                    }
                     Err(source) => {
                         // The run stops; its last tick and signal call are recorded as failed.
+                        let asked = timer.finish(Hook::GetSignal, signal_started, when);
                         timer.fail_last(Hook::GetSignal);
                         timer.finish_at(Hook::Tick, tick, asked, when);
                         timer.fail_last(Hook::Tick);
@@ -503,19 +511,9 @@ impl<'a> Backtest<'a> {
                             source,
                         });
                     }
-                };
-                match signal {
-                    Some(signal) => {
-                        if let Some(resume) =
-                            self.handle(signal, when, &mut source, &mut timer, &mut result)?
-                        {
-                            next = next.max(self.frame.first_at_or_after(resume));
-                        }
-                        let _ = timer.finish(Hook::Tick, tick, when);
-                    }
-                    None => timer.finish_at(Hook::Tick, tick, asked, when),
                 }
             } else {
+                let tick = timer.start_tick();
                 let _ = timer.finish(Hook::Tick, tick, when);
             }
             result.frames += 1;
@@ -639,7 +637,7 @@ impl<'a> Backtest<'a> {
         timer: &mut HookTimer,
     ) -> Result<Outcome, ExchangeError> {
         let (wait, lifetime) = self.wait_and_lifetime(signal);
-        let fetched = timer.start();
+        let fetched = timer.start_fetch(series);
         let candles = series.from(when, last - first + 1);
         let _ = timer.finish(Hook::GetCandles, fetched, when);
         let candles = candles?;

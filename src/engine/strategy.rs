@@ -241,7 +241,7 @@ impl<'r> Context<'r> {
     /// }
     /// ```
     pub fn candles(&mut self, limit: usize) -> Result<&'r [Candle], ExchangeError> {
-        let started = self.timer.start();
+        let started = self.timer.start_fetch(self.source);
         let candles = self.source.closed(self.when, limit);
         let _ = self.timer.finish(Hook::GetCandles, started, self.when);
         candles
@@ -269,7 +269,7 @@ pub(crate) fn average_price(
     n: usize,
     timer: &mut HookTimer,
 ) -> Result<Option<f64>, ExchangeError> {
-    let started = timer.start();
+    let started = timer.start_fetch(source);
     let result = source.closed(when, n).map(vwap);
     let _ = timer.finish(Hook::GetAveragePrice, started, when);
     result

@@ -22,6 +22,8 @@ pub(crate) enum Source<'a> {
     Series {
         exchange: &'a dyn Exchange,
         series: &'a CandleSeries,
+        /// The exchange [`serves_untimed`](Exchange::serves_untimed), asked once.
+        untimed: bool,
     },
     Window(Box<Window>),
 }
@@ -75,6 +77,16 @@ impl Source<'_> {
         }
     }
 
+    /// Whether fetching candles from here times nothing inside the fetch: this crate's
+    /// windows and exchanges (see [`Exchange::serves_untimed`]).
+    #[inline]
+    pub(crate) fn fetches_untimed(&self) -> bool {
+        match self {
+            Source::Series { untimed, .. } => *untimed,
+            Source::Window(_) => true,
+        }
+    }
+
     /// Gets ready for a tick at `when` (a window makes and drops candles).
     #[inline]
     pub(crate) fn advance(&mut self, when: Millis) -> Result<(), ExchangeError> {
@@ -97,9 +109,9 @@ impl Source<'_> {
     #[inline]
     pub(crate) fn closed(&self, when: Millis, limit: usize) -> Result<&[Candle], ExchangeError> {
         match self {
-            Source::Series { exchange, series } => {
-                exchange.get_closed_candles(series.symbol(), series.interval(), when, limit)
-            }
+            Source::Series {
+                exchange, series, ..
+            } => exchange.get_closed_candles(series.symbol(), series.interval(), when, limit),
             Source::Window(w) => w.closed(when, limit),
         }
     }
@@ -109,9 +121,9 @@ impl Source<'_> {
     #[inline]
     pub(crate) fn from(&self, since: Millis, limit: usize) -> Result<&[Candle], ExchangeError> {
         match self {
-            Source::Series { exchange, series } => {
-                exchange.get_candles(series.symbol(), series.interval(), since, limit)
-            }
+            Source::Series {
+                exchange, series, ..
+            } => exchange.get_candles(series.symbol(), series.interval(), since, limit),
             Source::Window(w) => {
                 let from = w.first_open_at_or_after(since);
                 w.slice(from, from.saturating_add(limit).min(w.len()))

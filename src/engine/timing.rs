@@ -17,6 +17,7 @@
 use chrono::{DateTime, Utc};
 
 use super::candle::{Millis, to_utc};
+use super::stream::Source;
 use serde::Serialize;
 
 use crate::span::{self, Open};
@@ -311,7 +312,17 @@ impl Hook {
 /// A started hook: `None` when tracking was off at its start.
 #[derive(Debug)]
 #[must_use = "finish the hook to record it"]
-pub(crate) struct Started(Option<Open>);
+pub(crate) struct Started(Option<Begun>);
+
+/// How a timed hook began.
+#[derive(Debug)]
+enum Begun {
+    /// On the thread's span stack: operations may open inside it.
+    Open(Open),
+    /// At this moment (ns of the process clock), not pushed: a leaf, inside which nothing
+    /// is timed, closed with [`span::close_leaf`].
+    Leaf(u64),
+}
 
 /// The moment a hook finished (ns of the process clock), to start or finish an adjacent
 /// hook with: one clock read serves both. `None` when tracking was off.
@@ -418,7 +429,21 @@ impl HookTimer {
     /// Starts timing a hook now.
     #[inline]
     pub(crate) fn start(&self) -> Started {
-        Started(self.timing().then(|| span::enter_at(span::now_ns())))
+        Started(
+            self.timing()
+                .then(|| Begun::Open(span::enter_at(span::now_ns()))),
+        )
+    }
+
+    /// Starts timing a candle fetch from `source` now: as a leaf, never pushed on the
+    /// thread's span stack, when nothing inside it can be timed (this crate's exchanges
+    /// and windows); otherwise as [`start`](Self::start) does.
+    #[inline(always)]
+    pub(crate) fn start_fetch(&self, source: &Source<'_>) -> Started {
+        if !source.fetches_untimed() {
+            return self.start();
+        }
+        Started(self.timing().then(|| Begun::Leaf(span::now_ns())))
     }
 
     /// Whether hooks started now are timed: the bus is on and the tick is not left
@@ -432,41 +457,59 @@ impl HookTimer {
     /// read around it too, so a slow tick says whether its thread ran or waited.
     #[inline]
     pub(crate) fn start_tick(&mut self) -> Started {
-        // Read before the clock, so that the system call is not in the tick's time; only
-        // for a tick that is timed (a sampled run leaves most untimed).
-        if self.timing() && self.tracker.is_enabled() {
-            self.tick_cpu_ns = span::thread_cpu_ns();
-            self.tick_memory = self.tracker.memory_counters();
+        if self.timing() {
+            self.read_tick_cpu();
         }
         self.start()
     }
 
-    /// Starts timing a hook nested in `outer` at the moment `outer` started.
+    /// Reads the thread's CPU time and allocation counters as a timed tick starts, while
+    /// the tracker records: before the clock, so that the system call is not in the
+    /// tick's time.
     #[inline]
-    pub(crate) fn start_with(&self, outer: &Started) -> Started {
-        Started(outer.0.as_ref().map(|o| span::enter_at(o.start_ns)))
+    fn read_tick_cpu(&mut self) {
+        if self.tracker.is_enabled() {
+            self.tick_cpu_ns = span::thread_cpu_ns();
+            self.tick_memory = self.tracker.memory_counters();
+        }
+    }
+
+    /// Starts timing a tick and the signal function it calls at once, as
+    /// [`start_tick`](Self::start_tick) and then starting the signal function at the same
+    /// moment would, with one visit to the thread's span stack.
+    #[inline]
+    pub(crate) fn start_tick_and_signal(&mut self) -> (Started, Started) {
+        if !self.timing() {
+            return (Started(None), Started(None));
+        }
+        self.read_tick_cpu();
+        let (tick, signal) = span::enter_pair_at(span::now_ns());
+        (
+            Started(Some(Begun::Open(tick))),
+            Started(Some(Begun::Open(signal))),
+        )
     }
 
     /// Finishes a hook started with [`start`](Self::start); `when` is the simulated time.
     /// Returns the moment it finished.
     #[inline]
     pub(crate) fn finish(&mut self, hook: Hook, started: Started, when: Millis) -> Ended {
-        let Some(open) = started.0 else {
+        let Some(begun) = started.0 else {
             if self.paused {
                 self.untimed[hook as usize] += 1;
             }
             return Ended(None);
         };
-        self.finish_timed(hook, open, when)
+        self.finish_timed(hook, begun, when)
     }
 
     /// [`finish`](Self::finish) of a timed hook, out of line: an untimed hook (31 in 32
     /// of a run sampled 1 in 32) then costs a branch and a count in the caller, not a
     /// call into the whole recording path.
     #[inline(never)]
-    fn finish_timed(&mut self, hook: Hook, open: Open, when: Millis) -> Ended {
+    fn finish_timed(&mut self, hook: Hook, begun: Begun, when: Millis) -> Ended {
         let end = span::now_ns();
-        self.record(hook, open, end, when);
+        self.record(hook, begun, end, when);
         Ended(Some(end))
     }
 
@@ -474,19 +517,75 @@ impl HookTimer {
     #[inline]
     pub(crate) fn finish_at(&mut self, hook: Hook, started: Started, end: Ended, when: Millis) {
         match (started.0, end.0) {
-            (Some(open), Some(end)) => self.record(hook, open, end, when),
+            (Some(begun), Some(end)) => self.record(hook, begun, end, when),
             _ if self.paused => self.untimed[hook as usize] += 1,
             _ => {}
         }
     }
 
     #[inline]
-    fn record(&mut self, hook: Hook, open: Open, end_ns: u64, when: Millis) {
+    fn record(&mut self, hook: Hook, begun: Begun, end_ns: u64, when: Millis) {
+        let (start_ns, closed, depth) = match begun {
+            Begun::Open(open) => {
+                let (start_ns, depth) = (open.start_ns, open.depth);
+                (start_ns, span::exit_at(open, end_ns), depth)
+            }
+            Begun::Leaf(start_ns) => {
+                let (closed, depth) = span::close_leaf(start_ns, end_ns);
+                (start_ns, closed, depth)
+            }
+        };
+        self.record_closed(hook, (start_ns, end_ns), depth, closed, when);
+    }
+
+    /// Finishes the signal function and the tick that called it at the same moment (the
+    /// tick had nothing else to do): what [`finish`](Self::finish) and then
+    /// [`finish_at`](Self::finish_at) with its moment do, with one visit to the thread's
+    /// span stack.
+    #[inline]
+    pub(crate) fn finish_signal_and_tick(&mut self, signal: Started, tick: Started, when: Millis) {
+        match (signal.0, tick.0) {
+            (Some(Begun::Open(signal)), Some(Begun::Open(tick))) => {
+                self.finish_pair_timed((signal, tick), when);
+            }
+            (signal, tick) => {
+                let end = self.finish(Hook::GetSignal, Started(signal), when);
+                self.finish_at(Hook::Tick, Started(tick), end, when);
+            }
+        }
+    }
+
+    /// [`finish_signal_and_tick`](Self::finish_signal_and_tick) of a timed tick, out of
+    /// line as [`finish_timed`](Self::finish_timed) is.
+    #[inline(never)]
+    fn finish_pair_timed(&mut self, (signal, tick): (Open, Open), when: Millis) {
+        let end_ns = span::now_ns();
+        let (signal_at, tick_at) = ((signal.start_ns, signal.depth), (tick.start_ns, tick.depth));
+        let (signal, tick) = span::exit_pair_at(signal, tick, end_ns);
+        self.record_closed(
+            Hook::GetSignal,
+            (signal_at.0, end_ns),
+            signal_at.1,
+            signal,
+            when,
+        );
+        self.record_closed(Hook::Tick, (tick_at.0, end_ns), tick_at.1, tick, when);
+    }
+
+    /// Records a closed hook that ran from `start_ns` to `end_ns` at `depth`. Always
+    /// inlined: called out of line, it took more instructions than it saved.
+    #[inline(always)]
+    fn record_closed(
+        &mut self,
+        hook: Hook,
+        (start_ns, end_ns): (u64, u64),
+        depth: u32,
+        closed: span::Closed,
+        when: Millis,
+    ) {
         if self.when.0 != when {
             self.when = (when, next_utc(self.when, when));
         }
-        let (start_ns, depth) = (open.start_ns, open.depth);
-        let closed = span::exit_at(open, end_ns);
         let thread_cpu_ms = if self.tracker.is_enabled() {
             self.track(hook, start_ns, depth, &closed)
         } else {

@@ -182,6 +182,18 @@ thread_local! {
     static UNTIMED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Runs `f` on this thread's state, as `STACK.with` does (and, as it does, panics if the
+/// thread's state is gone: a hook timed in a thread-local's destructor). Always inlined,
+/// down to the thread-local's address: `with` itself was called out of line on the hot
+/// path, reaching the thread-local through a function pointer.
+#[inline(always)]
+fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> R {
+    match STACK.try_with(|state| f(&mut state.borrow_mut())) {
+        Ok(r) => r,
+        Err(gone) => panic!("the thread's span stack is used after it was destroyed: {gone}"),
+    }
+}
+
 /// Marks this thread as inside an operation that a sampled run leaves untimed (the engine
 /// does this for the ticks it does not time): [`crate::facade::time`] and the tracker
 /// then count their operations without timing them, so the whole tick with everything
@@ -219,7 +231,7 @@ pub fn is_untimed() -> bool {
 /// ```
 #[inline]
 pub fn next_id() -> u64 {
-    STACK.with(|state| state.borrow_mut().next_id())
+    with_state(ThreadState::next_id)
 }
 
 struct Frame {
@@ -287,8 +299,7 @@ impl Closed {
 /// ```
 #[inline]
 pub fn enter_at(start_ns: u64) -> Open {
-    let (id, parent, depth) = STACK.with(|state| {
-        let mut state = state.borrow_mut();
+    let (id, parent, depth) = with_state(|state| {
         let id = state.next_id();
         let stack = &mut state.stack;
         let parent = stack.last().map(|f| f.id);
@@ -304,6 +315,50 @@ pub fn enter_at(start_ns: u64) -> Open {
     }
 }
 
+/// Opens two operations that started together at `start_ns`, the second inside the first
+/// (a tick and the signal function it calls first): what two [`enter_at`] calls do, with
+/// one visit to the thread's stack.
+///
+/// ```
+/// use backtest_perf::span::{enter_pair_at, exit_at};
+/// let (outer, inner) = enter_pair_at(10);
+/// assert_eq!((inner.parent, inner.depth, inner.start_ns), (Some(outer.id), outer.depth + 1, 10));
+/// let _ = exit_at(inner, 40);
+/// assert_eq!(exit_at(outer, 50).self_ns, 10);
+/// ```
+#[inline]
+pub fn enter_pair_at(start_ns: u64) -> (Open, Open) {
+    let (outer, inner, parent, depth) = with_state(|state| {
+        let (outer, inner) = (state.next_id(), state.next_id());
+        let stack = &mut state.stack;
+        let parent = stack.last().map(|f| f.id);
+        let depth = u32::try_from(stack.len()).unwrap_or(u32::MAX);
+        stack.push(Frame {
+            id: outer,
+            children_ns: 0,
+        });
+        stack.push(Frame {
+            id: inner,
+            children_ns: 0,
+        });
+        (outer, inner, parent, depth)
+    });
+    (
+        Open {
+            id: outer,
+            parent,
+            start_ns,
+            depth,
+        },
+        Open {
+            id: inner,
+            parent: Some(outer),
+            start_ns,
+            depth: depth.saturating_add(1),
+        },
+    )
+}
+
 /// Closes `open` at `end_ns`: its duration counts as child time of its parent.
 ///
 /// ```
@@ -317,25 +372,74 @@ pub fn enter_at(start_ns: u64) -> Open {
 /// ```
 #[inline]
 pub fn exit_at(open: Open, end_ns: u64) -> Closed {
+    with_state(|state| close_on(&mut state.stack, open, end_ns))
+}
+
+/// Closes `inner` and then `outer` at the same moment: what two [`exit_at`] calls do,
+/// with one visit to the thread's stack.
+///
+/// ```
+/// use backtest_perf::span::{enter_pair_at, exit_pair_at};
+/// let (outer, inner) = enter_pair_at(10);
+/// let (inner, outer) = exit_pair_at(inner, outer, 40);
+/// assert_eq!((inner.duration_ns, inner.self_ns), (30, 30));
+/// assert_eq!((outer.duration_ns, outer.self_ns), (30, 0));
+/// ```
+#[inline]
+pub fn exit_pair_at(inner: Open, outer: Open, end_ns: u64) -> (Closed, Closed) {
+    with_state(|state| {
+        let stack = &mut state.stack;
+        (
+            close_on(stack, inner, end_ns),
+            close_on(stack, outer, end_ns),
+        )
+    })
+}
+
+/// [`exit_at`] on the thread's `stack`.
+#[inline(always)]
+fn close_on(stack: &mut Vec<Frame>, open: Open, end_ns: u64) -> Closed {
     let duration_ns = end_ns.saturating_sub(open.start_ns);
-    let children_ns = STACK.with(|state| {
-        let stack = &mut state.borrow_mut().stack;
-        let mut children_ns = 0;
-        if let Some(at) = stack.iter().rposition(|f| f.id == open.id) {
-            children_ns = stack[at].children_ns;
-            stack.truncate(at);
-            if let Some(parent) = stack.last_mut() {
-                parent.children_ns = parent.children_ns.saturating_add(duration_ns);
-            }
+    let mut children_ns = 0;
+    if let Some(at) = stack.iter().rposition(|f| f.id == open.id) {
+        children_ns = stack[at].children_ns;
+        stack.truncate(at);
+        if let Some(parent) = stack.last_mut() {
+            parent.children_ns = parent.children_ns.saturating_add(duration_ns);
         }
-        children_ns
-    });
+    }
     Closed {
         id: open.id,
         parent: open.parent,
         duration_ns,
         self_ns: duration_ns.saturating_sub(children_ns),
     }
+}
+
+/// Closes an operation that ran from `start_ns` to `end_ns` on this thread and opened no
+/// other inside it, without ever pushing it: its id, parent and depth are taken now, and
+/// its duration counts as child time of the innermost open operation. One visit to the
+/// thread's stack instead of the two of [`enter_at`] and [`exit_at`]; the engine's leaf
+/// hooks (a candle fetch, the VWAP) close so. Returns it and its depth.
+#[inline]
+pub(crate) fn close_leaf(start_ns: u64, end_ns: u64) -> (Closed, u32) {
+    let duration_ns = end_ns.saturating_sub(start_ns);
+    let (id, parent, depth) = with_state(|state| {
+        let id = state.next_id();
+        let depth = u32::try_from(state.stack.len()).unwrap_or(u32::MAX);
+        let parent = state.stack.last_mut().map(|frame| {
+            frame.children_ns = frame.children_ns.saturating_add(duration_ns);
+            frame.id
+        });
+        (id, parent, depth)
+    });
+    let closed = Closed {
+        id,
+        parent,
+        duration_ns,
+        self_ns: duration_ns,
+    };
+    (closed, depth)
 }
 
 /// Counts `ns` as time spent inside `parent`, if `parent` is open on this thread: for an
@@ -427,6 +531,28 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), n);
         assert!(all.iter().all(|&id| (1..=MAX_ID).contains(&id)));
+    }
+
+    #[test]
+    fn a_leaf_closes_as_an_entered_and_exited_operation_would() {
+        let outer = enter_at(100);
+        let (leaf, depth) = close_leaf(120, 150);
+        assert_eq!(depth, 1);
+        assert_eq!(
+            (leaf.parent, leaf.duration_ns, leaf.self_ns),
+            (Some(outer.id), 30, 30)
+        );
+        assert!(leaf.id > outer.id);
+        assert_eq!(current(), Some(outer.id));
+        let entered = enter_at(160);
+        let exited = exit_at(entered, 170);
+        assert_eq!((exited.parent, exited.self_ns), (Some(outer.id), 10));
+        let o = exit_at(outer, 200);
+        assert_eq!((o.duration_ns, o.self_ns), (100, 60));
+        // With nothing open: no parent, depth 0, and the stack stays empty.
+        let (alone, depth) = close_leaf(5, 3);
+        assert_eq!((alone.parent, depth, alone.duration_ns), (None, 0, 0));
+        assert_eq!(current(), None);
     }
 
     #[test]
