@@ -468,9 +468,13 @@ impl<'a> Backtest<'a> {
         let (mut unreported, mut passed) = (0, 0);
         let mut when = self.frame.start;
         let sample_every = u64::from(self.config.sample_every.max(1));
+        // Ticks until the next timed one (sampling): a count down, not a division a tick.
+        let mut until_timed: u64 = 0;
         while when <= self.frame.end {
             if sample_every > 1 {
-                timer.set_timed(result.frames.is_multiple_of(sample_every));
+                // Timed when the frame's index is a multiple of `sample_every`.
+                timer.set_timed(until_timed == 0);
+                until_timed = until_timed.checked_sub(1).unwrap_or(sample_every - 1);
             }
             // Between ticks: a window makes the candles the tick may need.
             source.advance(when)?;
@@ -522,7 +526,14 @@ impl<'a> Backtest<'a> {
             room_ahead(&mut result.cancelled);
             room_ahead(&mut result.rejected);
             // Progress counts frame positions passed, the skipped ones included.
-            unreported += ((next - when) / self.frame.interval.millis()).max(1) as u64;
+            let step = next - when;
+            let interval = self.frame.interval.millis();
+            // One frame on (nearly every tick) without a division.
+            unreported += if step == interval {
+                1
+            } else {
+                (step / interval).max(1) as u64
+            };
             if unreported >= 8192 {
                 if let Some(progress) = &self.progress {
                     progress(unreported);
