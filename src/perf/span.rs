@@ -33,6 +33,11 @@ use super::event::{MAX_ID, MetricType, PerformanceContract};
 
 struct ProcessClock {
     clock: quanta::Clock,
+    /// Whether quanta counts the CPU's time-stamp counter: its calibration is not the
+    /// identity (it is for a clock that counts nanoseconds), and a reading is then
+    /// `rdtsc` itself, done here inline instead of through `quanta::Clock::raw`, a call
+    /// that matches on the clock's kind.
+    tsc: bool,
     origin: u64,
     /// Nanoseconds per raw tick, times 2^32: quanta's calibration, taken once, so that a
     /// reading converts with one multiplication and a fixed shift.
@@ -47,16 +52,42 @@ fn process_clock() -> &'static ProcessClock {
         let origin = clock.raw();
         // What 2^32 ticks last in ns (2^32 itself when the clock counts ns already).
         let ns_per_tick_q32 = clock.delta_as_nanos(0, 1 << 32);
+        // A counter at exactly 1 GHz reads the same either way.
+        let tsc = cfg!(target_arch = "x86_64") && ns_per_tick_q32 != 1 << 32;
         let origin_epoch_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         ProcessClock {
             clock,
+            tsc,
             origin,
             ns_per_tick_q32,
             origin_epoch_ms,
         }
     })
+}
+
+impl ProcessClock {
+    /// A raw reading: what `quanta::Clock::raw` returns.
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn raw(&self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if self.tsc {
+            // SAFETY: `rdtsc` reads the time-stamp counter and touches no memory; quanta
+            // reads its counter clock with this same instruction on x86-64, and `tsc`
+            // says quanta chose that clock.
+            return unsafe { std::arch::x86_64::_rdtsc() };
+        }
+        self.clock.raw()
+    }
+
+    /// `ticks` of the raw clock in ns.
+    #[inline(always)]
+    fn to_ns(&self, ticks: u64) -> u64 {
+        // The product fits u128; the result fits u64 until 2^64 ns (584 years) have passed.
+        ((u128::from(ticks) * u128::from(self.ns_per_tick_q32)) >> 32) as u64
+    }
 }
 
 /// Nanoseconds since the process clock started: monotonic, shared by every producer.
@@ -69,9 +100,7 @@ fn process_clock() -> &'static ProcessClock {
 #[inline]
 pub fn now_ns() -> u64 {
     let clock = process_clock();
-    let ticks = clock.clock.raw().saturating_sub(clock.origin);
-    // The product fits u128; the result fits u64 until 2^64 ns (584 years) have passed.
-    ((u128::from(ticks) * u128::from(clock.ns_per_tick_q32)) >> 32) as u64
+    clock.to_ns(clock.raw().saturating_sub(clock.origin))
 }
 
 /// `n` as a float, for counts and nanoseconds on the hot path: `n as f64` up to 2^63 - 1
@@ -515,6 +544,21 @@ mod tests {
         assert_eq!(to_f64((1 << 53) + 1), ((1u64 << 53) + 1) as f64);
         assert_eq!(to_f64(i64::MAX as u64), i64::MAX as f64);
         assert_eq!(to_f64(u64::MAX), i64::MAX as f64);
+    }
+
+    #[test]
+    fn clock_readings_convert_as_quanta_converts_them() {
+        let clock = process_clock();
+        for ticks in [0, 1, 999, 1 << 20, 1 << 32, 3_000_000_000_000, 1 << 50] {
+            let quanta = clock.clock.delta_as_nanos(0, ticks);
+            let ours = clock.to_ns(ticks);
+            // Both scale by the same calibration, rounded differently: within a part in
+            // a billion, and a nanosecond.
+            assert!(
+                ours.abs_diff(quanta) <= 1 + quanta / 1_000_000_000,
+                "{ticks} ticks: {ours} ns, quanta {quanta} ns"
+            );
+        }
     }
 
     #[test]
