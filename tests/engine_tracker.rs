@@ -96,23 +96,29 @@ fn by_default_no_tracker_and_no_slow_hooks_on_a_quick_run() {
     assert_eq!(result.slow_hooks_total, result.slow_hooks.len() as u64);
 }
 
+/// A bus of its own with storage attached that keeps every event of these short runs in
+/// its window.
+fn bus_keeping_every_event() -> (PerformanceEmitter, backtest_perf::PerformanceService) {
+    let bus = PerformanceEmitter::new();
+    let service = backtest_perf::PerformanceService::attached_with(
+        &bus,
+        backtest_perf::StorageConfig {
+            max_events: 100_000,
+            ..Default::default()
+        },
+        Default::default(),
+    );
+    (bus, service)
+}
+
 /// The user's step through `ctx.tracker()` is an event on the bus, nested under
 /// `getSignal`, with the tracker off (the default); with 1 tick in 4 timed, counts stay
 /// exact and only the timed ticks' operations carry durations.
 #[test]
 fn user_steps_reach_the_bus_nested_and_sampling_keeps_counts_exact() {
-    use backtest_perf::PerformanceService;
     for sample_every in [1, 4] {
         let exchange = exchange();
-        let bus = PerformanceEmitter::new();
-        let service = PerformanceService::attached_with(
-            &bus,
-            backtest_perf::StorageConfig {
-                max_events: 100_000,
-                ..Default::default()
-            },
-            Default::default(),
-        );
+        let (bus, service) = bus_keeping_every_event();
         let config = BacktestConfig {
             sample_every,
             ..BacktestConfig::default()
@@ -191,17 +197,8 @@ impl backtest_perf::engine::Exchange for TimedLookups {
 /// its getSignal and self times add up to the ticks' durations.
 #[test]
 fn candle_fetches_nest_alike_from_this_crates_exchanges_and_a_users() {
-    use backtest_perf::PerformanceService;
     for user_exchange in [false, true] {
-        let bus = PerformanceEmitter::new();
-        let service = PerformanceService::attached_with(
-            &bus,
-            backtest_perf::StorageConfig {
-                max_events: 100_000,
-                ..Default::default()
-            },
-            Default::default(),
-        );
+        let (bus, service) = bus_keeping_every_event();
         let timed = TimedLookups {
             inner: exchange(),
             bus: bus.clone(),
