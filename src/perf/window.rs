@@ -21,7 +21,7 @@ pub(crate) const DOUBLING_UP_TO: usize = 1024;
 /// ```text
 /// slots: [e5 e6 e7 e3 e4]   max 5, head 3: oldest first e3 e4 e5 e6 e7
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Window {
     slots: Vec<PerformanceContract>,
     /// The oldest event's slot once the window is full; 0 until then.
