@@ -247,29 +247,13 @@ impl Latencies {
         };
     }
 
-    /// [`at_rank`](Self::at_rank) for several ranks, ascending, in one walk.
+    /// The value (ns, the middle of its bucket) at each of several nearest ranks,
+    /// ascending; a rank above the count gives the histogram's maximum.
     fn at_ranks(&self, ranks: &[u64]) -> Vec<u64> {
-        fn walk<T: hdrhistogram::Counter>(h: &Histogram<T>, ranks: &[u64]) -> Vec<u64> {
-            let mut found = Vec::with_capacity(ranks.len());
-            let mut seen = 0u64;
-            for v in h.iter_recorded() {
-                seen = seen.saturating_add(v.count_at_value().as_u64());
-                while let Some(&rank) = ranks.get(found.len())
-                    && seen >= rank
-                {
-                    found.push(h.median_equivalent(v.value_iterated_to()));
-                }
-                if found.len() == ranks.len() {
-                    return found;
-                }
-            }
-            found.resize(ranks.len(), h.max());
-            found
-        }
         match &*self.folded() {
-            Hist::Narrow(h) => walk(h, ranks),
-            Hist::Small(h) => walk(h, ranks),
-            Hist::Large(h) => walk(h, ranks),
+            Hist::Narrow(h) => at_ranks(h, ranks),
+            Hist::Small(h) => at_ranks(h, ranks),
+            Hist::Large(h) => at_ranks(h, ranks),
         }
     }
 
@@ -282,6 +266,51 @@ impl Latencies {
         let low = if self.low.is_some() { LOW * 2 } else { 0 };
         low + self.hist.bytes()
     }
+}
+
+/// Below this many values a rank converts to a quantile exactly (see [`at_ranks`]).
+const EXACT_RANKS_BELOW: u64 = 1 << 50;
+
+/// [`Latencies::at_ranks`] on one histogram. Below [`EXACT_RANKS_BELOW`] values,
+/// `(rank - 1/2) / len` times `len` lies within 2^-2 of `rank - 1/2`, so that quantile's
+/// nearest rank, `ceil(q * len)`, is `rank` itself. hdrhistogram's summing scan then finds
+/// the rank's bucket, about five times faster than [`walk_ranks`], which steps its iterator
+/// bucket by bucket and is kept for larger counts.
+fn at_ranks<T: hdrhistogram::Counter>(h: &Histogram<T>, ranks: &[u64]) -> Vec<u64> {
+    let len = h.len();
+    if len == 0 || len >= EXACT_RANKS_BELOW {
+        return walk_ranks(h, ranks);
+    }
+    ranks
+        .iter()
+        .map(|&rank| {
+            if rank > len {
+                h.max()
+            } else {
+                let q = (rank.max(1) as f64 - 0.5) / len as f64;
+                h.median_equivalent(h.value_at_quantile(q))
+            }
+        })
+        .collect()
+}
+
+/// [`at_ranks`] by stepping through the recorded buckets once.
+fn walk_ranks<T: hdrhistogram::Counter>(h: &Histogram<T>, ranks: &[u64]) -> Vec<u64> {
+    let mut found = Vec::with_capacity(ranks.len());
+    let mut seen = 0u64;
+    for v in h.iter_recorded() {
+        seen = seen.saturating_add(v.count_at_value().as_u64());
+        while let Some(&rank) = ranks.get(found.len())
+            && seen >= rank
+        {
+            found.push(h.median_equivalent(v.value_iterated_to()));
+        }
+        if found.len() == ranks.len() {
+            return found;
+        }
+    }
+    found.resize(ranks.len(), h.max());
+    found
 }
 
 /// Adds the short durations' counts to `hist`.
@@ -813,6 +842,38 @@ mod tests {
 
     fn event(d: f64) -> PerformanceContract {
         PerformanceContract::new(MetricType::Tick, d, 1e12)
+    }
+
+    #[test]
+    fn ranks_found_by_the_quantile_scan_are_the_ranks_the_bucket_walk_finds() {
+        let mut h = Histogram::<u32>::new(3).unwrap();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // 1 ns .. 1 s over many buckets, some of them hit many times.
+            let ns = 1 + (rng % 1_000) * 10u64.pow((rng >> 32) as u32 % 7);
+            h.record_n(ns, 1 + (rng >> 40) as u32 % 5).unwrap();
+        }
+        let len = h.len();
+        assert!(
+            len > 4_000 && h.distinct_values() > 1_000,
+            "a histogram of many buckets"
+        );
+        // Every rank alone, a rank past the end, and many at once.
+        for rank in 0..=len + 1 {
+            assert_eq!(
+                at_ranks(&h, &[rank]),
+                walk_ranks(&h, &[rank]),
+                "rank {rank}"
+            );
+        }
+        let ranks: Vec<u64> = (1..=len).step_by(7).collect();
+        assert_eq!(at_ranks(&h, &ranks), walk_ranks(&h, &ranks));
+        assert_eq!(at_ranks(&h, &[len + 5]), [h.max()]);
+        let empty = Histogram::<u16>::new(3).unwrap();
+        assert_eq!(at_ranks(&empty, &[1, 2]), walk_ranks(&empty, &[1, 2]));
     }
 
     #[test]
