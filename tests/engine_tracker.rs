@@ -259,3 +259,80 @@ fn candle_fetches_nest_alike_from_this_crates_exchanges_and_a_users() {
         );
     }
 }
+
+/// With the storage as the bus's only subscriber, it keeps the engine's batches in the
+/// buffers they came in instead of copying them. What it holds is what it holds with a
+/// listener beside it (which makes it copy them), and what that listener got.
+#[test]
+fn storage_alone_keeps_the_window_it_keeps_beside_a_listener() {
+    use backtest_perf::{PerformanceContract, StorageConfig, StorageKey};
+    use std::sync::{Arc, Mutex};
+    let exchange = SyntheticExchange::new(
+        "TRK".into(),
+        SyntheticConfig {
+            minutes: 20_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let max_events = 2_000;
+    let run = |listen: bool| {
+        let bus = PerformanceEmitter::new();
+        let service = backtest_perf::PerformanceService::attached_with(
+            &bus,
+            StorageConfig {
+                max_events,
+                ..Default::default()
+            },
+            Default::default(),
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let sub = listen
+            .then(|| bus.listen(move |e: &PerformanceContract| sink.lock().unwrap().push(*e)));
+        let result = Backtest::new(&exchange, "TRK")
+            .unwrap()
+            .with_bus(bus.clone())
+            .run(&mut backtest_perf::strategies::SmaCrossover::default())
+            .unwrap();
+        if let Some(sub) = sub {
+            sub.flush();
+        }
+        let key = StorageKey::new("TRK", result.strategy.as_str());
+        let snapshot = service.storage().snapshot(key).unwrap();
+        let seen = seen.lock().unwrap().clone();
+        (snapshot, seen)
+    };
+    let (alone, _) = run(false);
+    let (beside, heard) = run(true);
+    let total = |s: &backtest_perf::storage::Snapshot| {
+        s.metrics.iter().map(|m| m.aggregate.count()).sum::<u64>()
+    };
+    assert!(
+        total(&alone) > 3 * max_events as u64,
+        "several batches, the window full: {}",
+        total(&alone)
+    );
+    assert_eq!(
+        (alone.events.len(), alone.dropped, total(&alone)),
+        (beside.events.len(), beside.dropped, total(&beside))
+    );
+    assert_eq!(alone.events.len(), max_events);
+    let differ = alone
+        .events
+        .iter()
+        .zip(&beside.events)
+        .position(|(a, b)| a.metric_type != b.metric_type);
+    assert_eq!(differ, None, "the windows' metric types first differ there");
+    // Beside the listener, the window is the newest events the listener got, newest first.
+    let newest: Vec<PerformanceContract> = heard.iter().rev().take(max_events).copied().collect();
+    assert_eq!(beside.events, newest);
+    // Alone, each event's previous timestamp is the one before it of its type.
+    let mut last = std::collections::HashMap::new();
+    for event in alone.events.iter().rev() {
+        if let Some(&before) = last.get(&event.metric_type) {
+            assert_eq!(event.previous_timestamp, Some(before));
+        }
+        last.insert(event.metric_type, event.timestamp);
+    }
+}

@@ -165,6 +165,10 @@ pub(crate) trait Chaining: Send + Sync {
     fn chain_event(&self, event: &mut PerformanceContract);
     /// [`chain_event`](Self::chain_event) for a batch, one lock per key.
     fn chain_batch(&self, events: &mut [PerformanceContract], grouping: &KeyedBatch<'_>);
+    /// [`chain_batch`](Self::chain_batch) for a batch of one key that no other subscriber
+    /// reads: the sink may keep the buffer itself, and leaves `events` empty, with a
+    /// buffer of at least its capacity.
+    fn keep_batch(&self, events: &mut Vec<PerformanceContract>, key: StorageKey);
 }
 
 /// The current subscribers, in order, and the first one if it keeps the chain.
@@ -585,7 +589,9 @@ impl PerformanceEmitter {
     /// [`emit_batch`](Self::emit_batch) for events measured by this crate's own timers,
     /// valid by construction (durations and timestamps from the process clock, self times
     /// at most their durations, ids from [`span::next_id`]): validation is skipped, and
-    /// checked in debug builds.
+    /// checked in debug builds. `events` is left empty; with the storage as the only
+    /// subscriber, its buffer may be exchanged for another of at least its capacity,
+    /// already in memory (the storage keeps the events in the buffer they came in).
     pub(crate) fn emit_measured_batch(&self, events: &mut Vec<PerformanceContract>) -> usize {
         if !self.inner.enabled.load(Ordering::Relaxed) || events.is_empty() {
             events.clear();
@@ -593,6 +599,16 @@ impl PerformanceEmitter {
         }
         debug_assert!(events.iter().all(|e| e.validate().is_ok()));
         self.inner.with_subscribers(|subscribers| {
+            // The storage alone: it keeps the engine's buffer instead of copying it.
+            if let (Some(chainer), [_], Some(first)) =
+                (&subscribers.chainer, &**subscribers, events.first())
+                && events.len() <= GROUPED_AT_ONCE
+            {
+                let delivered = events.len();
+                chainer.keep_batch(events, StorageKey::of(first));
+                events.clear();
+                return delivered;
+            }
             self.deliver_batch(events, subscribers, KeyedBatch::one_key)
         })
     }

@@ -171,8 +171,8 @@ impl KeyStorage {
         self.push_window(event, max);
     }
 
-    /// [`push`](Self::push) for a run of events: the aggregates event by event, the window
-    /// in one copy of the newest `max` of them.
+    /// [`push`](Self::push) for a run of events: the aggregates event by event, then the
+    /// newest `max` of them copied into the window.
     #[inline]
     fn push_run(&mut self, events: &[PerformanceContract], max: usize) {
         for event in events {
@@ -185,20 +185,36 @@ impl KeyStorage {
         self.push_run_window(events, max);
     }
 
+    /// [`chain_and_push_run`](Self::chain_and_push_run) for the engine's buffer, kept in
+    /// the window without a copy ([`Window::adopt`]): `events` is left empty, with a
+    /// buffer of at least its capacity.
+    #[inline]
+    fn chain_and_keep_run(&mut self, events: &mut Vec<PerformanceContract>, max: usize) {
+        self.chain_run(events);
+        self.dropped += self.events.adopt(events, max);
+    }
+
     /// [`push_run`](Self::push_run), each event's empty previous timestamp filled first
     /// as [`chain_and_push`](Self::chain_and_push) does.
     #[inline]
     fn chain_and_push_run(&mut self, events: &mut [PerformanceContract], max: usize) {
+        self.chain_run(events);
+        self.push_run_window(events, max);
+    }
+
+    /// The aggregates' part of a chained run: each event's previous timestamp filled,
+    /// then recorded.
+    #[inline]
+    fn chain_run(&mut self, events: &mut [PerformanceContract]) {
         for event in events.iter_mut() {
             let state = self.metric(event.metric_type);
             fill_previous(event, state.last_timestamp.replace(event.timestamp));
             state.aggregate.record(event);
             self.pushed += 1;
         }
-        self.push_run_window(events, max);
     }
 
-    /// The window's part of a run: one or two copies of the newest `max` events.
+    /// The window's part of a run: the newest `max` events, copied.
     #[inline]
     fn push_run_window(&mut self, events: &[PerformanceContract], max: usize) {
         self.dropped += self.events.extend(events, max);
@@ -585,7 +601,7 @@ impl StorageService {
         let shard = self.shard(&key).lock();
         let storage = shard.peek(&key)?;
         Some(Snapshot {
-            events: storage.events.iter().rev().copied().collect(),
+            events: storage.events.newest_first(),
             metrics: storage.metric_snapshots(),
             rejected: storage.rejected,
             dropped: storage.dropped,
@@ -743,6 +759,11 @@ impl Chaining for StorageService {
         self.with_key(StorageKey::of(event), |storage| {
             storage.chain_and_push(event, max);
         });
+    }
+
+    fn keep_batch(&self, events: &mut Vec<PerformanceContract>, key: StorageKey) {
+        let max = self.config.max_events;
+        self.with_key(key, |storage| storage.chain_and_keep_run(events, max));
     }
 
     fn chain_batch(&self, events: &mut [PerformanceContract], grouping: &KeyedBatch<'_>) {
@@ -966,21 +987,34 @@ mod tests {
     }
 
     #[test]
-    fn a_full_window_takes_as_many_slots_as_it_keeps_events() {
+    fn a_full_window_takes_little_more_than_the_slots_of_its_events() {
+        use crate::perf::window::CHUNK;
         let max = 10_000;
         let mut one_by_one = KeyStorage::default();
         let mut in_runs = KeyStorage::default();
+        let mut adopted = KeyStorage::default();
         let events: Vec<_> = (0..25_000).map(|t| event("A", "s", f64::from(t))).collect();
         for e in &events {
             one_by_one.push(e, max);
         }
         for run in events.chunks(1024) {
             in_runs.push_run(run, max);
+            let mut buffer = Vec::with_capacity(1024);
+            buffer.extend_from_slice(run);
+            adopted.chain_and_keep_run(&mut buffer, max);
         }
-        for storage in [&one_by_one, &in_runs] {
+        for (storage, slots) in [
+            // The newest 10,000 events span 40 chunks of 256 slots (the first four chunks
+            // took 16 to 128), and the spare.
+            (&one_by_one, 41 * CHUNK),
+            (&in_runs, 41 * CHUNK),
+            // Eleven runs of 1,024 slots hold the newest 10,000 events; the spare was
+            // given for the last run's buffer.
+            (&adopted, 11 * 1024),
+        ] {
             assert_eq!(
                 (storage.events.len(), storage.events.capacity()),
-                (max, max)
+                (max, slots)
             );
             assert_eq!(
                 storage.events.iter().next().map(|e| e.timestamp),
@@ -992,21 +1026,7 @@ mod tests {
         for e in &events[..3] {
             small.push(e, max);
         }
-        assert_eq!(small.events.capacity(), 16, "grown from 16 slots");
-        let mut past_doubling = KeyStorage::default();
-        for e in &events[..crate::perf::window::DOUBLING_UP_TO + 1] {
-            past_doubling.push(e, max);
-        }
-        assert_eq!(
-            past_doubling.events.capacity(),
-            max,
-            "past 1,024 slots, straight to the whole window"
-        );
-        let mut small_max = KeyStorage::default();
-        for e in &events[..1_500] {
-            small_max.push(e, 1_200);
-        }
-        assert_eq!(small_max.events.capacity(), 1_200);
+        assert_eq!(small.events.capacity(), 16, "a first chunk of 16 slots");
     }
 
     #[test]

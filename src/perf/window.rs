@@ -1,135 +1,213 @@
-//! A key's window: its newest events, in a ring that overwrites the oldest once full.
+//! A key's window: its newest events, in chunks that leave whole once every event in
+//! them fell off.
+
+use std::collections::VecDeque;
 
 use super::event::{PerformanceContract, prefetch_slot};
 
-/// A window grows by doubling up to this many slots (128 KB), then to its whole `max`
-/// at once. The memory of a slot is touched only when an event is written there, so a
-/// window that will not fill costs no more memory that way. Doubling on to 10,000 slots
-/// copied about 14,000 slots into new memory on the run's thread: a year's run with
-/// tracking on took about 100 more page faults (456 against 350).
-pub(crate) const DOUBLING_UP_TO: usize = 1024;
+/// The most slots a chunk the window makes for itself takes (32 KB): its first takes
+/// 16, each next one twice the last, up to this, so a window that will not fill costs
+/// little memory. Past `max` events, the oldest chunk leaves once all its events fell
+/// off, so a full window holds at most `max` events plus two chunks' worth of slots and
+/// the one spare it keeps for its next chunk.
+pub(crate) const CHUNK: usize = 256;
+
+/// A run of at least this many events is kept whole, in the buffer it came in (see
+/// [`Window::adopt`]); a shorter one is copied. Lower in tests, to mix both.
+pub(crate) const ADOPTED_FROM: usize = if cfg!(test) { 4 } else { CHUNK };
 
 /// The newest events of one key, at most `max` of them (the caller passes the same
-/// `max` every time).
+/// `max` every time), oldest first.
 ///
-/// Until it holds `max` events it is a growing vector; from then on each new event
-/// overwrites the oldest in place, and `head` is where the oldest is. A `VecDeque` did
-/// the same with a pop at the front and a push at the back, and finding where the next
-/// event goes (for the prefetch) took both of its slices: `emit` took 614 instructions
-/// an event with it, 570 with this (cachegrind, one key's window full).
+/// Events are kept in chunks: single events go into `filling`, the newest chunk, until
+/// it is full; the older chunks wait in `older`. Of the oldest chunk, the first `skip`
+/// events fell off already; the chunk leaves (and becomes the spare) once all of them
+/// did. So dropping the oldest event is a counter's step, as in a ring, and a batch of
+/// the engine's events can be kept in its own buffer instead of copied
+/// ([`adopt`](Self::adopt)): copying 128 bytes an event into the window took about a
+/// tenth of a tracked year's time.
 ///
 /// ```text
-/// slots: [e5 e6 e7 e3 e4]   max 5, head 3: oldest first e3 e4 e5 e6 e7
+/// older: [e1 e2 e3 e4] [e5 e6 e7 e8]   filling: [e9 e10 _ _]   skip 2, max 8:
+/// oldest first e3 .. e10
 /// ```
 #[derive(Default)]
 pub(crate) struct Window {
-    slots: Vec<PerformanceContract>,
-    /// The oldest event's slot once the window is full; 0 until then.
-    head: usize,
+    /// Full chunks (and adopted ones), oldest first.
+    older: VecDeque<Vec<PerformanceContract>>,
+    /// The newest chunk: single events go here while it has room.
+    filling: Vec<PerformanceContract>,
+    /// Events of the oldest chunk that fell off.
+    skip: usize,
+    /// Events held, not counting those that fell off.
+    len: usize,
+    /// An emptied chunk kept for the next one needed (no capacity: none).
+    spare: Vec<PerformanceContract>,
 }
 
 impl Window {
     /// Events held.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.len
     }
 
-    /// Slots allocated.
+    /// Slots allocated, the spare's included.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.capacity()
+        self.older.iter().map(Vec::capacity).sum::<usize>()
+            + self.filling.capacity()
+            + self.spare.capacity()
     }
 
     /// Keeps `event` as the newest; returns whether the oldest fell off to make room.
     #[inline]
     pub(crate) fn push(&mut self, event: &PerformanceContract, max: usize) -> bool {
-        let dropped = if self.slots.len() >= max && !self.slots.is_empty() {
-            // Full: the oldest's slot takes the newest, and the next oldest is next.
-            let head = self.head.min(self.slots.len() - 1);
-            self.slots[head] = *event;
-            self.head = if head + 1 >= self.slots.len() {
-                0
+        if self.filling.len() == self.filling.capacity() {
+            self.roll(max);
+        }
+        self.filling.push(*event);
+        self.len += 1;
+        let dropped = self.len > max;
+        if dropped {
+            // The oldest event falls off: a step of `skip`, unless it is its chunk's last.
+            let oldest = self.older.front().map_or(self.filling.len(), Vec::len);
+            if self.skip + 1 < oldest {
+                self.skip += 1;
+                self.len -= 1;
             } else {
-                head + 1
-            };
-            true
-        } else {
-            self.make_room(1, max);
-            self.slots.push(*event);
-            false
-        };
-        // The slot the next event goes to: last written a whole window ago, far out in
-        // memory. Copying into it cold made the storage's lock release wait for it on
+                self.trim(max);
+            }
+        }
+        // The slot the next event goes to: in a chunk last written a window ago, far out
+        // in memory. Copying into it cold made the storage's lock release wait for it on
         // every event (see [`prefetch_slot`]).
-        let next = if self.slots.len() >= max {
-            self.head
-        } else {
-            self.slots.len()
-        };
-        prefetch_slot(self.slots.as_ptr().wrapping_add(next));
+        prefetch_slot(self.filling.as_ptr().wrapping_add(self.filling.len()));
         dropped
     }
 
-    /// Keeps the newest `max` of `events` (and of what the window held), in one or two
-    /// copies; returns how many events fell off or were never kept.
+    /// Keeps the newest `max` of `events` (and of what the window held), copied; returns
+    /// how many events fell off or were never kept.
     #[inline]
     pub(crate) fn extend(&mut self, events: &[PerformanceContract], max: usize) -> u64 {
         let max = max.max(1);
         let kept = &events[events.len().saturating_sub(max)..];
-        let mut dropped = events.len() - kept.len();
-        // First the free slots, then over the oldest.
-        let room = max.saturating_sub(self.slots.len());
-        let (fill, mut rest) = kept.split_at(kept.len().min(room));
-        if !fill.is_empty() {
-            self.make_room(fill.len(), max);
-            self.slots.extend_from_slice(fill);
-        }
-        // Full now (`rest` is empty otherwise): at most two copies, up to the end of the
-        // slots and on from the start.
+        let mut dropped = (events.len() - kept.len()) as u64;
+        let mut rest = kept;
         while !rest.is_empty() {
-            let len = self.slots.len();
-            let head = self.head.min(len - 1);
-            let n = rest.len().min(len - head);
-            self.slots[head..head + n].copy_from_slice(&rest[..n]);
-            self.head = if head + n >= len { 0 } else { head + n };
-            dropped += n;
+            if self.filling.len() == self.filling.capacity() {
+                self.roll(max);
+            }
+            let n = (self.filling.capacity() - self.filling.len()).min(rest.len());
+            self.filling.extend_from_slice(&rest[..n]);
+            self.len += n;
             rest = &rest[n..];
+            dropped += self.trim(max) as u64;
         }
-        dropped as u64
+        dropped
     }
 
-    /// The events, oldest first (`.rev()`: newest first); its size hint is exact.
+    /// Keeps the newest `max` of `events` (and of what the window held) as
+    /// [`extend`](Self::extend) does, but a run of [`ADOPTED_FROM`] events or more is kept
+    /// in its own buffer, not copied: `events` is left empty, with a buffer of at least
+    /// its capacity, whose pages are in memory already (the chunk that last fell off, or
+    /// a new one, touched). Returns how many events fell off or were never kept.
+    pub(crate) fn adopt(&mut self, events: &mut Vec<PerformanceContract>, max: usize) -> u64 {
+        if events.len() < ADOPTED_FROM {
+            let dropped = self.extend(events, max);
+            events.clear();
+            return dropped;
+        }
+        let replacement = if self.spare.capacity() >= events.capacity() {
+            std::mem::take(&mut self.spare)
+        } else {
+            let mut fresh = Vec::with_capacity(events.capacity());
+            crate::tracker::memory::touch_spare(&mut fresh);
+            fresh
+        };
+        let chunk = std::mem::replace(events, replacement);
+        self.len += chunk.len();
+        let previous = std::mem::replace(&mut self.filling, chunk);
+        if previous.is_empty() {
+            self.keep_spare(previous);
+        } else {
+            self.older.push_back(previous);
+        }
+        self.trim(max.max(1)) as u64
+    }
+
+    /// The events, oldest first (`.rev()`: newest first).
     pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &PerformanceContract> {
-        let (newer, older) = self.slots.split_at(self.head.min(self.slots.len()));
-        older.iter().chain(newer)
+        let mut chunks = self
+            .older
+            .iter()
+            .map(Vec::as_slice)
+            .chain(std::iter::once(self.filling.as_slice()));
+        let oldest = chunks.next().unwrap_or_default();
+        oldest[self.skip.min(oldest.len())..]
+            .iter()
+            .chain(chunks.flatten())
     }
 
-    /// Room for `more` events: grown by doubling up to [`DOUBLING_UP_TO`] slots, then to
-    /// `max` at once, and never past `max` slots, so a full window of the default 10,000
-    /// events takes 10,000 slots (doubling from 8,192 took 16,384: 0.8 MB more a key for
-    /// nothing).
-    #[inline]
-    fn make_room(&mut self, more: usize, max: usize) {
-        let needed = self.slots.len() + more;
-        if needed > self.slots.capacity() {
-            self.grow(needed, max);
+    /// A copy of the events, newest first.
+    pub(crate) fn newest_first(&self) -> Vec<PerformanceContract> {
+        let mut events = Vec::with_capacity(self.len);
+        events.extend(self.iter().rev().copied());
+        events
+    }
+
+    /// Lets the oldest events fall off until at most `max` are held; returns how many did.
+    #[inline(never)]
+    fn trim(&mut self, max: usize) -> usize {
+        let mut dropped = 0;
+        while self.len > max {
+            let excess = self.len - max;
+            let oldest = self.older.front().unwrap_or(&self.filling).len();
+            let shown = oldest - self.skip;
+            if excess < shown || self.older.is_empty() {
+                // `max` >= 1 keeps the newest event: the last chunk never leaves.
+                let n = excess.min(shown);
+                self.skip += n;
+                self.len -= n;
+                return dropped + n;
+            }
+            self.len -= shown;
+            dropped += shown;
+            self.skip = 0;
+            if let Some(chunk) = self.older.pop_front() {
+                self.keep_spare(chunk);
+            }
         }
+        dropped
     }
 
+    /// A new chunk to fill, once `filling` is full: the spare if it is big enough, else
+    /// a new one ([`CHUNK`]).
     #[cold]
     #[inline(never)]
-    fn grow(&mut self, needed: usize, max: usize) {
-        let doubled = if self.slots.capacity() >= DOUBLING_UP_TO {
-            max
+    fn roll(&mut self, max: usize) {
+        let wanted = (self.filling.capacity() * 2)
+            .clamp(16, CHUNK)
+            .min(max.max(1));
+        let next = if self.spare.capacity() >= wanted {
+            std::mem::take(&mut self.spare)
         } else {
-            (self.slots.capacity() * 2).max(16)
+            Vec::with_capacity(wanted)
         };
-        let target = doubled.clamp(needed, max.max(needed));
-        self.slots.reserve_exact(target - self.slots.len());
+        let full = std::mem::replace(&mut self.filling, next);
+        if full.capacity() > 0 {
+            self.older.push_back(full);
+        }
+    }
+
+    /// Keeps an emptied chunk as the spare if it is bigger than the one kept.
+    fn keep_spare(&mut self, mut chunk: Vec<PerformanceContract>) {
+        if chunk.capacity() > self.spare.capacity() {
+            chunk.clear();
+            self.spare = chunk;
+        }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,16 +250,21 @@ mod tests {
                 assert_eq!(one_dropped, 50u64.saturating_sub(max as u64));
                 // Runs and single events mixed keep the same too.
                 let mut mixed = Window::default();
+                let mut mixed_dropped = 0;
                 for (i, c) in events.chunks(run).enumerate() {
-                    if i % 2 == 0 {
-                        mixed.extend(c, max);
+                    if i % 3 == 0 {
+                        mixed_dropped += mixed.extend(c, max);
+                    } else if i % 3 == 1 {
+                        mixed_dropped += mixed.adopt(&mut c.to_vec(), max);
                     } else {
                         c.iter().for_each(|e| {
-                            mixed.push(e, max);
+                            mixed_dropped += u64::from(mixed.push(e, max));
                         });
                     }
                 }
                 assert_eq!(times(&one), times(&mixed), "max {max}, runs of {run}");
+                assert_eq!(one_dropped, mixed_dropped, "max {max}, runs of {run}");
+                assert_eq!(mixed.len(), one.len());
             }
         }
     }
@@ -193,20 +276,79 @@ mod tests {
         let events: Vec<_> = (10..20).map(at).collect();
         assert_eq!(window.extend(&events, 4), 8, "2 held and 6 never kept");
         assert_eq!(times(&window), [16.0, 17.0, 18.0, 19.0]);
-        assert_eq!(window.capacity(), 4);
+        // A chunk of `max` slots partly fallen off, and the one after it.
+        assert_eq!(window.capacity(), 8);
     }
 
     #[test]
-    fn grows_by_doubling_then_to_the_whole_window() {
+    fn chunks_grow_by_doubling_and_a_full_window_takes_a_few_more_slots_than_events() {
         let mut window = Window::default();
         window.push(&at(0), 10_000);
         assert_eq!(window.capacity(), 16);
-        for t in 1..=DOUBLING_UP_TO as u32 {
+        // 16 + 32 + 64 + 128 slots, then chunks of CHUNK.
+        for t in 1..240 {
             window.push(&at(t), 10_000);
         }
-        assert_eq!(window.capacity(), 10_000);
+        assert_eq!(window.capacity(), 240);
+        window.push(&at(240), 10_000);
+        assert_eq!(window.capacity(), 240 + CHUNK);
+        for t in 241..30_000 {
+            window.push(&at(t), 10_000);
+        }
+        assert_eq!(window.len(), 10_000);
+        assert_eq!(times(&window)[0], 20_000.0);
+        // The oldest chunk partly fallen off, the newest partly filled, and the spare.
+        // The newest 10,000 events span 40 chunks of CHUNK (the oldest partly fallen
+        // off, the newest partly filled), and the spare: 2.5% more slots than events.
+        assert_eq!(window.capacity(), 41 * CHUNK);
         let mut small = Window::default();
         small.extend(&(0..1_500).map(at).collect::<Vec<_>>(), 1_200);
-        assert_eq!((small.len(), small.capacity()), (1_200, 1_200));
+        // 16 + 32 + 64 + 128 + 4 * 256 slots.
+        assert_eq!((small.len(), small.capacity()), (1_200, 1_264));
+    }
+
+    #[test]
+    fn adopted_runs_are_kept_in_their_buffers_and_fallen_ones_come_back() {
+        let max = 1_000;
+        let run = |from: u32| (from..from + 400).map(at).collect::<Vec<_>>();
+        let mut window = Window::default();
+        let mut copied = Window::default();
+        let mut buffer = Vec::with_capacity(500);
+        let mut seen = Vec::new();
+        for i in 0..10 {
+            buffer.extend(run(i * 400));
+            seen.push(buffer.as_ptr());
+            let dropped = window.adopt(&mut buffer, max);
+            assert_eq!(dropped, copied.extend(&run(i * 400), max), "run {i}");
+            assert!(buffer.is_empty() && buffer.capacity() >= 500);
+            assert_eq!(times(&window), times(&copied), "run {i}");
+            if i >= 4 {
+                // Runs i-2 to i hold the newest 1,000 events: run i-3 fell off whole when
+                // run i came and is kept as the spare; the spare handed back now is run
+                // i-4's buffer. No new memory once the window is full.
+                assert_eq!(buffer.as_ptr(), seen[i as usize - 4], "run {i}");
+            }
+        }
+        assert_eq!(window.len(), max);
+        // A short run is copied, and the buffer stays the caller's.
+        buffer.extend(run(4_000).into_iter().take(ADOPTED_FROM - 1));
+        let own = buffer.as_ptr();
+        copied.extend(&buffer, max);
+        window.adopt(&mut buffer, max);
+        assert_eq!((buffer.as_ptr(), buffer.len()), (own, 0));
+        assert_eq!(times(&window), times(&copied));
+        // Single events go on after an adopted run, into its buffer's room.
+        for t in 9_000..9_050 {
+            assert_eq!(window.push(&at(t), max), copied.push(&at(t), max));
+        }
+        assert_eq!(times(&window), times(&copied));
+        assert_eq!(
+            window
+                .newest_first()
+                .iter()
+                .map(|e| e.timestamp)
+                .collect::<Vec<_>>(),
+            times(&copied).into_iter().rev().collect::<Vec<_>>()
+        );
     }
 }
