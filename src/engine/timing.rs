@@ -693,6 +693,9 @@ impl HookTimer {
         let duration_ms = duration_ns as f64 / 1e6;
         self.slow_total += 1;
         if self.slow.len() < SLOW_HOOKS_KEPT {
+            // The list grows inside the enclosing hook (a tick around a slow signal
+            // function): this crate's bookkeeping, not memory that hook allocated.
+            let _own = crate::tracker::memory::Uncounted::begin();
             #[cfg(all(feature = "profile", target_os = "linux"))]
             if let Some(samples) = &self.samples {
                 self.slow_samples
