@@ -857,10 +857,8 @@ mod tests {
             h.record_n(ns, 1 + (rng >> 40) as u32 % 5).unwrap();
         }
         let len = h.len();
-        assert!(
-            len > 4_000 && h.distinct_values() > 1_000,
-            "a histogram of many buckets"
-        );
+        // Many buckets, not the slots hdrhistogram's `distinct_values` counts.
+        assert_eq!((len, h.iter_recorded().count()), (5_933, 1_706));
         // Every rank alone, a rank past the end, and many at once.
         for rank in 0..=len + 1 {
             assert_eq!(
