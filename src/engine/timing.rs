@@ -245,38 +245,54 @@ fn slow_hook_cells(hook: &SlowHook) -> [String; 6] {
     ]
 }
 
-/// The UTC time of `when`, from the previous conversion when it lies less than a day
-/// later: a new time of day on the same date is a few integer operations, where a
-/// conversion from the epoch walks the calendar (the engine steps a minute at a time).
-#[inline]
-fn next_utc((previous, at): (Millis, DateTime<Utc>), when: Millis) -> DateTime<Utc> {
-    use chrono::Timelike;
-    let step = when.wrapping_sub(previous);
-    // Within ±253,000 years (chrono's range is ±262,143): `at` was not clamped, and
-    // neither is a day later.
-    if !(1..86_400_000).contains(&step) || previous.unsigned_abs() >= 8_000_000_000_000_000 {
-        return to_utc(when);
-    }
-    // Later the same day (nearly every step): the same date at a new time of day.
-    let naive = at.naive_utc();
-    let time = naive.time();
-    let nanos = time.nanosecond();
-    if nanos % 1_000_000 == 0 && nanos < 1_000_000_000 {
-        let next_ms = i64::from(time.num_seconds_from_midnight()) * 1000
-            + i64::from(nanos / 1_000_000)
-            + step;
-        if let Ok(next_ms) = u32::try_from(next_ms)
-            && next_ms < 86_400_000
-            && let Some(time) = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
-                next_ms / 1000,
-                next_ms % 1000 * 1_000_000,
-            )
-        {
-            return naive.date().and_time(time).and_utc();
+/// Milliseconds in a day: chrono's timestamps have no leap seconds, so every day of
+/// [`to_utc`] is this long.
+const DAY_MS: Millis = 86_400_000;
+
+/// The simulated time of the hooks being recorded, converted to UTC once per change.
+///
+/// The date of the day it lies in is kept too: another time the same day (the engine
+/// steps a minute at a time) is then that date at a new time of day, a division and a
+/// few comparisons, where [`to_utc`] walks the calendar from the epoch.
+#[derive(Clone, Copy, Debug)]
+struct SimulatedTime {
+    when: Millis,
+    utc: DateTime<Utc>,
+    /// The first millisecond of `when`'s day and its date; `None` when `when` lies
+    /// outside chrono's range (its conversion was clamped).
+    day: Option<(Millis, chrono::NaiveDate)>,
+}
+
+impl SimulatedTime {
+    fn new(when: Millis) -> Self {
+        let day = DateTime::from_timestamp_millis(when)
+            .map(|utc| (when - when.rem_euclid(DAY_MS), utc.date_naive()));
+        SimulatedTime {
+            when,
+            utc: to_utc(when),
+            day,
         }
     }
-    at.checked_add_signed(chrono::TimeDelta::milliseconds(step))
-        .unwrap_or_else(|| to_utc(when))
+
+    /// Moves to `when`: what [`SimulatedTime::new`] gives, without the calendar's walk
+    /// within the same day.
+    #[inline]
+    fn step(&mut self, when: Millis) {
+        if let Some((start, date)) = self.day
+            && let Some(ms) = when.checked_sub(start)
+            && let Ok(ms) = u32::try_from(ms)
+            && i64::from(ms) < DAY_MS
+            && let Some(time) = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+                ms / 1000,
+                ms % 1000 * 1_000_000,
+            )
+        {
+            self.when = when;
+            self.utc = date.and_time(time).and_utc();
+            return;
+        }
+        *self = SimulatedTime::new(when);
+    }
 }
 
 /// Events buffered before they go to the bus (at the end of the tick that reaches it).
@@ -343,7 +359,7 @@ pub(crate) struct HookTimer {
     buffer: Vec<PerformanceContract>,
     /// The last simulated time converted, and its conversion: every hook of a frame
     /// shares one `when`.
-    when: (Millis, DateTime<Utc>),
+    when: SimulatedTime,
     /// The hooks' thresholds in ns, for comparing clock readings; `thresholds` judges.
     thresholds_ns: [u64; 5],
     thresholds: Thresholds,
@@ -398,7 +414,7 @@ impl HookTimer {
             strategy,
             previous: [None; 5],
             buffer,
-            when: (0, to_utc(0)),
+            when: SimulatedTime::new(0),
             thresholds_ns,
             thresholds: options.thresholds.clone(),
             slow: Vec::new(),
@@ -583,8 +599,8 @@ impl HookTimer {
         closed: span::Closed,
         when: Millis,
     ) {
-        if self.when.0 != when {
-            self.when = (when, next_utc(self.when, when));
+        if self.when.when != when {
+            self.when.step(when);
         }
         let thread_cpu_ms = if self.tracker.is_enabled() {
             self.track(hook, start_ns, depth, &closed)
@@ -605,7 +621,7 @@ impl HookTimer {
             previous_timestamp: previous,
             symbol: Some(self.symbol),
             strategy_name: Some(self.strategy),
-            when: Some(self.when.1),
+            when: Some(self.when.utc),
             ..event
         });
         // Handed over at a tick's end only, so that a hook's outcome can still be marked
@@ -710,7 +726,7 @@ impl HookTimer {
             );
             self.slow.push(SlowHook {
                 metric_type: hook.metric_type(),
-                when: self.when.1,
+                when: self.when.utc,
                 duration_ms,
                 threshold_ms,
                 slowness_ratio,
@@ -827,18 +843,28 @@ mod tests {
             -86_400_001,
             i64::MAX - 5,
             i64::MIN + 5,
+            // A minute inside the ends of chrono's range, stepping out of it.
+            DateTime::<Utc>::MAX_UTC.timestamp_millis() - 60_000,
+            DateTime::<Utc>::MIN_UTC.timestamp_millis() + 60_000,
         ];
         let steps = [1, 60_000, 86_399_999, 86_400_000, 86_400_001, -60_000, 3];
+        let mut checked = 0;
         for start in starts {
-            let mut at = (start, to_utc(start));
+            let mut at = SimulatedTime::new(start);
             for _ in 0..3 {
                 for step in steps {
-                    let when = at.0.saturating_add(step);
-                    let next = next_utc(at, when);
-                    assert_eq!(next, to_utc(when), "from {} by {step}", at.0);
-                    at = (when, next);
+                    let from = at.when;
+                    let when = from.saturating_add(step);
+                    at.step(when);
+                    assert_eq!(
+                        (at.when, at.utc),
+                        (when, to_utc(when)),
+                        "from {from} by {step}"
+                    );
+                    checked += 1;
                 }
             }
         }
+        assert_eq!(checked, 8 * 3 * 7);
     }
 }
