@@ -109,9 +109,15 @@ impl Window {
     /// Keeps the newest `max` of `events` (and of what the window held) as
     /// [`extend`](Self::extend) does, but a run of [`ADOPTED_FROM`] events or more is kept
     /// in its own buffer, not copied: `events` is left empty, with a buffer of at least
-    /// its capacity, whose pages are in memory already (the chunk that last fell off, or
-    /// a new one, touched). Returns how many events fell off or were never kept.
-    pub(crate) fn adopt(&mut self, events: &mut Vec<PerformanceContract>, max: usize) -> u64 {
+    /// its capacity, whose pages are in memory already: the chunk that last fell off, or
+    /// else what `elsewhere` gives for that capacity (a buffer of a cleared key's window),
+    /// or else a new one, touched. Returns how many events fell off or were never kept.
+    pub(crate) fn adopt(
+        &mut self,
+        events: &mut Vec<PerformanceContract>,
+        max: usize,
+        elsewhere: impl FnOnce(usize) -> Option<Vec<PerformanceContract>>,
+    ) -> u64 {
         if events.len() < ADOPTED_FROM {
             let dropped = self.extend(events, max);
             events.clear();
@@ -119,6 +125,8 @@ impl Window {
         }
         let replacement = if self.spare.capacity() >= events.capacity() {
             std::mem::take(&mut self.spare)
+        } else if let Some(kept) = elsewhere(events.capacity()) {
+            kept
         } else {
             let mut fresh = Vec::with_capacity(events.capacity());
             crate::tracker::memory::touch_spare(&mut fresh);
@@ -133,6 +141,18 @@ impl Window {
             self.older.push_back(previous);
         }
         self.trim(max.max(1)) as u64
+    }
+
+    /// Every buffer the window holds, its spare's included, emptied: for another window
+    /// to adopt once this one is gone.
+    pub(crate) fn into_buffers(self) -> impl Iterator<Item = Vec<PerformanceContract>> {
+        self.older
+            .into_iter()
+            .chain([self.filling, self.spare])
+            .map(|mut buffer| {
+                buffer.clear();
+                buffer
+            })
     }
 
     /// The events, oldest first (`.rev()`: newest first).
@@ -254,7 +274,7 @@ mod tests {
                     if i % 3 == 0 {
                         mixed_dropped += mixed.extend(c, max);
                     } else if i % 3 == 1 {
-                        mixed_dropped += mixed.adopt(&mut c.to_vec(), max);
+                        mixed_dropped += mixed.adopt(&mut c.to_vec(), max, |_| None);
                     } else {
                         c.iter().for_each(|e| {
                             mixed_dropped += u64::from(mixed.push(e, max));
@@ -317,7 +337,7 @@ mod tests {
         for i in 0..10 {
             buffer.extend(run(i * 400));
             seen.push(buffer.as_ptr());
-            let dropped = window.adopt(&mut buffer, max);
+            let dropped = window.adopt(&mut buffer, max, |_| None);
             assert_eq!(dropped, copied.extend(&run(i * 400), max), "run {i}");
             assert!(buffer.is_empty() && buffer.capacity() >= 500);
             assert_eq!(times(&window), times(&copied), "run {i}");
@@ -333,7 +353,7 @@ mod tests {
         buffer.extend(run(4_000).into_iter().take(ADOPTED_FROM - 1));
         let own = buffer.as_ptr();
         copied.extend(&buffer, max);
-        window.adopt(&mut buffer, max);
+        window.adopt(&mut buffer, max, |_| None);
         assert_eq!((buffer.as_ptr(), buffer.len()), (own, 0));
         assert_eq!(times(&window), times(&copied));
         // Single events go on after an adopted run, into its buffer's room.
@@ -349,5 +369,45 @@ mod tests {
                 .collect::<Vec<_>>(),
             times(&copied).into_iter().rev().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_buffer_from_elsewhere_replaces_an_adopted_one_and_a_gone_window_gives_all_back() {
+        let mut window = Window::default();
+        let mut buffer: Vec<PerformanceContract> = Vec::with_capacity(64);
+        buffer.extend((0..40).map(at));
+        let first = buffer.as_ptr();
+        let mut kept: Vec<PerformanceContract> = Vec::with_capacity(100);
+        let kept_at = kept.as_ptr();
+        kept.push(at(99));
+        kept.clear();
+        let mut asked = Vec::new();
+        window.adopt(&mut buffer, 1_000, |capacity| {
+            asked.push(capacity);
+            Some(std::mem::take(&mut kept))
+        });
+        // No spare of the window's own: the buffer given elsewhere, asked for by capacity.
+        assert_eq!(asked, [64]);
+        assert_eq!(
+            (buffer.as_ptr(), buffer.len(), buffer.capacity()),
+            (kept_at, 0, 100)
+        );
+        buffer.extend((40..80).map(at));
+        let second = buffer.as_ptr();
+        window.adopt(&mut buffer, 1_000, |_| None);
+        assert_eq!(times(&window), (0..80).map(f64::from).collect::<Vec<_>>());
+        // Gone, the window gives back both adopted buffers, emptied, with its own (empty)
+        // chunks: none is lost.
+        let buffers: Vec<_> = window.into_buffers().collect();
+        assert!(buffers.iter().all(Vec::is_empty));
+        let mut adopted: Vec<_> = buffers
+            .iter()
+            .filter(|b| b.capacity() > 0)
+            .map(|b| b.as_ptr())
+            .collect();
+        adopted.sort();
+        let mut expected = vec![first, second];
+        expected.sort();
+        assert_eq!(adopted, expected);
     }
 }
