@@ -402,9 +402,10 @@ impl HookTimer {
     ) -> Self {
         let thresholds_ns =
             MetricType::BUILT_IN.map(|t| options.thresholds.threshold_ns(t.as_str()));
-        // Only a run whose events go to the bus fills it.
+        // Only a run whose events go to the bus fills it: one the storage kept from a run
+        // before, or a new one.
         let buffer = if bus.is_enabled() {
-            touched_buffer()
+            bus.take_buffer(BUFFER).unwrap_or_else(touched_buffer)
         } else {
             Vec::new()
         };
@@ -765,12 +766,15 @@ impl HookTimer {
     }
 }
 
+/// The events the engine's buffer holds: see [`touched_buffer`].
+const BUFFER: usize = BATCH + 64;
+
 /// Room for the events of a batch and of the tick that completes it (a tick holds the
 /// buffer past [`BATCH`] until it ends; 64 more events than a batch hold any tick of the
 /// bundled strategies), its pages touched now: growing or first touching it inside a hook
 /// (the buffer is allocated by `mmap`) took 50 µs, and made that tick the run's slowest.
 fn touched_buffer() -> Vec<PerformanceContract> {
-    let mut buffer = Vec::with_capacity(BATCH + 64);
+    let mut buffer = Vec::with_capacity(BUFFER);
     crate::tracker::memory::touch_spare(&mut buffer);
     buffer
 }
@@ -786,6 +790,8 @@ impl Drop for HookTimer {
     fn drop(&mut self) {
         self.set_timed(true);
         self.flush();
+        // Its pages in memory: the storage keeps it for the next run.
+        self.bus.give_buffer(std::mem::take(&mut self.buffer));
     }
 }
 
@@ -830,6 +836,41 @@ mod tests {
             "{reads} reads for {timed} timed ticks of {}",
             result.frames
         );
+    }
+
+    #[test]
+    fn a_run_hands_its_buffer_to_the_storage_and_the_next_run_takes_it_back() {
+        use crate::PerformanceService;
+        use crate::engine::{Backtest, SyntheticConfig, SyntheticExchange};
+        // Short runs: fewer events than a batch, handed over once, as the run ends.
+        let config = SyntheticConfig {
+            minutes: 300,
+            ..SyntheticConfig::days(1)
+        };
+        let exchange =
+            SyntheticExchange::new(Name::new("SYN"), config).unwrap_or_else(|e| panic!("{e}"));
+        let bus = PerformanceEmitter::new();
+        let service = PerformanceService::attached(&bus);
+        let run = || {
+            Backtest::new(&exchange, "SYN")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .with_bus(bus.clone())
+                .run(&mut crate::strategies::SmaCrossover::default())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(service.storage().kept_buffers().is_empty());
+        let first = run();
+        assert!(first.frames > 50, "{}", first.frames);
+        // The window adopted the run's buffer as the run ended and gave it a new one in
+        // its place, which the run handed to the storage as it ended.
+        let kept = service.storage().kept_buffers();
+        assert_eq!(kept.len(), 1);
+        // The next run starts with that buffer: its window adopts it, and the buffer the
+        // storage keeps afterwards is another.
+        let _second = run();
+        let now = service.storage().kept_buffers();
+        assert_eq!(now.len(), 1);
+        assert_ne!(now, kept, "the next run took the kept buffer");
     }
 
     #[test]

@@ -169,6 +169,13 @@ pub(crate) trait Chaining: Send + Sync {
     /// reads: the sink may keep the buffer itself, and leaves `events` empty, with a
     /// buffer of at least its capacity.
     fn keep_batch(&self, events: &mut Vec<PerformanceContract>, key: StorageKey);
+    /// An empty buffer of at least `capacity` events whose pages are in memory, if the
+    /// sink kept one (for the engine's next run).
+    fn take_buffer(&self, _capacity: usize) -> Option<Vec<PerformanceContract>> {
+        None
+    }
+    /// Takes back a buffer the engine is done with, to hand out again.
+    fn give_buffer(&self, _buffer: Vec<PerformanceContract>) {}
 }
 
 /// The current subscribers, in order, and the first one if it keeps the chain.
@@ -840,6 +847,20 @@ impl PerformanceEmitter {
             .with_strategy(strategy);
         let _ = self.emit(event);
         output
+    }
+
+    /// An empty buffer of at least `capacity` events, its pages in memory, kept by the
+    /// storage (the chain's keeper) from a window or run gone: for the engine's run.
+    pub(crate) fn take_buffer(&self, capacity: usize) -> Option<Vec<PerformanceContract>> {
+        let chainer = self.inner.subscribers.load().chainer.clone()?;
+        chainer.take_buffer(capacity)
+    }
+
+    /// Hands a buffer the engine is done with to the storage, to keep for the next run.
+    pub(crate) fn give_buffer(&self, buffer: Vec<PerformanceContract>) {
+        if let Some(chainer) = self.inner.subscribers.load().chainer.clone() {
+            chainer.give_buffer(buffer);
+        }
     }
 
     /// Counts `count` operations of `metric` for `symbol`:`strategy` that ran but were

@@ -356,7 +356,8 @@ pub struct StorageService {
 
     /// Weak: the bus holds the storage, so a strong handle back would keep both alive forever.
     subscription: Mutex<Option<(Weak<EmitterInner>, SubscriberId)>>,
-    /// Buffers of the windows of keys cleared or evicted, for new windows to adopt.
+    /// Buffers of the windows of keys cleared or evicted and of runs that ended, for new
+    /// windows and runs.
     kept: KeptBuffers,
 }
 
@@ -365,8 +366,9 @@ pub struct StorageService {
 /// events takes.
 pub(crate) const KEPT_BUFFERS: usize = 16;
 
-/// Buffers of the windows of keys cleared or evicted (at most [`KEPT_BUFFERS`]), their
-/// pages still in memory, for the engine's next buffers. A process that clears the
+/// Buffers of the windows of keys cleared or evicted, and of the engine's runs that
+/// ended (at most [`KEPT_BUFFERS`]), their pages still in memory, for the engine's next
+/// buffers. A process that clears the
 /// storage between backtests (a parameter sweep, `backtest-perf bench`) otherwise faulted
 /// in a new buffer for each of the first 10 batches of every run, until the window was
 /// full: in a throwaway program running the year 31 times a process, clearing between
@@ -395,6 +397,16 @@ impl KeptBuffers {
             if buffer.capacity() > CHUNK {
                 kept.push(buffer);
             }
+        }
+    }
+
+    /// Keeps one buffer the engine is done with, emptied, if it is big enough and there
+    /// is room.
+    fn keep_one(&self, mut buffer: Vec<PerformanceContract>) {
+        let mut kept = self.0.lock();
+        if kept.len() < KEPT_BUFFERS && buffer.capacity() > CHUNK {
+            buffer.clear();
+            kept.push(buffer);
         }
     }
 
@@ -768,6 +780,12 @@ impl StorageService {
         self.forget_chain(None);
     }
 
+    /// Where the buffers kept for later windows and runs are.
+    #[cfg(test)]
+    pub(crate) fn kept_buffers(&self) -> Vec<*const PerformanceContract> {
+        self.kept.0.lock().iter().map(|b| b.as_ptr()).collect()
+    }
+
     /// Keys evicted by the LRU cap since the storage was made.
     ///
     /// ```
@@ -833,6 +851,14 @@ impl Chaining for StorageService {
         self.with_key(key, |storage| {
             storage.chain_and_keep_run(events, max, &self.kept);
         });
+    }
+
+    fn take_buffer(&self, capacity: usize) -> Option<Vec<PerformanceContract>> {
+        self.kept.take(capacity)
+    }
+
+    fn give_buffer(&self, buffer: Vec<PerformanceContract>) {
+        self.kept.keep_one(buffer);
     }
 
     fn chain_batch(&self, events: &mut [PerformanceContract], grouping: &KeyedBatch<'_>) {
