@@ -265,12 +265,12 @@ struct SimulatedTime {
 
 impl SimulatedTime {
     fn new(when: Millis) -> Self {
-        let day = DateTime::from_timestamp_millis(when)
-            .map(|utc| (when - when.rem_euclid(DAY_MS), utc.date_naive()));
+        // Converted once: outside chrono's range, `to_utc` clamps and no day is kept.
+        let exact = DateTime::from_timestamp_millis(when);
         SimulatedTime {
             when,
-            utc: to_utc(when),
-            day,
+            utc: exact.unwrap_or_else(|| to_utc(when)),
+            day: exact.map(|utc| (when - when.rem_euclid(DAY_MS), utc.date_naive())),
         }
     }
 

@@ -361,17 +361,16 @@ pub struct StorageService {
     kept: KeptBuffers,
 }
 
-/// The most buffers kept from the windows of cleared or evicted keys: with the engine's
-/// buffers of 1,088 events, 2.2 MB, a little more than one window of the default 10,000
-/// events takes.
+/// The most buffers kept from cleared or evicted keys' windows and ended runs: with the
+/// engine's buffers of 1,088 events, 2.2 MB, a little more than one window of the default
+/// 10,000 events takes.
 pub(crate) const KEPT_BUFFERS: usize = 16;
 
 /// Buffers of the windows of keys cleared or evicted, and of the engine's runs that
 /// ended (at most [`KEPT_BUFFERS`]), their pages still in memory, for the engine's next
-/// buffers. A process that clears the
-/// storage between backtests (a parameter sweep, `backtest-perf bench`) otherwise faulted
-/// in a new buffer for each of the first 10 batches of every run, until the window was
-/// full: in a throwaway program running the year 31 times a process, clearing between
+/// buffers. A process that clears the storage between backtests (a parameter sweep,
+/// `backtest-perf bench`) otherwise faulted in a new buffer for each of the first 10
+/// batches of every run, until the window was full: in a throwaway program running the year 31 times a process, clearing between
 /// runs (3 interleaved pairs of processes), tracking on took a median of 25.7-26.9 ms
 /// against 27.6-29.2 ms, and timing 1 tick in 32 (14 batches a run) 10.3-10.9 against
 /// 10.9-12.0 ms, with tracking off at 9.0-9.6 ms in both.
@@ -386,22 +385,13 @@ impl KeptBuffers {
         Some(kept.swap_remove(i))
     }
 
-    /// Keeps the buffers a gone key's window adopted (its own chunks, of at most
-    /// [`CHUNK`] slots, are too small for the engine's batches), up to the limit.
+    /// Keeps the buffers a gone key's window adopted, up to the limit.
     fn keep(&self, storage: KeyStorage) {
-        let mut kept = self.0.lock();
-        for buffer in storage.events.into_buffers() {
-            if kept.len() >= KEPT_BUFFERS {
-                break;
-            }
-            if buffer.capacity() > CHUNK {
-                kept.push(buffer);
-            }
-        }
+        storage.events.into_buffers().for_each(|b| self.keep_one(b));
     }
 
-    /// Keeps one buffer the engine is done with, emptied, if it is big enough and there
-    /// is room.
+    /// Keeps one buffer, emptied, if there is room and it could hold an engine's batch
+    /// (a window's own chunks, of at most [`CHUNK`] slots, cannot).
     fn keep_one(&self, mut buffer: Vec<PerformanceContract>) {
         let mut kept = self.0.lock();
         if kept.len() < KEPT_BUFFERS && buffer.capacity() > CHUNK {
@@ -745,11 +735,13 @@ impl StorageService {
     /// ```
     pub fn clear(&self, key: StorageKey) -> bool {
         let removed = self.shard(&key).lock().pop(&key);
-        if removed.is_some() {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-        }
         self.forget_chain(Some(key));
-        removed.map(|storage| self.kept.keep(storage)).is_some()
+        let Some(storage) = removed else {
+            return false;
+        };
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.kept.keep(storage);
+        true
     }
 
     /// Forgets every key. The storage stays subscribed. As with [`clear`](Self::clear),
@@ -1107,7 +1099,7 @@ mod tests {
         let in_window = |buffer: &Vec<PerformanceContract>| adopted.contains(&buffer.as_ptr());
         assert_eq!(storage.kept.len(), 0);
         storage.clear_all();
-        // The cleared window's adopted buffers (the five it held and its spare), kept.
+        // The cleared window's adopted buffers (the four it held and its spare), kept.
         assert_eq!(storage.kept.len(), 5);
         // The next key's first batch gets one of them back, not new memory.
         let mut next = batch(0);
