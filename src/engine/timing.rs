@@ -475,9 +475,22 @@ impl HookTimer {
     #[inline]
     pub(crate) fn start_tick(&mut self) -> Started {
         if self.timing() {
+            self.prefetch_tick_slots();
             self.read_tick_cpu();
         }
         self.start()
+    }
+
+    /// Asks for the cache lines of the buffer slots that this tick's events, and the
+    /// next tick's, will be written to. The buffer was last written a window ago (the
+    /// storage's window held it) or in a run before: its lines are out of the L1 cache,
+    /// and a tick's stores into them held up its recording (in a run sampled 1 tick in
+    /// 32, `perf annotate` found 43% of `finish_pair_timed` waiting at those stores).
+    #[inline(always)]
+    fn prefetch_tick_slots(&self) {
+        crate::perf::event::prefetch_slots::<TICK_SLOTS_AHEAD>(
+            self.buffer.as_ptr().wrapping_add(self.buffer.len()),
+        );
     }
 
     /// Reads the thread's CPU time and allocation counters as a timed tick starts, while
@@ -499,6 +512,7 @@ impl HookTimer {
         if !self.timing() {
             return (Started(None), Started(None));
         }
+        self.prefetch_tick_slots();
         self.read_tick_cpu();
         let (tick, signal) = span::enter_pair_at(span::now_ns());
         (
@@ -765,6 +779,11 @@ impl HookTimer {
         }
     }
 }
+
+/// Event slots asked for as a tick starts (about two ticks' events of the bundled
+/// strategies). The year with tracking on ran 0.2-0.4 ms faster with 8 than with 4, and
+/// 0.4-0.6 ms slower with 16.
+const TICK_SLOTS_AHEAD: usize = 8;
 
 /// The events the engine's buffer holds: see [`touched_buffer`].
 const BUFFER: usize = BATCH + 64;

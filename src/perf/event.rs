@@ -603,6 +603,31 @@ pub(crate) fn prefetch_slot(slot: *const PerformanceContract) {
     let _ = slot;
 }
 
+/// Asks the CPU for the cache lines of the `N` event slots from `first`, with intent to
+/// write, as [`prefetch_slot`] does for one. A hint only: any address will do.
+#[inline(always)]
+#[allow(unsafe_code)]
+pub(crate) fn prefetch_slots<const N: usize>(first: *const PerformanceContract) {
+    const { assert!(N > 0) };
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+        let bytes = first.cast::<i8>();
+        let last = N * std::mem::size_of::<PerformanceContract>() - 1;
+        // SAFETY: as in `prefetch_slot`: a prefetch reads nothing the program sees and
+        // never faults, so the wrapping pointers need not point into an allocation.
+        unsafe {
+            for offset in (0..last).step_by(64) {
+                _mm_prefetch::<_MM_HINT_ET0>(bytes.wrapping_add(offset));
+            }
+            // The slots need not start on a line: the last line they reach.
+            _mm_prefetch::<_MM_HINT_ET0>(bytes.wrapping_add(last));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = first;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
