@@ -981,6 +981,14 @@ impl Intake {
         }
         let _ = self.to_worker.send(Chunk::End);
     }
+
+    /// Frees the ready chunks, once the worker is gone. A thread that emitted on the bus
+    /// keeps its copy of the subscriber list, this intake in it, until it emits again:
+    /// without this, that thread's next emit (the next run's first batch) freed up to
+    /// 16 MB of chunks, 4 ms of `munmap` inside the run.
+    fn release(&self) {
+        drop(std::mem::take(&mut *self.spares.chunks.lock()));
+    }
 }
 
 impl crate::Sink for Intake {
@@ -1193,10 +1201,12 @@ impl SpanExport {
         };
         running.bus.remove(running.sink);
         running.intake.end();
-        running.thread.join().unwrap_or_else(|_| SpanExportReport {
+        let report = running.thread.join().unwrap_or_else(|_| SpanExportReport {
             failures: vec!["the span export's thread panicked; spans were lost".into()],
             ..SpanExportReport::default()
-        })
+        });
+        running.intake.release();
+        report
     }
 }
 
@@ -1366,6 +1376,25 @@ mod tests {
         // At the end every chunk is due, oldest first.
         let ids: Vec<_> = std::iter::from_fn(|| first_id(held.pop_due(t0, true))).collect();
         assert_eq!(ids, (3..=HOLD_AT_MOST as u64 + 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn finishing_frees_the_ready_chunks_that_a_thread_may_still_hold_the_intake_by() {
+        let bus = PerformanceEmitter::new();
+        let export = SpanExport::new(Thresholds::default(), Sampler::default())
+            .to("memory", crate::export::otel::SpanCollector::default())
+            .listen(&bus);
+        // What a thread's copy of the subscriber list holds until it emits again.
+        let intake = Arc::clone(&export.running.as_ref().expect("listening").intake);
+        let mut batch: Vec<_> = (1..=CHUNK as u64 * 3)
+            .map(|id| event(MetricType::Tick, id, None))
+            .collect();
+        bus.emit_batch(&mut batch);
+        // The worker made chunks ready for the intake (its first top-up, at the least).
+        let report = export.finish();
+        assert_eq!(report.spans, CHUNK as u64 * 3);
+        assert_eq!(intake.spares.chunks.lock().len(), 0);
+        assert_eq!(intake.chunk.lock().capacity(), 0);
     }
 
     #[test]
