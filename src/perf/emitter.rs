@@ -178,10 +178,20 @@ pub(crate) trait Chaining: Send + Sync {
     fn give_buffer(&self, _buffer: Vec<PerformanceContract>) {}
 }
 
-/// The current subscribers, in order, and the first one if it keeps the chain.
+/// A sink that can keep the engine's buffer itself, as the last subscriber: the events
+/// it takes, without a copy.
+pub(crate) trait Keeping: Send + Sync {
+    /// Takes `events` as [`Sink::on_batch`] would, keeping their buffer: leaves `events`
+    /// empty, with a buffer of at least its capacity.
+    fn keep_buffer(&self, events: &mut Vec<PerformanceContract>);
+}
+
+/// The current subscribers, in order, the first one if it keeps the chain, and the last
+/// one if it keeps buffers.
 pub(crate) struct Subscribers {
     list: Vec<(SubscriberId, Subscriber)>,
     chainer: Option<Arc<dyn Chaining>>,
+    keeper: Option<Arc<dyn Keeping>>,
 }
 
 impl std::ops::Deref for Subscribers {
@@ -201,6 +211,22 @@ impl Subscribers {
             None => &self.list,
         }
     }
+}
+
+/// The subscribers that can keep the chain, and those that can keep buffers.
+#[derive(Default)]
+struct Roles {
+    chainers: Vec<(SubscriberId, Arc<dyn Chaining>)>,
+    keepers: Vec<(SubscriberId, Arc<dyn Keeping>)>,
+}
+
+/// What a new subscriber can do besides taking events.
+enum Role {
+    Plain,
+    Chaining(Arc<dyn Chaining>),
+    // Only the span export keeps buffers.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    Keeping(Arc<dyn Keeping>),
 }
 
 const SERIES_SHARDS: usize = 16;
@@ -295,8 +321,8 @@ pub(crate) struct EmitterInner {
     /// its generation is.
     generation: AtomicU64,
     /// Serializes subscribe and unsubscribe, and holds the subscribers that can keep the
-    /// chain; emit never takes it.
-    edit: Mutex<Vec<(SubscriberId, Arc<dyn Chaining>)>>,
+    /// chain or buffers; emit never takes it.
+    edit: Mutex<Roles>,
     next_id: AtomicU64,
     rejected: AtomicU64,
     listener_failures: AtomicU64,
@@ -438,10 +464,11 @@ impl PerformanceEmitter {
                 subscribers: ArcSwap::from_pointee(Subscribers {
                     list: Vec::new(),
                     chainer: None,
+                    keeper: None,
                 }),
                 bus_id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
                 generation: AtomicU64::new(0),
-                edit: Mutex::new(Vec::new()),
+                edit: Mutex::new(Roles::default()),
                 next_id: AtomicU64::new(1),
                 rejected: AtomicU64::new(0),
                 listener_failures: AtomicU64::new(0),
@@ -596,9 +623,10 @@ impl PerformanceEmitter {
     /// [`emit_batch`](Self::emit_batch) for events measured by this crate's own timers,
     /// valid by construction (durations and timestamps from the process clock, self times
     /// at most their durations, ids from [`span::next_id`]): validation is skipped, and
-    /// checked in debug builds. `events` is left empty; with the storage as the only
-    /// subscriber, its buffer may be exchanged for another of at least its capacity,
-    /// already in memory (the storage keeps the events in the buffer they came in).
+    /// checked in debug builds. `events` is left empty; its buffer may be exchanged for
+    /// another of at least its capacity, already in memory: with the storage as the only
+    /// subscriber, the storage keeps the events in the buffer they came in; with a span
+    /// export as the last one, the export does, after the others saw them.
     pub(crate) fn emit_measured_batch(&self, events: &mut Vec<PerformanceContract>) -> usize {
         if !self.inner.enabled.load(Ordering::Relaxed) || events.is_empty() {
             events.clear();
@@ -613,6 +641,28 @@ impl PerformanceEmitter {
             {
                 let delivered = events.len();
                 chainer.keep_batch(events, StorageKey::of(first));
+                events.clear();
+                return delivered;
+            }
+            // A last subscriber that keeps buffers (the span export) takes the buffer
+            // itself once the others (the storage first) have theirs: one copy an event
+            // fewer. The year with Prometheus and an OTLP-JSON file: 1.20-1.21x tracking
+            // alone instead of 1.28-1.30x.
+            if let Some(keeper) = &subscribers.keeper
+                && let Some((_, others)) = subscribers.after_chain().split_last()
+                && events.len() <= GROUPED_AT_ONCE
+            {
+                let delivered = events.len();
+                let grouping = KeyedBatch::one_key(events);
+                match &subscribers.chainer {
+                    Some(chainer) => chainer.chain_batch(events, &grouping),
+                    None => self.chain_batch(events, &grouping),
+                }
+                let batch = grouping.with_events(events);
+                for (_, subscriber) in others {
+                    subscriber.on_keyed_batch(&batch);
+                }
+                keeper.keep_buffer(events);
                 events.clear();
                 return delivered;
             }
@@ -904,7 +954,18 @@ impl PerformanceEmitter {
     }
 
     pub(crate) fn add(&self, subscriber: Subscriber) -> SubscriberId {
-        self.add_subscriber(subscriber, None)
+        self.add_subscriber(subscriber, Role::Plain)
+    }
+
+    /// Adds a sink that can keep the engine's buffers: while it is the last subscriber,
+    /// it takes them instead of copying their events (see [`Keeping`]).
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(crate) fn add_keeping(
+        &self,
+        subscriber: Subscriber,
+        keeping: Arc<dyn Keeping>,
+    ) -> SubscriberId {
+        self.add_subscriber(subscriber, Role::Keeping(keeping))
     }
 
     /// Adds a sink that keeps the chain of the keys it stores: while it is the first
@@ -914,22 +975,20 @@ impl PerformanceEmitter {
         subscriber: Subscriber,
         chaining: Arc<dyn Chaining>,
     ) -> SubscriberId {
-        self.add_subscriber(subscriber, Some(chaining))
+        self.add_subscriber(subscriber, Role::Chaining(chaining))
     }
 
-    fn add_subscriber(
-        &self,
-        subscriber: Subscriber,
-        chaining: Option<Arc<dyn Chaining>>,
-    ) -> SubscriberId {
-        let mut chainers = self.inner.edit.lock();
+    fn add_subscriber(&self, subscriber: Subscriber, role: Role) -> SubscriberId {
+        let mut edit = self.inner.edit.lock();
         let id = SubscriberId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
-        if let Some(chaining) = chaining {
-            chainers.push((id, chaining));
+        match role {
+            Role::Plain => {}
+            Role::Chaining(chaining) => edit.chainers.push((id, chaining)),
+            Role::Keeping(keeping) => edit.keepers.push((id, keeping)),
         }
         let mut next = self.inner.subscribers.load().list.clone();
         next.push((id, subscriber));
-        self.publish(next, &chainers);
+        self.publish(next, &edit);
         id
     }
 
@@ -938,16 +997,20 @@ impl PerformanceEmitter {
     /// is forgotten: it is either unused from now on, or missed the events since it last
     /// was (a wait measured from it would be too long); the next event of each key then
     /// has no previous timestamp.
-    fn publish(
-        &self,
-        list: Vec<(SubscriberId, Subscriber)>,
-        chainers: &[(SubscriberId, Arc<dyn Chaining>)],
-    ) {
+    fn publish(&self, list: Vec<(SubscriberId, Subscriber)>, roles: &Roles) {
         let chainer = list.first().and_then(|(first, _)| {
-            chainers
+            roles
+                .chainers
                 .iter()
                 .find(|(id, _)| id == first)
                 .map(|(_, c)| c.clone())
+        });
+        let keeper = list.last().and_then(|(last, _)| {
+            roles
+                .keepers
+                .iter()
+                .find(|(id, _)| id == last)
+                .map(|(_, k)| k.clone())
         });
         // The bus's own chain is unused from now on (a first subscriber keeps it), or was
         // until now (one did): either way it is forgotten.
@@ -955,9 +1018,11 @@ impl PerformanceEmitter {
         self.inner
             .subscriber_count
             .store(list.len(), Ordering::Release);
-        self.inner
-            .subscribers
-            .store(Arc::new(Subscribers { list, chainer }));
+        self.inner.subscribers.store(Arc::new(Subscribers {
+            list,
+            chainer,
+            keeper,
+        }));
         self.inner.generation.fetch_add(1, Ordering::Release);
         if forget {
             self.forget_chain(None);
@@ -973,14 +1038,15 @@ impl PerformanceEmitter {
     /// assert_eq!(bus.subscriber_count(), 1);
     /// ```
     pub fn remove(&self, id: SubscriberId) -> bool {
-        let mut chainers = self.inner.edit.lock();
+        let mut edit = self.inner.edit.lock();
         let current = self.inner.subscribers.load();
         if !current.iter().any(|(i, _)| *i == id) {
             return false;
         }
         let next: Vec<_> = current.iter().filter(|(i, _)| *i != id).cloned().collect();
-        chainers.retain(|(i, _)| *i != id);
-        self.publish(next, &chainers);
+        edit.chainers.retain(|(i, _)| *i != id);
+        edit.keepers.retain(|(i, _)| *i != id);
+        self.publish(next, &edit);
         true
     }
 
@@ -1143,6 +1209,72 @@ mod tests {
         bus.emit(tick(4.0)).unwrap();
         assert_eq!(seen(&first), [1.0, 2.0, 3.0], "removed on another thread");
         assert_eq!(seen(&second), [2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn a_last_subscriber_that_keeps_buffers_takes_the_measured_batch_after_the_others() {
+        /// Keeps the buffers it is given; copies what it is handed otherwise.
+        #[derive(Default)]
+        struct Keep(Mutex<Vec<Vec<PerformanceContract>>>);
+        impl Sink for Keep {
+            fn on_batch(&self, events: &[PerformanceContract]) {
+                self.0.lock().push(events.to_vec());
+            }
+        }
+        impl Keeping for Keep {
+            fn keep_buffer(&self, events: &mut Vec<PerformanceContract>) {
+                let capacity = events.capacity();
+                self.0
+                    .lock()
+                    .push(std::mem::replace(events, Vec::with_capacity(capacity)));
+            }
+        }
+        let bus = PerformanceEmitter::new();
+        let service = crate::PerformanceService::attached(&bus);
+        let before = Arc::new(Collect::default());
+        bus.add_sink(before.clone());
+        let keep = Arc::new(Keep::default());
+        bus.add_keeping(keep.clone(), keep.clone());
+        let batch = |from: u32| -> Vec<PerformanceContract> {
+            let mut buffer = Vec::with_capacity(1_088);
+            buffer.extend((from..from + 1_024).map(|t| tick(f64::from(t))));
+            buffer
+        };
+        let mut first = batch(0);
+        let own = first.as_ptr();
+        assert_eq!(bus.emit_measured_batch(&mut first), 1_024);
+        assert!(first.is_empty() && first.capacity() >= 1_088);
+        // Kept: the buffer itself, chained as everyone saw it.
+        assert_eq!(keep.0.lock()[0].as_ptr(), own);
+        assert_eq!(keep.0.lock()[0][1].previous_timestamp, Some(0.0));
+        assert_eq!(before.0.lock().len(), 1_024);
+        let key = StorageKey::new("BTCUSDT", "s");
+        let stored = service.storage().snapshot(key).expect("stored");
+        assert_eq!(stored.metrics[0].aggregate.count(), 1_024);
+        // Not the last any more: it gets a copy, and the caller keeps its buffer.
+        let after = Arc::new(Collect::default());
+        let after_id = bus.add_sink(after.clone());
+        let mut second = batch(1_024);
+        let own = second.as_ptr();
+        bus.emit_measured_batch(&mut second);
+        assert_eq!(second.as_ptr(), own);
+        assert_ne!(keep.0.lock()[1].as_ptr(), own);
+        assert_eq!(after.0.lock().len(), 1_024);
+        // The last again.
+        assert!(bus.remove(after_id));
+        let mut third = batch(2_048);
+        let own = third.as_ptr();
+        bus.emit_measured_batch(&mut third);
+        assert_eq!(keep.0.lock()[2].as_ptr(), own);
+        let timestamps: Vec<_> = keep
+            .0
+            .lock()
+            .iter()
+            .flatten()
+            .map(|e| e.timestamp)
+            .collect();
+        assert_eq!(timestamps, (0..3_072u32).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(before.0.lock().len(), 3_072);
     }
 
     #[test]

@@ -810,16 +810,18 @@ impl Worker {
     }
 }
 
-/// Events are handed to the worker in chunks of this many.
+/// Events are handed to the worker in chunks of this many (or, the engine's, in buffers
+/// of about this many in all).
 const CHUNK: usize = 4096;
 
-/// At most this many chunks wait for the worker (about 128 MB of events): half of them
-/// held by the worker ([`HOLD_AT_MOST`]), half in the channel to it. Past it the emitting
-/// thread waits, so nothing is lost and memory stays bounded.
+/// At most this many chunks' worth wait for the worker (about 128 MB of events): half of
+/// them held by the worker ([`HOLD_AT_MOST`]), half in the channel to it. Past it the
+/// emitting thread waits, so nothing is lost and memory stays bounded.
 const MAX_CHUNKS: usize = 256;
 
-/// While a run goes on, the worker holds up to this many chunks (a year's backtest makes
-/// about 115) before it turns the oldest into spans, and each for at most [`HOLD_FOR`].
+/// While a run goes on, the worker holds up to this many chunks' worth of events (a
+/// year's backtest makes about 115) before it turns the oldest into spans, and each for
+/// at most [`HOLD_FOR`].
 /// Building spans competes with the run for the two CPUs: with the worker turning chunks
 /// into spans as they came, the year with Prometheus and an OTLP-JSON file took 1.06-1.65x
 /// (median 1.35x) the run with tracking alone, and 1.03-1.17x (median 1.10x) holding them
@@ -845,13 +847,24 @@ const POLL_WHILE: Duration = Duration::from_millis(50);
 const POLL_EVERY: Duration = Duration::from_micros(500);
 
 /// The chunks the worker holds, oldest first, with when each came.
-#[derive(Default)]
 struct Held {
     chunks: std::collections::VecDeque<(Instant, Vec<PerformanceContract>)>,
+    /// Events in `chunks`, and how many may be held while the run goes on.
+    events: usize,
+    limit: usize,
 }
 
 impl Held {
+    fn new(limit: usize) -> Self {
+        Held {
+            chunks: std::collections::VecDeque::new(),
+            events: 0,
+            limit,
+        }
+    }
+
     fn push(&mut self, at: Instant, chunk: Vec<PerformanceContract>) {
+        self.events += chunk.len();
         self.chunks.push_back((at, chunk));
     }
 
@@ -859,13 +872,14 @@ impl Held {
     /// held [`HOLD_FOR`], or the run `ended` (then every chunk is due).
     fn pop_due(&mut self, now: Instant, ended: bool) -> Option<Vec<PerformanceContract>> {
         let (since, _) = self.chunks.front()?;
-        let due = ended
-            || self.chunks.len() > HOLD_AT_MOST
-            || now.saturating_duration_since(*since) >= HOLD_FOR;
+        let due =
+            ended || self.events > self.limit || now.saturating_duration_since(*since) >= HOLD_FOR;
         if !due {
             return None;
         }
-        self.chunks.pop_front().map(|(_, chunk)| chunk)
+        let (_, chunk) = self.chunks.pop_front()?;
+        self.events -= chunk.len();
+        Some(chunk)
     }
 
     /// How long to wait at `now` for the next chunk before the oldest held one is due;
@@ -883,7 +897,8 @@ const MAX_SPARES: usize = 32;
 /// Events the worker turns into spans between two looks at the spare chunks.
 const BETWEEN_TOP_UPS: usize = 256;
 
-/// Emptied chunks whose pages are already touched, for the intake to fill. A chunk of new
+/// Emptied chunks whose pages are already touched, for the intake to fill, and the
+/// engine's buffers handed back, for its next batches. A chunk of new
 /// memory costs the thread that first writes it a page fault per 4 KiB (128 for a chunk,
 /// about 190 µs on a virtual machine: 47 ns an event, as much as the run's own work): the
 /// worker pays them instead, on its own thread.
@@ -893,10 +908,13 @@ const BETWEEN_TOP_UPS: usize = 256;
 /// is still in the caches, where filling a chunk that was only faulted in wrote 0.5 MB
 /// to main memory from the run's thread. The year with Prometheus and an OTLP-JSON file:
 /// 36.3-37.8 ms against 40.3-41.3 ms holding the chunks themselves (4 interleaved runs
-/// of `backtest-perf bench` each, on an Intel Xeon host); the copy is the worker's.
+/// of `backtest-perf bench` each, on an Intel Xeon host); the copy is the worker's. The
+/// engine's buffers, kept by the intake without a copy, come back the same way.
 #[derive(Default)]
 struct Spares {
     chunks: Mutex<Vec<Vec<PerformanceContract>>>,
+    /// Emptied buffers of other sizes (the engine's, kept by [`Intake::keep_buffer`]).
+    buffers: Mutex<Vec<Vec<PerformanceContract>>>,
     /// How many the worker keeps ready: raised each time the intake found none.
     wanted: std::sync::atomic::AtomicUsize,
 }
@@ -912,6 +930,16 @@ impl Spares {
             std::sync::atomic::Ordering::Relaxed,
         );
         Vec::with_capacity(CHUNK)
+    }
+
+    /// A ready buffer of at least `capacity` events for the engine: one of its own
+    /// handed back, or a ready chunk.
+    fn take_buffer(&self, capacity: usize) -> Vec<PerformanceContract> {
+        let mut buffers = self.buffers.lock();
+        if let Some(i) = buffers.iter().rposition(|b| b.capacity() >= capacity) {
+            return buffers.swap_remove(i);
+        }
+        Vec::with_capacity(capacity)
     }
 
     fn wanted(&self) -> usize {
@@ -938,6 +966,11 @@ impl Spares {
     /// On the worker: keeps a chunk it emptied if fewer than wanted are ready.
     fn recycle(&self, mut chunk: Vec<PerformanceContract>) {
         if chunk.capacity() != CHUNK {
+            let mut buffers = self.buffers.lock();
+            if chunk.capacity() > 0 && buffers.len() < MAX_SPARES {
+                chunk.clear();
+                buffers.push(chunk);
+            }
             return;
         }
         chunk.clear();
@@ -950,64 +983,126 @@ impl Spares {
 
 /// The emitting side: a sink that copies events into a chunk under one lock per batch
 /// and hands full chunks to the worker thread, so the run pays a copy per event, not a
-/// queue hand-over.
+/// queue hand-over. The engine's batches, as the bus's last subscriber, it takes in their
+/// own buffers instead (see [`Keeping`](crate::emitter::Keeping)).
 struct Intake {
-    chunk: Mutex<Vec<PerformanceContract>>,
+    taken: Mutex<Taken>,
     to_worker: std::sync::mpsc::SyncSender<Chunk>,
     spares: Arc<Spares>,
+}
+
+/// What the intake holds until it hands it over: events copied into a chunk, or whole
+/// buffers kept. At most one of the two holds events at a time (each is handed over
+/// before the other takes any), so the worker gets them in the order they came.
+struct Taken {
+    chunk: Vec<PerformanceContract>,
+    buffers: Vec<Vec<PerformanceContract>>,
+    /// Events in `buffers`.
+    buffered: usize,
 }
 
 /// What the worker thread is handed.
 enum Chunk {
     Events(Vec<PerformanceContract>),
+    /// The engine's buffers, in order, about a chunk's worth of events in all.
+    Buffers(Vec<Vec<PerformanceContract>>),
     /// Everything was handed over: finish and return the report.
     End,
 }
 
 impl Intake {
-    fn hand_over(&self, chunk: &mut Vec<PerformanceContract>) {
-        if chunk.len() >= CHUNK {
-            let full = std::mem::replace(chunk, self.spares.take());
-            // The worker lives as long as the export: a send fails only after finish.
-            let _ = self.to_worker.send(Chunk::Events(full));
+    fn new(to_worker: std::sync::mpsc::SyncSender<Chunk>, spares: Arc<Spares>) -> Self {
+        Intake {
+            taken: Mutex::new(Taken {
+                chunk: Spares::touched(),
+                buffers: Vec::new(),
+                buffered: 0,
+            }),
+            to_worker,
+            spares,
+        }
+    }
+
+    // The worker lives as long as the export: a send fails only after finish.
+    fn send(&self, chunk: Chunk) {
+        let _ = self.to_worker.send(chunk);
+    }
+
+    /// Hands over the chunk if it is full.
+    fn hand_over_full(&self, taken: &mut Taken) {
+        if taken.chunk.len() >= CHUNK {
+            let full = std::mem::replace(&mut taken.chunk, self.spares.take());
+            self.send(Chunk::Events(full));
+        }
+    }
+
+    /// Hands over the kept buffers, if any.
+    fn hand_over_buffers(&self, taken: &mut Taken) {
+        if !taken.buffers.is_empty() {
+            taken.buffered = 0;
+            self.send(Chunk::Buffers(std::mem::take(&mut taken.buffers)));
         }
     }
 
     /// Hands over what is left, then the end.
     fn end(&self) {
-        let rest = std::mem::take(&mut *self.chunk.lock());
+        let mut taken = self.taken.lock();
+        self.hand_over_buffers(&mut taken);
+        let rest = std::mem::take(&mut taken.chunk);
         if !rest.is_empty() {
-            let _ = self.to_worker.send(Chunk::Events(rest));
+            self.send(Chunk::Events(rest));
         }
-        let _ = self.to_worker.send(Chunk::End);
+        self.send(Chunk::End);
     }
 
-    /// Frees the ready chunks, once the worker is gone. A thread that emitted on the bus
-    /// keeps its copy of the subscriber list, this intake in it, until it emits again:
-    /// without this, that thread's next emit (the next run's first batch) freed up to
-    /// 16 MB of chunks, 4 ms of `munmap` inside the run.
+    /// Frees the ready chunks and buffers, once the worker is gone. A thread that emitted
+    /// on the bus keeps its copy of the subscriber list, this intake in it, until it
+    /// emits again: without this, that thread's next emit (the next run's first batch)
+    /// freed up to 16 MB of chunks, 4 ms of `munmap` inside the run.
     fn release(&self) {
         drop(std::mem::take(&mut *self.spares.chunks.lock()));
+        drop(std::mem::take(&mut *self.spares.buffers.lock()));
+    }
+}
+
+impl crate::emitter::Keeping for Intake {
+    /// Keeps the buffer itself, handed over with the next ones once they hold a chunk's
+    /// worth of events, and leaves a buffer the worker handed back in its place.
+    fn keep_buffer(&self, events: &mut Vec<PerformanceContract>) {
+        let mut taken = self.taken.lock();
+        if !taken.chunk.is_empty() {
+            let earlier = std::mem::replace(&mut taken.chunk, self.spares.take());
+            self.send(Chunk::Events(earlier));
+        }
+        let ready = self.spares.take_buffer(events.capacity());
+        let kept = std::mem::replace(events, ready);
+        taken.buffered += kept.len();
+        taken.buffers.push(kept);
+        if taken.buffered >= CHUNK {
+            self.hand_over_buffers(&mut taken);
+        }
     }
 }
 
 impl crate::Sink for Intake {
     fn on_event(&self, event: &PerformanceContract) {
-        let mut chunk = self.chunk.lock();
-        chunk.push(*event);
-        self.hand_over(&mut chunk);
+        let mut taken = self.taken.lock();
+        self.hand_over_buffers(&mut taken);
+        taken.chunk.push(*event);
+        self.hand_over_full(&mut taken);
     }
 
     /// Fills chunks to their capacity and no further: a chunk grown past it would move
     /// into new memory, faulting in its pages on the emitting thread.
     fn on_batch(&self, mut events: &[PerformanceContract]) {
-        let mut chunk = self.chunk.lock();
+        let mut taken = self.taken.lock();
+        self.hand_over_buffers(&mut taken);
         while !events.is_empty() {
-            let room = CHUNK.saturating_sub(chunk.len()).min(events.len());
+            let room = CHUNK.saturating_sub(taken.chunk.len()).min(events.len());
             let (now, later) = events.split_at(room);
-            chunk.extend_from_slice(now);
+            taken.chunk.extend_from_slice(now);
             events = later;
-            self.hand_over(&mut chunk);
+            self.hand_over_full(&mut taken);
         }
     }
 }
@@ -1017,12 +1112,14 @@ impl crate::Sink for Intake {
 ///
 /// Events are copied on the emitting thread into chunks of 4,096 and turned into spans
 /// and exported on a thread of the export's own; at most 256 chunks wait for it (past
-/// that the emitting thread waits, so no span is lost). While the run goes on, that
-/// thread holds up to 128 chunks, each for at most a second, before it builds their
-/// spans, so that its work does not compete with the run for the CPUs; [`finish`]
-/// exports everything. It also keeps empty chunks ready, their memory already faulted
-/// in and, once the first chunks came back, still in the caches, so that the run's
-/// thread only copies.
+/// that the emitting thread waits, so no span is lost). The engine's batches are not
+/// copied: while the export is the bus's last subscriber, it takes the engine's buffers
+/// themselves, after the other subscribers, and hands the engine one back in exchange.
+/// While the run goes on, that thread holds up to 128 chunks' worth, each for at most a
+/// second, before it builds their spans, so that its work does not compete with the run
+/// for the CPUs; [`finish`] exports everything. It also keeps empty chunks ready, their
+/// memory already faulted in and, once the first chunks came back, still in the caches,
+/// so that the run's thread only copies.
 ///
 /// [`finish`]: SpanExport::finish
 ///
@@ -1117,7 +1214,7 @@ impl SpanExport {
             .spawn(move || {
                 // Ready chunks first: while the run fills them, spans can wait.
                 ready.top_up();
-                let mut held = Held::default();
+                let mut held = Held::new(HOLD_AT_MOST * CHUNK);
                 let mut ended = false;
                 let mut last_chunk: Option<Instant> = None;
                 while !ended {
@@ -1143,11 +1240,19 @@ impl SpanExport {
                             None => chunks.recv().map_err(|_| RecvTimeoutError::Disconnected),
                         }
                     };
-                    if matches!(next, Ok(Chunk::Events(_))) {
+                    if matches!(next, Ok(Chunk::Events(_) | Chunk::Buffers(_))) {
                         last_chunk = Some(Instant::now());
                     }
                     match next {
                         // Held as a copy, the chunk handed back at once (see `Spares`).
+                        Ok(Chunk::Buffers(buffers)) => {
+                            let mut kept = Vec::with_capacity(buffers.iter().map(Vec::len).sum());
+                            for events in buffers {
+                                kept.extend_from_slice(&events);
+                                ready.recycle(events);
+                            }
+                            held.push(Instant::now(), kept);
+                        }
                         Ok(Chunk::Events(events)) => {
                             let kept = events.clone();
                             ready.recycle(events);
@@ -1171,12 +1276,8 @@ impl SpanExport {
         let Ok(thread) = spawned else {
             return self;
         };
-        let intake = Arc::new(Intake {
-            chunk: Mutex::new(Spares::touched()),
-            to_worker,
-            spares,
-        });
-        let sink = bus.add_sink(intake.clone());
+        let intake = Arc::new(Intake::new(to_worker, spares));
+        let sink = bus.add_keeping(intake.clone(), intake.clone());
         self.running = Some(Running {
             bus: bus.clone(),
             sink,
@@ -1318,11 +1419,7 @@ mod tests {
     fn the_intake_hands_over_full_chunks_that_never_grew() {
         let (to_worker, chunks) = std::sync::mpsc::sync_channel::<Chunk>(MAX_CHUNKS);
         let spares = Arc::new(Spares::default());
-        let intake = Intake {
-            chunk: Mutex::new(Vec::with_capacity(CHUNK)),
-            to_worker,
-            spares: spares.clone(),
-        };
+        let intake = Intake::new(to_worker, spares.clone());
         // Batches of the engine's size do not divide a chunk: 1,088 x 10 = 10,880 events.
         let batch: Vec<_> = (1..=1088u64)
             .map(|id| event(MetricType::Tick, id, None))
@@ -1346,7 +1443,8 @@ mod tests {
         let t0 = Instant::now();
         let chunk = |id| vec![event(MetricType::Tick, id, None)];
         let first_id = |c: Option<Vec<PerformanceContract>>| c.and_then(|c| c[0].id);
-        let mut held = Held::default();
+        // Past 8 events held (chunks of one here), the oldest is due.
+        let mut held = Held::new(8);
         assert_eq!(held.patience(t0), None, "nothing held: wait for a chunk");
         held.push(t0, chunk(1));
         held.push(t0 + Duration::from_millis(300), chunk(2));
@@ -1367,15 +1465,16 @@ mod tests {
         );
         assert_eq!(held.patience(t0 + 2 * HOLD_FOR), Some(Duration::ZERO));
         // Past the limit, the oldest is due at once, one at a time.
-        for id in 3..=HOLD_AT_MOST as u64 + 2 {
+        for id in 3..=10 {
             held.push(t0 + Duration::from_millis(500), chunk(id));
         }
-        assert_eq!(held.chunks.len(), HOLD_AT_MOST + 1);
+        assert_eq!((held.chunks.len(), held.events), (9, 9));
         assert_eq!(first_id(held.pop_due(t0, false)), Some(2));
         assert_eq!(first_id(held.pop_due(t0, false)), None);
         // At the end every chunk is due, oldest first.
         let ids: Vec<_> = std::iter::from_fn(|| first_id(held.pop_due(t0, true))).collect();
-        assert_eq!(ids, (3..=HOLD_AT_MOST as u64 + 2).collect::<Vec<_>>());
+        assert_eq!(ids, (3..=10).collect::<Vec<_>>());
+        assert_eq!(held.events, 0);
     }
 
     #[test]
@@ -1394,7 +1493,118 @@ mod tests {
         let report = export.finish();
         assert_eq!(report.spans, CHUNK as u64 * 3);
         assert_eq!(intake.spares.chunks.lock().len(), 0);
-        assert_eq!(intake.chunk.lock().capacity(), 0);
+        assert_eq!(intake.taken.lock().chunk.capacity(), 0);
+    }
+
+    #[test]
+    fn the_intake_keeps_the_engines_buffers_in_order_with_the_events_it_copies() {
+        use crate::emitter::Keeping;
+        let (to_worker, chunks) = std::sync::mpsc::sync_channel::<Chunk>(MAX_CHUNKS);
+        let spares = Arc::new(Spares::default());
+        let intake = Intake::new(to_worker, spares.clone());
+        let events = |ids: std::ops::RangeInclusive<u64>| -> Vec<PerformanceContract> {
+            let mut buffer = Vec::with_capacity(1_088);
+            buffer.extend(ids.map(|id| event(MetricType::Tick, id, None)));
+            buffer
+        };
+        // Copied, kept (four buffers: 4,096 events, handed over together), kept, copied.
+        crate::Sink::on_batch(&intake, &events(1..=10));
+        let mut kept = Vec::new();
+        for i in 0..5 {
+            let mut buffer = events(11 + i * 1_024..=10 + (i + 1) * 1_024);
+            kept.push(buffer.as_ptr());
+            intake.keep_buffer(&mut buffer);
+            assert!(
+                buffer.is_empty() && buffer.capacity() >= 1_088,
+                "buffer {i}"
+            );
+        }
+        crate::Sink::on_event(&intake, &event(MetricType::Tick, 5_131, None));
+        intake.end();
+        let mut ids = Vec::new();
+        let mut handed = Vec::new();
+        loop {
+            match chunks.recv() {
+                Ok(Chunk::Events(events)) => {
+                    handed.push(format!("events {}", events.len()));
+                    ids.extend(events.iter().filter_map(|e| e.id));
+                }
+                Ok(Chunk::Buffers(buffers)) => {
+                    handed.push(format!("buffers {}", buffers.len()));
+                    for buffer in buffers {
+                        assert!(kept.contains(&buffer.as_ptr()), "the buffer itself");
+                        ids.extend(buffer.iter().filter_map(|e| e.id));
+                    }
+                }
+                Ok(Chunk::End) | Err(_) => break,
+            }
+        }
+        assert_eq!(handed, ["events 10", "buffers 4", "buffers 1", "events 1"]);
+        assert_eq!(ids, (1..=5_131).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_measured_run_goes_to_the_export_in_the_engines_buffers_which_come_back() {
+        let bus = PerformanceEmitter::new();
+        let memory = crate::export::otel::SpanCollector::default();
+        let export = SpanExport::new(Thresholds::default(), Sampler::default())
+            .to("memory", memory.clone())
+            .listen(&bus);
+        let intake = Arc::clone(&export.running.as_ref().expect("listening").intake);
+        // Six batches of 512 tick trees each: a tick and its getSignal.
+        let mut buffer = Vec::with_capacity(1_088);
+        let mut seen = Vec::new();
+        for batch in 0..6u64 {
+            seen.push(buffer.as_ptr());
+            for i in 0..512 {
+                let tick = batch * 1_024 + 2 * i + 1;
+                buffer.push(event(MetricType::GetSignal, tick + 1, Some(tick)));
+                buffer.push(event(MetricType::Tick, tick, None));
+            }
+            assert_eq!(bus.emit_measured_batch(&mut buffer), 1_024);
+            assert!(buffer.is_empty() && buffer.capacity() >= 1_088);
+        }
+        // Kept, not copied: the intake holds the last two buffers (the first four went to
+        // the worker together), and the caller got another each time.
+        let last: Vec<_> = intake
+            .taken
+            .lock()
+            .buffers
+            .iter()
+            .map(Vec::as_ptr)
+            .collect();
+        assert_eq!(last, seen[4..]);
+        let report = export.finish();
+        assert_eq!((report.spans, report.traces), (6 * 1_024, 6 * 512));
+        assert_eq!(memory.spans().len(), 6 * 1_024);
+        assert_eq!(intake.spares.buffers.lock().len(), 0, "freed at finish");
+    }
+
+    #[test]
+    fn the_engines_buffers_are_handed_back_for_its_next_batches_up_to_a_bound() {
+        let spares = Spares::default();
+        let buffer = |capacity| {
+            let mut buffer = Vec::with_capacity(capacity);
+            buffer.push(event(MetricType::Tick, 1, None));
+            buffer
+        };
+        let small = buffer(100);
+        let engine = buffer(1_088);
+        let (small_at, engine_at) = (small.as_ptr(), engine.as_ptr());
+        spares.recycle(small);
+        spares.recycle(engine);
+        // One big enough, emptied; none left: a new one of that capacity.
+        let back = spares.take_buffer(1_088);
+        assert_eq!((back.as_ptr(), back.len()), (engine_at, 0));
+        assert!(spares.take_buffer(1_088).capacity() >= 1_088);
+        let small = spares.take_buffer(50);
+        assert_eq!(small.as_ptr(), small_at);
+        // Bounded, as ready chunks are; chunks themselves stay apart.
+        for _ in 0..MAX_SPARES + 5 {
+            spares.recycle(buffer(1_088));
+        }
+        assert_eq!(spares.buffers.lock().len(), MAX_SPARES);
+        assert!(spares.chunks.lock().is_empty());
     }
 
     #[test]
