@@ -654,14 +654,7 @@ impl PerformanceEmitter {
             {
                 let delivered = events.len();
                 let grouping = KeyedBatch::one_key(events);
-                match &subscribers.chainer {
-                    Some(chainer) => chainer.chain_batch(events, &grouping),
-                    None => self.chain_batch(events, &grouping),
-                }
-                let batch = grouping.with_events(events);
-                for (_, subscriber) in others {
-                    subscriber.on_keyed_batch(&batch);
-                }
+                self.chain_and_hand(events, grouping, subscribers, others);
                 keeper.keep_buffer(events);
                 events.clear();
                 return delivered;
@@ -684,18 +677,30 @@ impl PerformanceEmitter {
         // huge batch does not double its memory.
         for slice in events.chunks_mut(GROUPED_AT_ONCE) {
             let grouping = group(slice);
-            match &subscribers.chainer {
-                Some(chainer) => chainer.chain_batch(slice, &grouping),
-                None => self.chain_batch(slice, &grouping),
-            }
-            let batch = grouping.with_events(slice);
-            for (_, subscriber) in subscribers.after_chain() {
-                subscriber.on_keyed_batch(&batch);
-            }
+            self.chain_and_hand(slice, grouping, subscribers, subscribers.after_chain());
         }
         let delivered = events.len();
         events.clear();
         delivered
+    }
+
+    /// Chains a grouped batch (the chaining first subscriber, or else the bus) and hands
+    /// it to `to`, in order.
+    fn chain_and_hand(
+        &self,
+        events: &mut [PerformanceContract],
+        grouping: KeyedBatch<'static>,
+        subscribers: &Subscribers,
+        to: &[(SubscriberId, Subscriber)],
+    ) {
+        match &subscribers.chainer {
+            Some(chainer) => chainer.chain_batch(events, &grouping),
+            None => self.chain_batch(events, &grouping),
+        }
+        let batch = grouping.with_events(events);
+        for (_, subscriber) in to {
+            subscriber.on_keyed_batch(&batch);
+        }
     }
 
     /// [`chain`](Self::chain) for a batch: one lock per key.

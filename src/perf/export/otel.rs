@@ -932,8 +932,9 @@ impl Spares {
         Vec::with_capacity(CHUNK)
     }
 
-    /// A ready buffer of at least `capacity` events for the engine: one of its own
-    /// handed back, or a ready chunk.
+    /// A buffer of at least `capacity` events for the engine: one of its own that the
+    /// worker handed back, or else a new one (its pages faulted in as the engine fills
+    /// it: the first few batches of a run).
     fn take_buffer(&self, capacity: usize) -> Vec<PerformanceContract> {
         let mut buffers = self.buffers.lock();
         if let Some(i) = buffers.iter().rposition(|b| b.capacity() >= capacity) {
