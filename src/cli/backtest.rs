@@ -560,6 +560,9 @@ pub fn run(args: &BacktestArgs) -> Result<Vec<BacktestResult>, CliError> {
     });
     #[cfg(feature = "profile")]
     let profile = super::exporters::Profile::start(&args.exporters);
+    // The last subscriber: the export then takes the engine's batches without a copy.
+    #[cfg(feature = "otel")]
+    let spans = spans.listen();
     let results = run_parallel(jobs, args.threads);
     let resources = monitor.map(|m| m.stop()).unwrap_or_default();
     if let Some(bar) = bar {

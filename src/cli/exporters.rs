@@ -206,9 +206,9 @@ pub struct Spans(Option<backtest_perf::export::otel::SpanExport>);
 
 #[cfg(feature = "otel")]
 impl Spans {
-    /// Starts what the flags ask for (nothing when they ask for nothing). A bad
-    /// configuration (URL, protocol, sampler, an unwritable file) is refused before any
-    /// backtest runs.
+    /// Makes what the flags ask for (nothing when they ask for nothing), not yet
+    /// listening (see [`listen`](Self::listen)). A bad configuration (URL, protocol,
+    /// sampler, an unwritable file) is refused before any backtest runs.
     pub fn start(args: &ExporterArgs, thresholds: &Thresholds) -> Result<Self, CliError> {
         use backtest_perf::export::otel::{
             OtlpJsonFileExporter, OtlpProtocol, Sampler, SpanExport, otlp_http,
@@ -248,9 +248,16 @@ impl Spans {
                 })?;
             export = export.to(format!("OTLP-JSON file {}", path.display()), exporter);
         }
-        Ok(Spans(Some(
-            export.listen(backtest_perf::performance_emitter()),
-        )))
+        Ok(Spans(Some(export)))
+    }
+
+    /// Starts taking the bus's events. Called after every other subscriber is added: as
+    /// the bus's last subscriber, the export takes the engine's buffers without a copy.
+    pub fn listen(self) -> Self {
+        Spans(
+            self.0
+                .map(|export| export.listen(backtest_perf::performance_emitter())),
+        )
     }
 
     /// Waits until every span was built and exported; prints what was sent; returns what
