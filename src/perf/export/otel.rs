@@ -913,7 +913,8 @@ const BETWEEN_TOP_UPS: usize = 256;
 #[derive(Default)]
 struct Spares {
     chunks: Mutex<Vec<Vec<PerformanceContract>>>,
-    /// Emptied buffers of other sizes (the engine's, kept by [`Intake::keep_buffer`]).
+    /// Emptied buffers of other sizes (the engine's, which the intake keeps in
+    /// `Keeping::keep_buffer`).
     buffers: Mutex<Vec<Vec<PerformanceContract>>>,
     /// How many the worker keeps ready: raised each time the intake found none.
     wanted: std::sync::atomic::AtomicUsize,
