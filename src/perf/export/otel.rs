@@ -1003,6 +1003,13 @@ struct Taken {
     buffered: usize,
 }
 
+/// Engine batches of fewer events are copied, not kept: a kept buffer holds its whole
+/// capacity (the engine's: 1,088 events) until the worker copies it, so a run of short
+/// batches (many short backtests) would otherwise hold hundreds of megabytes of mostly
+/// empty buffers before a chunk's worth of events came together. From this many, the
+/// intake holds at most 16 buffers.
+const KEPT_FROM: usize = 256;
+
 /// What the worker thread is handed.
 enum Chunk {
     Events(Vec<PerformanceContract>),
@@ -1046,6 +1053,20 @@ impl Intake {
         }
     }
 
+    /// Copies `events` into chunks, after the kept buffers. Fills chunks to their
+    /// capacity and no further: a chunk grown past it would move into new memory,
+    /// faulting in its pages on the emitting thread.
+    fn copy_in(&self, taken: &mut Taken, mut events: &[PerformanceContract]) {
+        self.hand_over_buffers(taken);
+        while !events.is_empty() {
+            let room = CHUNK.saturating_sub(taken.chunk.len()).min(events.len());
+            let (now, later) = events.split_at(room);
+            taken.chunk.extend_from_slice(now);
+            events = later;
+            self.hand_over_full(taken);
+        }
+    }
+
     /// Hands over what is left, then the end.
     fn end(&self) {
         let mut taken = self.taken.lock();
@@ -1069,9 +1090,15 @@ impl Intake {
 
 impl crate::emitter::Keeping for Intake {
     /// Keeps the buffer itself, handed over with the next ones once they hold a chunk's
-    /// worth of events, and leaves a buffer the worker handed back in its place.
+    /// worth of events, and leaves a buffer the worker handed back in its place. A batch
+    /// of fewer than [`KEPT_FROM`] events is copied instead, and the buffer stays.
     fn keep_buffer(&self, events: &mut Vec<PerformanceContract>) {
         let mut taken = self.taken.lock();
+        if events.len() < KEPT_FROM {
+            self.copy_in(&mut taken, events);
+            events.clear();
+            return;
+        }
         if !taken.chunk.is_empty() {
             let earlier = std::mem::replace(&mut taken.chunk, self.spares.take());
             self.send(Chunk::Events(earlier));
@@ -1094,18 +1121,8 @@ impl crate::Sink for Intake {
         self.hand_over_full(&mut taken);
     }
 
-    /// Fills chunks to their capacity and no further: a chunk grown past it would move
-    /// into new memory, faulting in its pages on the emitting thread.
-    fn on_batch(&self, mut events: &[PerformanceContract]) {
-        let mut taken = self.taken.lock();
-        self.hand_over_buffers(&mut taken);
-        while !events.is_empty() {
-            let room = CHUNK.saturating_sub(taken.chunk.len()).min(events.len());
-            let (now, later) = events.split_at(room);
-            taken.chunk.extend_from_slice(now);
-            events = later;
-            self.hand_over_full(&mut taken);
-        }
+    fn on_batch(&self, events: &[PerformanceContract]) {
+        self.copy_in(&mut self.taken.lock(), events);
     }
 }
 
@@ -1522,6 +1539,11 @@ mod tests {
             );
         }
         crate::Sink::on_event(&intake, &event(MetricType::Tick, 5_131, None));
+        // A short batch is copied, and the caller keeps its buffer.
+        let mut short = events(5_132..=5_141);
+        let own = short.as_ptr();
+        intake.keep_buffer(&mut short);
+        assert_eq!((short.as_ptr(), short.len()), (own, 0));
         intake.end();
         let mut ids = Vec::new();
         let mut handed = Vec::new();
@@ -1541,8 +1563,8 @@ mod tests {
                 Ok(Chunk::End) | Err(_) => break,
             }
         }
-        assert_eq!(handed, ["events 10", "buffers 4", "buffers 1", "events 1"]);
-        assert_eq!(ids, (1..=5_131).collect::<Vec<_>>());
+        assert_eq!(handed, ["events 10", "buffers 4", "buffers 1", "events 11"]);
+        assert_eq!(ids, (1..=5_141).collect::<Vec<_>>());
     }
 
     #[test]
