@@ -1568,7 +1568,7 @@ mod tests {
     }
 
     #[test]
-    fn a_measured_run_goes_to_the_export_in_the_engines_buffers_which_come_back() {
+    fn a_measured_run_goes_to_the_export_in_the_engines_own_buffers() {
         let bus = PerformanceEmitter::new();
         let memory = crate::export::otel::SpanCollector::default();
         let export = SpanExport::new(Thresholds::default(), Sampler::default())
