@@ -582,29 +582,12 @@ pub enum InvalidEvent {
 /// next locked instruction, a lock's release, until it reached the cache: about 20 ns
 /// an event. A hint only: any address will do, nothing is read.
 #[inline(always)]
-#[allow(unsafe_code)]
 pub(crate) fn prefetch_slot(slot: *const PerformanceContract) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
-        let first = slot.cast::<i8>();
-        // SAFETY: a prefetch only hints the cache: it reads nothing the program sees,
-        // never faults, and takes any address (even one past an allocation), so the
-        // wrapping pointers need not point into one.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_ET0>(first);
-            _mm_prefetch::<_MM_HINT_ET0>(first.wrapping_add(64));
-            _mm_prefetch::<_MM_HINT_ET0>(
-                first.wrapping_add(std::mem::size_of::<PerformanceContract>() - 1),
-            );
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = slot;
+    prefetch_slots::<1>(slot);
 }
 
 /// Asks the CPU for the cache lines of the `N` event slots from `first`, with intent to
-/// write, as [`prefetch_slot`] does for one. A hint only: any address will do.
+/// write (see [`prefetch_slot`]). A hint only: any address will do.
 #[inline(always)]
 #[allow(unsafe_code)]
 pub(crate) fn prefetch_slots<const N: usize>(first: *const PerformanceContract) {
@@ -614,8 +597,9 @@ pub(crate) fn prefetch_slots<const N: usize>(first: *const PerformanceContract) 
         use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
         let bytes = first.cast::<i8>();
         let last = N * std::mem::size_of::<PerformanceContract>() - 1;
-        // SAFETY: as in `prefetch_slot`: a prefetch reads nothing the program sees and
-        // never faults, so the wrapping pointers need not point into an allocation.
+        // SAFETY: a prefetch only hints the cache: it reads nothing the program sees,
+        // never faults, and takes any address (even one past an allocation), so the
+        // wrapping pointers need not point into one.
         unsafe {
             for offset in (0..last).step_by(64) {
                 _mm_prefetch::<_MM_HINT_ET0>(bytes.wrapping_add(offset));
